@@ -1,0 +1,1 @@
+"""merpo-agent: MerPO / RAC (ICLR 2022), batched over tasks."""

@@ -1,0 +1,1 @@
+"""merpo-data: offline meta-RL datasets (Minari format) for the merpo environments."""

@@ -1,0 +1,142 @@
+"""Stacked networks: many independent MLPs evaluated as one set of batched matmuls.
+
+Every parameter carries leading "stack" axes, e.g. ``(T,)`` for one network per task or
+``(T, E)`` for an ensemble of E members per task (E = 2 twin critics, E = 7 dynamics
+members). A forward pass over inputs ``(*stack, N, in)`` is one ``baddbmm`` per layer, never
+a Python loop over tasks or members (DESIGN.md, "Performance shape").
+
+Shared by the behavior-policy SAC of merpo-data and by merpo-agent (RAC, dynamics).
+Also holds the tanh-squashed Gaussian policy math both of them use.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+LOG_STD_MIN = -5.0
+LOG_STD_MAX = 2.0
+# Dataset actions at the bound would give atanh(+-1) = inf: clip them inside (-1, 1).
+ATANH_EPS = 1e-6
+
+
+class StackedLinear(nn.Module):
+    """``y = x @ W + b`` with independent ``W (*stack, in, out)`` and ``b (*stack, 1, out)``.
+
+    Initialised like ``nn.Linear`` (uniform in +-1/sqrt(in)), independently per stack entry.
+    """
+
+    def __init__(self, stack_shape: Sequence[int], in_features: int, out_features: int):
+        super().__init__()
+        self.stack_shape = tuple(int(s) for s in stack_shape)
+        self.in_features = in_features
+        self.out_features = out_features
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(
+            torch.empty(*self.stack_shape, in_features, out_features).uniform_(-bound, bound)
+        )
+        self.bias = nn.Parameter(
+            torch.empty(*self.stack_shape, 1, out_features).uniform_(-bound, bound)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stack = self.stack_shape
+        n = x.shape[-2]
+        flat_x = x.reshape(-1, n, self.in_features)
+        flat_w = self.weight.reshape(-1, self.in_features, self.out_features)
+        flat_b = self.bias.reshape(-1, 1, self.out_features)
+        return torch.baddbmm(flat_b, flat_x, flat_w).reshape(*stack, n, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"stack={self.stack_shape}, in={self.in_features}, out={self.out_features}"
+
+
+class StackedMLP(nn.Module):
+    """``hidden_layers`` hidden layers of width ``hidden``, then a linear output layer."""
+
+    def __init__(
+        self,
+        stack_shape: Sequence[int],
+        in_features: int,
+        out_features: int,
+        hidden: int,
+        hidden_layers: int,
+        activation: type[nn.Module] = nn.ReLU,
+    ):
+        super().__init__()
+        sizes = [in_features] + [hidden] * hidden_layers + [out_features]
+        layers: list[nn.Module] = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            layers.append(StackedLinear(stack_shape, n_in, n_out))
+            if i < len(sizes) - 2:
+                layers.append(activation())
+        self.net = nn.Sequential(*layers)
+        self.stack_shape = tuple(stack_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class StackedTanhGaussianPolicy(nn.Module):
+    """A tanh-squashed Gaussian policy per stack entry; actions in (-1, 1) (rescale outside).
+
+    ``forward`` returns the pre-tanh ``mean`` and clamped ``log_std`` of shape (*stack, N, act_dim).
+    """
+
+    def __init__(
+        self, stack_shape: Sequence[int], obs_dim: int, act_dim: int, hidden: int, hidden_layers: int
+    ):
+        super().__init__()
+        self.act_dim = act_dim
+        self.trunk = StackedMLP(stack_shape, obs_dim, 2 * act_dim, hidden, hidden_layers)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.trunk(obs).chunk(2, dim=-1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def sample(
+        self, obs: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised sample and its log-probability (summed over action dims)."""
+        mean, log_std = self(obs)
+        return tanh_gaussian_sample(mean, log_std, generator)
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        mean, _ = self(obs)
+        return torch.tanh(mean)
+
+
+def tanh_gaussian_sample(
+    mean: torch.Tensor, log_std: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``a = tanh(mean + std * eps)`` (reparameterised) and ``log pi(a)`` with the tanh log-det."""
+    noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+    pre_tanh = mean + log_std.exp() * noise
+    log_prob = _normal_log_prob(pre_tanh, mean, log_std) - _tanh_log_det(pre_tanh)
+    return torch.tanh(pre_tanh), log_prob.sum(-1)
+
+
+def tanh_gaussian_log_prob(
+    mean: torch.Tensor, log_std: torch.Tensor, action: torch.Tensor
+) -> torch.Tensor:
+    """``log pi(a)`` of given actions in [-1, 1] (e.g. dataset actions), summed over dims.
+
+    Actions are clipped to (-1 + eps, 1 - eps) before ``atanh`` so that actions at the
+    bound give a finite log-probability (SPEC §3).
+    """
+    clipped = action.clamp(-1.0 + ATANH_EPS, 1.0 - ATANH_EPS)
+    pre_tanh = torch.atanh(clipped)
+    log_prob = _normal_log_prob(pre_tanh, mean, log_std) - _tanh_log_det(pre_tanh)
+    return log_prob.sum(-1)
+
+
+def _normal_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    return -0.5 * ((x - mean) * torch.exp(-log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+
+
+def _tanh_log_det(pre_tanh: torch.Tensor) -> torch.Tensor:
+    # log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u)), numerically stable for large |u|.
+    return 2.0 * (math.log(2.0) - pre_tanh - nn.functional.softplus(-2.0 * pre_tanh))

@@ -1,0 +1,131 @@
+"""Point-Robot-Wind: a 2-D point pushed by a per-task wind (FOCAL's point-robot-wind).
+
+Tasks differ in dynamics only (the paper, App. A.1; SPEC §9).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from merpo_envs.meta_info import MetaEnvInfo
+
+ENV_ID = "merpo/PointRobotWind-v0"
+NUM_TASKS = 50
+HORIZON = 25
+GOAL = np.array([1.0, 0.0])
+GOAL_RADIUS = 0.2
+MAX_ACTION = 0.1
+
+
+def _make_winds() -> np.ndarray:
+    # FOCAL's exact values: one RandomState(1337), all x components, then all y components.
+    rng = np.random.RandomState(1337)
+    wind_x = rng.uniform(-0.05, 0.05, NUM_TASKS)
+    wind_y = rng.uniform(-0.05, 0.05, NUM_TASKS)
+    return np.stack([wind_x, wind_y], axis=1)
+
+
+WINDS = _make_winds()
+TRAIN_TASKS = tuple(range(0, 40))
+TEST_TASKS = tuple(range(40, 50))
+
+
+def task_params(task: int) -> dict[str, Any]:
+    return {"wind": [float(w) for w in WINDS[task]]}
+
+
+def terminated_np(obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+    """Point-Robot-Wind never terminates (episodes are only truncated at the horizon)."""
+    return np.zeros(np.shape(next_obs)[:-1], dtype=bool)
+
+
+def terminated_torch(obs, act, next_obs):
+    import torch
+
+    return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
+
+
+class PointRobotWindEnv(gym.Env):
+    """A point in the plane that must reach (1, 0) against a task-specific wind.
+
+    ## Observation
+    ``Box(-inf, inf, (2,), float64)``: the position (x, y).
+
+    ## Action
+    ``Box(-0.1, 0.1, (2,), float32)``: a displacement; it is clipped to the box.
+
+    ## Transition
+    ``s' = s + clip(a) + wind``; reset puts the point at (0, 0).
+
+    ## Reward
+    Dense: ``-||s' - (1, 0)||``. ``info["sparse_reward"]`` carries the sparse form used by
+    FOCAL: the dense reward plus 1 inside radius 0.2 of the goal, else 0.
+
+    ## Termination and truncation
+    Never terminates; truncated after 25 steps (``max_episode_steps`` of the registration).
+
+    ## Tasks
+    50 winds, ``RandomState(1337)``: ``wind_x = uniform(-.05, .05, 50)`` then ``wind_y``
+    likewise (FOCAL's values). Train tasks 0-39, test tasks 40-49. ``task`` picks one;
+    ``set_task(j)`` switches at the next reset.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, task: int = 0):
+        self.info: MetaEnvInfo = META_INFO
+        self._task = self.info.check_task(task)
+        self._next_task = self._task
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
+        self.action_space = spaces.Box(-MAX_ACTION, MAX_ACTION, shape=(2,), dtype=np.float32)
+        self._state = np.zeros(2)
+
+    @property
+    def task(self) -> int:
+        return self._task
+
+    @property
+    def task_params(self) -> dict[str, Any]:
+        return task_params(self._task)
+
+    def set_task(self, task: int) -> None:
+        """Switch to ``task``; it takes effect at the next ``reset``."""
+        self._next_task = self.info.check_task(task)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._task = self._next_task
+        self._state = np.zeros(2)
+        return self._state.copy(), {"task": self._task}
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (2,) or not np.all(np.isfinite(action)):
+            raise ValueError(
+                f"action must be 2 finite numbers in [-0.1, 0.1], got {np.asarray(action)!r}"
+            )
+        action = np.clip(action, -MAX_ACTION, MAX_ACTION)
+        self._state = self._state + action + WINDS[self._task]
+        reward = -float(np.linalg.norm(self._state - GOAL))
+        sparse = reward + 1.0 if reward >= -GOAL_RADIUS else 0.0
+        info = {"sparse_reward": sparse, "task": self._task}
+        return self._state.copy(), reward, False, False, info
+
+
+META_INFO = MetaEnvInfo(
+    env_id=ENV_ID,
+    slug="point-robot-wind",
+    num_tasks=NUM_TASKS,
+    train_tasks=TRAIN_TASKS,
+    test_tasks=TEST_TASKS,
+    max_episode_steps=HORIZON,
+    obs_dim=2,
+    act_dim=2,
+    params_fn=task_params,
+    terminated_np=terminated_np,
+    terminated_torch=terminated_torch,
+)
