@@ -12,6 +12,7 @@ import numpy as np
 from gymnasium import spaces
 
 from merpo_envs.meta_info import MetaEnvInfo
+from merpo_envs.task_env import TaskEnvMixin
 
 ENV_ID = "merpo/PointRobotWind-v0"
 NUM_TASKS = 50
@@ -49,7 +50,7 @@ def terminated_torch(obs, act, next_obs):
     return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
 
 
-class PointRobotWindEnv(gym.Env):
+class PointRobotWindEnv(TaskEnvMixin, gym.Env):
     """A point in the plane that must reach (1, 0) against a task-specific wind.
 
     ## Observation
@@ -70,45 +71,30 @@ class PointRobotWindEnv(gym.Env):
 
     ## Tasks
     50 winds, ``RandomState(1337)``: ``wind_x = uniform(-.05, .05, 50)`` then ``wind_y``
-    likewise (FOCAL's values). Train tasks 0-39, test tasks 40-49. ``task`` picks one;
-    ``set_task(j)`` switches at the next reset.
+    likewise (FOCAL's values). Train tasks 0-39, test tasks 40-49. ``task`` picks one
+    (default 0); ``set_task(j)`` switches at the next reset; ``task_params`` is
+    ``{"wind": [wind_x, wind_y]}``.
+
+    ## Arguments
+    ``task`` only (no rendering).
     """
 
     metadata = {"render_modes": []}
 
-    def __init__(self, task: int = 0):
-        self.info: MetaEnvInfo = META_INFO
-        self._task = self.info.check_task(task)
-        self._next_task = self._task
+    def __init__(self, task: int = TRAIN_TASKS[0], **unknown_kwargs: Any):
+        self._init_task(META_INFO, task, unknown_kwargs, ("task",))
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
         self.action_space = spaces.Box(-MAX_ACTION, MAX_ACTION, shape=(2,), dtype=np.float32)
         self._state = np.zeros(2)
 
-    @property
-    def task(self) -> int:
-        return self._task
-
-    @property
-    def task_params(self) -> dict[str, Any]:
-        return task_params(self._task)
-
-    def set_task(self, task: int) -> None:
-        """Switch to ``task``; it takes effect at the next ``reset``."""
-        self._next_task = self.info.check_task(task)
-
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self._task = self._next_task
+        self._start_pending_task()
         self._state = np.zeros(2)
         return self._state.copy(), {"task": self._task}
 
     def step(self, action):
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != (2,) or not np.all(np.isfinite(action)):
-            raise ValueError(
-                f"action must be 2 finite numbers in [-0.1, 0.1], got {np.asarray(action)!r}"
-            )
-        action = np.clip(action, -MAX_ACTION, MAX_ACTION)
+        action = np.clip(self._check_action(action), -MAX_ACTION, MAX_ACTION)
         self._state = self._state + action + WINDS[self._task]
         reward = -float(np.linalg.norm(self._state - GOAL))
         sparse = reward + 1.0 if reward >= -GOAL_RADIUS else 0.0

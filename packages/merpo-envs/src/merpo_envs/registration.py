@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from merpo_envs import point_robot_wind
+from merpo_envs import ant_fwd_back, half_cheetah_fwd_back, point_robot_wind, walker2d_params
 from merpo_envs.meta_info import register_meta_info
 
-# env module -> (Gymnasium id, "module:Class" entry point). MuJoCo envs are added here.
+# env module (holding META_INFO) -> "module:Class" entry point: a string, not the class, so
+# Minari can store the spec as JSON.
 _ENVS = [
     (point_robot_wind, "merpo_envs.point_robot_wind:PointRobotWindEnv"),
+    (half_cheetah_fwd_back, "merpo_envs.half_cheetah_fwd_back:HalfCheetahFwdBackEnv"),
+    (ant_fwd_back, "merpo_envs.ant_fwd_back:AntFwdBackEnv"),
+    (walker2d_params, "merpo_envs.walker2d_params:Walker2dParamsEnv"),
 ]
 
 

@@ -1,0 +1,125 @@
+"""Task lists (seeded, SPEC §9), task parameters, set_task and Walker's physics per task."""
+
+import json
+import os
+
+import gymnasium as gym
+import gymnasium.envs.mujoco
+import merpo_envs
+import mujoco
+import numpy as np
+import pytest
+from envs_helpers import ALL_IDS, ANT, CHEETAH, POINT, WALKER, rollout
+
+WALKER_XML = os.path.join(
+    os.path.dirname(gymnasium.envs.mujoco.__file__), "assets", "walker2d_v5.xml"
+)
+WALKER_PARAMS = ("body_mass", "body_inertia", "dof_damping", "geom_friction")
+
+
+def _expected_walker_multipliers():
+    """Recomputed here from the SPEC's recipe (not from merpo_envs)."""
+    model = mujoco.MjModel.from_xml_path(WALKER_XML)
+    rng = np.random.RandomState(1337)
+    tasks = []
+    for _ in range(25):
+        multipliers = {}
+        for name in WALKER_PARAMS:  # rand_param_envs' order
+            exponents = rng.uniform(-3, 3, size=getattr(model, name).shape)
+            multipliers[name] = (1.3 if name == "dof_damping" else 1.5) ** exponents
+        tasks.append(multipliers)
+    return model, tasks
+
+
+def test_point_robot_winds_are_focal_values():
+    rng = np.random.RandomState(1337)
+    wind_x = rng.uniform(-0.05, 0.05, 50)
+    wind_y = rng.uniform(-0.05, 0.05, 50)
+    info = merpo_envs.get_meta_info(POINT)
+    for task in range(50):
+        assert info.task_params(task) == {"wind": [wind_x[task], wind_y[task]]}
+    assert gym.make(POINT, task=0).unwrapped.task_params["wind"][0] == wind_x[0]
+
+
+def test_direction_tasks():
+    for env_id in (CHEETAH, ANT):
+        info = merpo_envs.get_meta_info(env_id)
+        assert [info.task_params(t) for t in info.tasks] == [
+            {"direction": 1.0},
+            {"direction": -1.0},
+        ]
+
+
+def test_walker_task_list_follows_the_seeded_recipe():
+    _, expected = _expected_walker_multipliers()
+    info = merpo_envs.get_meta_info(WALKER)
+    for task in range(25):
+        params = info.task_params(task)
+        assert list(params) == list(WALKER_PARAMS)
+        for name in WALKER_PARAMS:
+            np.testing.assert_array_equal(np.asarray(params[name]), expected[task][name])
+    # Exponents in [-3, 3]: multipliers within the bases' ranges, and tasks differ.
+    masses = np.array([info.task_params(t)["body_mass"] for t in range(25)])
+    assert masses.min() >= 1.5**-3 and masses.max() <= 1.5**3
+    assert len({m.tobytes() for m in masses}) == 25
+
+
+@pytest.mark.parametrize("env_id", ALL_IDS)
+def test_task_params_are_plain_json_data(env_id):
+    info = merpo_envs.get_meta_info(env_id)
+    for task in info.tasks:
+        params = info.task_params(task)
+        assert json.loads(json.dumps(params)) == params
+
+
+def test_walker_applies_multipliers_to_the_model_defaults():
+    default, expected = _expected_walker_multipliers()
+    env = gym.make(WALKER, task=3)
+    model = env.unwrapped.model
+    for name in WALKER_PARAMS:
+        np.testing.assert_allclose(
+            getattr(model, name), getattr(default, name) * expected[3][name], rtol=1e-12
+        )
+    # Switching restores the defaults first: task 8's arrays, not task 3's times task 8's.
+    env.unwrapped.set_task(8)
+    np.testing.assert_array_equal(model.body_mass, default.body_mass * expected[3]["body_mass"])
+    env.reset(seed=0)
+    for name in WALKER_PARAMS:
+        np.testing.assert_allclose(
+            getattr(model, name), getattr(default, name) * expected[8][name], rtol=1e-12
+        )
+
+
+def test_walker_tasks_give_different_trajectories_under_the_same_actions():
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(25, 6)).astype(np.float32)
+    obs = {
+        task: rollout(gym.make(WALKER, task=task), seed=0, steps=25, actions=actions)["next_obs"]
+        for task in (0, 1)
+    }
+    assert np.max(np.abs(obs[0] - obs[1])) > 0.05
+
+
+@pytest.mark.parametrize(
+    "env_id,first,second", [(POINT, 2, 45), (CHEETAH, 0, 1), (ANT, 1, 0), (WALKER, 4, 21)]
+)
+def test_set_task_takes_effect_at_next_reset_and_matches_a_fresh_env(env_id, first, second):
+    env = gym.make(env_id, task=first)
+    env.reset(seed=0)
+    env.unwrapped.set_task(second)
+    assert env.unwrapped.task == first  # not before the reset
+    switched = rollout(env, seed=9, steps=40)
+    assert env.unwrapped.task == second
+    assert env.unwrapped.task_params == merpo_envs.get_meta_info(env_id).task_params(second)
+    fresh = rollout(gym.make(env_id, task=second), seed=9, steps=40)
+    for key in ("obs", "rewards", "terminated"):
+        np.testing.assert_array_equal(switched[key], fresh[key])
+
+
+def test_walker_switching_back_restores_the_exact_physics():
+    env = gym.make(WALKER, task=2)
+    before = rollout(env, seed=1, steps=30)
+    env.unwrapped.set_task(17)
+    env.reset(seed=0)
+    env.unwrapped.set_task(2)
+    after = rollout(env, seed=1, steps=30)
+    np.testing.assert_array_equal(before["next_obs"], after["next_obs"])
