@@ -140,3 +140,16 @@ def _normal_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor)
 def _tanh_log_det(pre_tanh: torch.Tensor) -> torch.Tensor:
     # log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u)), numerically stable for large |u|.
     return 2.0 * (math.log(2.0) - pre_tanh - nn.functional.softplus(-2.0 * pre_tanh))
+
+
+def tanh_gaussian_rsample(
+    mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``tanh_gaussian_sample`` with the standard-normal ``noise`` given by the caller.
+
+    Lets a learner draw all its noise up front (one generator call per update, or noise
+    injected by a test) while keeping the exact log-probability of the pre-tanh sample.
+    """
+    pre_tanh = mean + log_std.exp() * noise
+    log_prob = _normal_log_prob(pre_tanh, mean, log_std) - _tanh_log_det(pre_tanh)
+    return torch.tanh(pre_tanh), log_prob.sum(-1)

@@ -1,0 +1,123 @@
+"""The meta-policy pi_c (Eq. 10) and the meta-Q network (App. A.2.2), Alg. 2 lines 17-18.
+
+pi_c is ONE network (a ``StackedTanhGaussianPolicy`` with stack (1,)) evaluated on the
+states of every task of a batch by folding the task axis into the rows. Its parameter
+shapes match one slot of the task actors (stack (T,)), so ``TaskLearners.init_from_meta``
+broadcasts it into every slot; likewise the meta-Q network is a ``StackedMLP`` with stack
+(1, 2) (twin critics) broadcast into the task critics' (T, 2) stack.
+
+Meta-policy step (Eq. 10): of Eq. 10's terms only the KL depends on pi_c, so one Adam step
+(outer actor lr) is taken on
+
+    L(pi_c) = mean_{n in B} lam_n (1 - alpha_n) E_{s~rho_n} KL(pi_n(.|s) || pi_c(.|s))
+
+with pi_n, lam_n, alpha_n fixed (detached). KL is the closed form of the pre-tanh Gaussians.
+
+Meta-Q step: ``Q_meta <- Q_meta - xi_q (Q_meta - mean_{n in B} Q_n)`` in parameter space,
+i.e. ``Q_meta.lerp_(mean_n Q_n, xi_q)`` (first-order, Reptile-like).
+"""
+
+from __future__ import annotations
+
+import torch
+from merpo_data.networks import StackedMLP, StackedTanhGaussianPolicy
+from torch import nn
+
+from merpo_agent.rac_config import RACConfig
+from merpo_agent.rac_losses import diagonal_gaussian_kl
+
+
+class MetaPolicy(StackedTanhGaussianPolicy):
+    """pi_c: a single tanh-Gaussian policy applied to observations of any leading shape.
+
+    ``forward(obs (..., obs_dim)) -> (mean, log_std)`` of shape (..., act_dim); ``sample``
+    and ``deterministic`` (inherited) accept the same shapes, e.g. (T, N, obs_dim).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, hidden_layers: int):
+        super().__init__((1,), obs_dim, act_dim, hidden, hidden_layers)
+        self.obs_dim = obs_dim
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lead = obs.shape[:-1]
+        mean, log_std = super().forward(obs.reshape(1, -1, obs.shape[-1]))
+        return mean.reshape(*lead, self.act_dim), log_std.reshape(*lead, self.act_dim)
+
+
+def make_meta_critic(obs_dim: int, act_dim: int, hidden: int, hidden_layers: int) -> StackedMLP:
+    """The meta-Q network: twin critics with stack (1, 2), same layout as a task's critics."""
+    return StackedMLP((1, 2), obs_dim + act_dim, 1, hidden, hidden_layers)
+
+
+def meta_policy_loss(
+    meta_policy: MetaPolicy,
+    task_mean: torch.Tensor,
+    task_log_std: torch.Tensor,
+    states: torch.Tensor,
+    lam: torch.Tensor,
+    alpha: torch.Tensor,
+) -> torch.Tensor:
+    """Eq. 10's pi_c-dependent term: ``mean_n lam_n (1 - alpha_n) E_s KL(pi_n || pi_c)``.
+
+    task_mean, task_log_std: (T, N, act_dim), pi_n's pre-tanh Gaussian at ``states``
+    (T, N, obs_dim); lam, alpha: (T,). Everything but pi_c is detached. Returns a scalar.
+    """
+    meta_mean, meta_log_std = meta_policy(states)
+    kl = diagonal_gaussian_kl(task_mean.detach(), task_log_std.detach(), meta_mean, meta_log_std)
+    weight = (lam * (1.0 - alpha)).detach()
+    return (weight * kl.mean(-1)).mean()
+
+
+@torch.no_grad()
+def meta_q_update_(meta_q: StackedMLP, task_critic: StackedMLP, xi_q: float) -> None:
+    """In place: ``Q_meta <- Q_meta - xi_q (Q_meta - mean_n Q_n)`` over the task axis."""
+    meta_params = list(meta_q.parameters())
+    task_means = [p.mean(0, keepdim=True) for p in task_critic.parameters()]
+    torch._foreach_lerp_(meta_params, task_means, xi_q)
+
+
+class MetaLearner(nn.Module):
+    """Holds pi_c, Q_meta and pi_c's Adam (outer actor lr); one step each per meta-iteration."""
+
+    def __init__(
+        self, config: RACConfig, obs_dim: int, act_dim: int, device: torch.device | str = "cpu"
+    ):
+        super().__init__()
+        self.config = config
+        self.policy = MetaPolicy(obs_dim, act_dim, config.hidden, config.hidden_layers).to(device)
+        self.q = make_meta_critic(obs_dim, act_dim, config.hidden, config.hidden_layers).to(device)
+        self.q.requires_grad_(False)  # moved only by meta_q_update_
+        self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.outer_actor_lr)
+
+    def update_policy(
+        self,
+        task_actor: StackedTanhGaussianPolicy,
+        states: torch.Tensor,
+        lam: torch.Tensor,
+        alpha: torch.Tensor,
+    ) -> torch.Tensor:
+        """One Adam step on Eq. 10 with states (T, N, obs_dim) from each task's rho_n.
+
+        Returns the loss before the step (detached scalar tensor).
+        """
+        with torch.no_grad():
+            task_mean, task_log_std = task_actor(states)
+        loss = meta_policy_loss(self.policy, task_mean, task_log_std, states, lam, alpha)
+        self.policy_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.policy_optimizer.step()
+        return loss.detach()
+
+    def update_q(self, task_critic: StackedMLP) -> None:
+        """Meta-Q averaging step with rate xi_q = ``config.meta_q_lr``."""
+        meta_q_update_(self.q, task_critic, self.config.meta_q_lr)
+
+    def training_state(self) -> dict:
+        return {"module": self.state_dict(), "policy_optimizer": self.policy_optimizer.state_dict()}
+
+    def load_training_state(self, state: dict) -> None:
+        self.load_state_dict(state["module"])
+        self.policy_optimizer.load_state_dict(state["policy_optimizer"])
+
+
+__all__ = ["MetaLearner", "MetaPolicy", "make_meta_critic", "meta_policy_loss", "meta_q_update_"]

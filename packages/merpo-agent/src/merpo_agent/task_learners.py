@@ -1,0 +1,429 @@
+"""RAC's learners for T tasks at once (Alg. 1 lines 4-5; Alg. 2 lines 13-14).
+
+``TaskLearners`` holds, with a task axis on every parameter ("slots" 0..T-1):
+actor pi_n (``StackedTanhGaussianPolicy``, stack (T,)), twin critics (``StackedMLP``, stack
+(T, 2)) and their Polyak targets, and the per-task dual variables: SAC temperature
+``log_alpha_ent``, CQL weight ``log_beta``, regularizer weight ``lam`` and ``alpha``.
+
+One ``update`` is one RAC step for all T tasks as one set of batched ops:
+
+1. beta dual step (App. A.2.2 "Tune beta": before the Q step), then one critic step on
+   Eq. 1 (COMBO): soft Bellman error on the mixed batch (f real, 1 - f model) plus
+   beta * (logsumexp_a Q at model states - Q at dataset (s, a)) with the CQL(H) estimate.
+2. one actor step on Eq. 9: SAC objective + lam alpha D_beta + lam (1 - alpha) D_meta.
+3. SAC temperature step (target entropy -act_dim) and lambda dual step
+   (App. A.2.2 "Tune lambda", with D_beta' from the behavior-cloning model; SPEC §3).
+4. Polyak target update with ``torch._foreach_lerp_``.
+
+Every loss is SUMMED over tasks, so each slot's gradient is exactly its single-task
+gradient; Adam is per-element, so one optimizer over the stacked parameters equals T
+separate optimizers (a test checks batched == T single-task updates).
+
+Dual variables persist per task across meta-iterations: a table ``task_duals`` (4, N) over
+all N tasks the learners may hold; ``init_from_meta`` loads the rows of the tasks put in
+the slots and every ``update`` writes them back. (With 10 inner steps per meta-iteration
+and log_beta lr 1e-3, duals reset each iteration could never move; Adam moments are
+reset with the networks, since a slot then holds another task.)
+
+lam is kept >= 0 by projection (clamp after each dual step), not by a log
+parameterisation: with Table 2's lambda lr of 1.0 and initial values 5 / 100, a log-scale
+step would multiply lam by e per step, while a projected step moves it by about 1.
+
+Actions are in [-1, 1] (``action_scaling``). No ``.item()`` or host copy: metrics are
+detached (T,) tensors.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import NamedTuple
+
+import torch
+from merpo_data.networks import (
+    StackedMLP,
+    StackedTanhGaussianPolicy,
+    tanh_gaussian_log_prob,
+    tanh_gaussian_rsample,
+)
+from torch import nn
+
+from merpo_agent import rac_losses as L
+from merpo_agent.alpha_adaptation import adaptive_alpha_step
+from merpo_agent.rac_config import RACConfig
+from merpo_agent.transitions import TransitionBatch
+
+# Rows of the per-task dual table.
+_LOG_ALPHA_ENT, _LOG_BETA, _LAM, _ALPHA = range(4)
+
+
+class UpdateNoise(NamedTuple):
+    """All the randomness of one ``update``, drawn up front (or injected by a test)."""
+
+    next_action: torch.Tensor  # (T, B, act) standard normal: a' ~ pi(.|s') for the target
+    actor_action: torch.Tensor  # (T, B, act) standard normal: a ~ pi(.|s) for Eq. 9
+    cql_uniform: torch.Tensor  # (T, P, K_u, act) uniform in [-1, 1]
+    cql_policy: torch.Tensor  # (T, P, K_p, act) standard normal: policy actions at s
+
+    @staticmethod
+    def draw(
+        num_tasks: int,
+        batch_size: int,
+        penalty_size: int,
+        act_dim: int,
+        uniform_actions: int,
+        policy_actions: int,
+        device: torch.device | str,
+        generator: torch.Generator | None = None,
+    ) -> UpdateNoise:
+        def normal(*shape: int) -> torch.Tensor:
+            return torch.randn(shape, device=device, generator=generator)
+
+        uniform = torch.rand(
+            (num_tasks, penalty_size, uniform_actions, act_dim), device=device, generator=generator
+        )
+        return UpdateNoise(
+            next_action=normal(num_tasks, batch_size, act_dim),
+            actor_action=normal(num_tasks, batch_size, act_dim),
+            cql_uniform=2.0 * uniform - 1.0,
+            cql_policy=normal(num_tasks, penalty_size, policy_actions, act_dim),
+        )
+
+
+def twin_q_values(critic: StackedMLP, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """Twin critics (stack (T, 2)) at (T, N, obs), (T, N, act) -> (T, 2, N)."""
+    x = torch.cat([obs, act], dim=-1).unsqueeze(1)
+    x = x.expand(-1, critic.stack_shape[1], -1, -1)
+    return critic(x).squeeze(-1)
+
+
+class TaskLearners(nn.Module):
+    def __init__(
+        self,
+        config: RACConfig,
+        obs_dim: int,
+        act_dim: int,
+        num_slots: int,
+        num_tasks: int | None = None,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+    ):
+        """``num_slots`` T tasks are learned at once; ``num_tasks`` N (>= T, default T) is
+        the number of tasks whose dual variables are remembered (e.g. all training tasks).
+        Parameters are initialised from torch's global RNG; ``generator`` (on ``device``)
+        drives the update noise (default: a new one seeded 0)."""
+        super().__init__()
+        num_tasks = num_slots if num_tasks is None else num_tasks
+        if num_slots < 1 or num_tasks < num_slots:
+            raise ValueError("TaskLearners: need num_slots >= 1 and num_tasks >= num_slots")
+        self.config = config
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.num_slots, self.num_tasks = num_slots, num_tasks
+        self.device = torch.device(device)
+        t, h, layers = num_slots, config.hidden, config.hidden_layers
+
+        self.actor = StackedTanhGaussianPolicy((t,), obs_dim, act_dim, h, layers)
+        self.critic = StackedMLP((t, 2), obs_dim + act_dim, 1, h, layers)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        lam0 = config.lambda_initial if config.use_meta_regularizer else 0.0
+        initial = torch.tensor(
+            [config.log_entropy_initial, config.log_beta_initial, lam0, config.alpha]
+        )
+        self.log_alpha_ent = nn.Parameter(initial[_LOG_ALPHA_ENT].repeat(t))
+        self.log_beta = nn.Parameter(initial[_LOG_BETA].repeat(t))
+        self.lam = nn.Parameter(initial[_LAM].repeat(t))
+        self.register_buffer("alpha", initial[_ALPHA].repeat(t))
+        self.register_buffer("task_indices", torch.arange(t))
+        self.register_buffer("task_duals", initial[:, None].repeat(1, num_tasks))
+        self.to(self.device)
+
+        self.target_entropy = config.target_entropy(act_dim)
+        self.generator = generator or torch.Generator(self.device).manual_seed(0)
+        self.reset_optimizers()
+
+    # ------------------------------------------------------------------ setup
+    def reset_optimizers(self) -> None:
+        """Fresh Adam states (the slots now hold other tasks or freshly copied networks)."""
+        c = self.config
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr)
+        self.entropy_optimizer = torch.optim.Adam([self.log_alpha_ent], lr=c.entropy_lr)
+        self.beta_optimizer = torch.optim.Adam([self.log_beta], lr=c.log_beta_lr)
+        self.lambda_optimizer = torch.optim.Adam([self.lam], lr=c.lambda_lr)
+
+    @torch.no_grad()
+    def init_from_meta(
+        self,
+        meta_policy: StackedTanhGaussianPolicy | None,
+        meta_q: StackedMLP | None,
+        task_indices: torch.Tensor,
+    ) -> None:
+        """Put tasks ``task_indices`` (T,) (rows of the dual table, 0..N-1) in the slots:
+
+        pi_n <- pi_c and Q_n <- Q_meta (broadcast into every slot; None leaves that network
+        as it is), targets <- Q_n, duals <- the tasks' remembered duals, fresh optimizers.
+        """
+        task_indices = torch.as_tensor(task_indices, device=self.device, dtype=torch.long)
+        if task_indices.shape != (self.num_slots,):
+            raise ValueError(
+                f"init_from_meta: task_indices must have shape ({self.num_slots},), "
+                f"got {tuple(task_indices.shape)}"
+            )
+        if meta_policy is not None:
+            for dst, src in zip(self.actor.parameters(), meta_policy.parameters(), strict=True):
+                dst.copy_(src.expand_as(dst))
+        if meta_q is not None:
+            for dst, src in zip(self.critic.parameters(), meta_q.parameters(), strict=True):
+                dst.copy_(src.expand_as(dst))
+        for dst, src in zip(
+            self.target_critic.parameters(), self.critic.parameters(), strict=True
+        ):
+            dst.copy_(src)
+        self.task_indices.copy_(task_indices)
+        duals = self.task_duals.index_select(1, task_indices)
+        self.log_alpha_ent.copy_(duals[_LOG_ALPHA_ENT])
+        self.log_beta.copy_(duals[_LOG_BETA])
+        self.lam.copy_(duals[_LAM])
+        self.alpha.copy_(duals[_ALPHA])
+        self.reset_optimizers()
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def act(
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Actions in [-1, 1], (T, N, act_dim), for observations (T, N, obs_dim)."""
+        if deterministic:
+            return self.actor.deterministic(obs)
+        return self.actor.sample(obs, generator)[0]
+
+    def entropy_temperature(self) -> torch.Tensor:
+        """alpha_ent (T,) (zero without max-entropy), detached."""
+        if not self.config.max_entropy:
+            return torch.zeros_like(self.log_alpha_ent).detach()
+        return self.log_alpha_ent.exp().detach()
+
+    # ------------------------------------------------------------------ update
+    def _check_inputs(
+        self,
+        real: TransitionBatch,
+        model: TransitionBatch | None,
+        meta_policy: nn.Module | None,
+        bc_policy: nn.Module | None,
+    ) -> None:
+        c = self.config
+        if real.observations.shape[0] != self.num_slots:
+            raise ValueError(
+                f"update: real batch has {real.observations.shape[0]} tasks, "
+                f"learners have {self.num_slots} slots"
+            )
+        if c.use_model and model is None:
+            raise ValueError(
+                "update: use_model=True needs a model batch (sample the ModelBuffer), "
+                "or use RACConfig.for_algo('cql') for the model-free variant"
+            )
+        regularized = c.use_meta_regularizer
+        if regularized and meta_policy is None and (c.alpha < 1.0 or c.adaptive_alpha):
+            raise ValueError("update: alpha < 1 needs the meta-policy (pass meta_policy=...)")
+        tuned = regularized and c.auto_tune_lambda
+        if tuned and bc_policy is None and (c.alpha > 0.0 or c.adaptive_alpha):
+            raise ValueError(
+                "update: lambda auto-tuning with alpha > 0 needs the behavior-cloning policy "
+                "(pass bc_policy=BehaviorCloning.select(task_indices))"
+            )
+
+    def update(
+        self,
+        real: TransitionBatch,
+        model: TransitionBatch | None = None,
+        meta_policy: nn.Module | None = None,
+        bc_policy: nn.Module | None = None,
+        noise: UpdateNoise | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """One RAC step for every slot. ``real`` (T, B_real) from D_n, ``model`` (T, B_model)
+        from the model buffer (None without a model), actions in [-1, 1]. ``meta_policy``:
+        pi_c (fixed here); ``bc_policy``: pi_hat_beta with stack (T,). Returns detached
+        per-task metrics, each of shape (T,)."""
+        c = self.config
+        self._check_inputs(real, model, meta_policy, bc_policy)
+        if c.use_model:
+            mixed = TransitionBatch(
+                *(torch.cat([r, m], dim=1) for r, m in zip(real, model, strict=True))
+            )
+            penalty_obs = model.observations
+        else:  # "No model (CQL)": f = 1 and the penalty's states come from D_n
+            mixed, penalty_obs = real, real.observations
+        t, batch = mixed.rewards.shape
+        n_real = real.rewards.shape[1]
+        if noise is None:
+            noise = UpdateNoise.draw(
+                t, batch, penalty_obs.shape[1], self.act_dim, c.cql_uniform_actions,
+                c.cql_policy_actions, self.device, self.generator,
+            )
+        alpha_ent = self.entropy_temperature()
+
+        # ---- 1. conservative policy evaluation, Eq. 1 ---------------------------------
+        with torch.no_grad():
+            next_mean, next_log_std = self.actor(mixed.next_observations)
+            next_action, next_log_prob = tanh_gaussian_rsample(
+                next_mean, next_log_std, noise.next_action
+            )
+            next_q = twin_q_values(self.target_critic, mixed.next_observations, next_action)
+            target = L.soft_bellman_target(
+                mixed.rewards, mixed.terminations, next_q, next_log_prob, alpha_ent, c.discount
+            )
+            # CQL(H) proposals at the penalty states: K_u uniform + K_p policy actions.
+            pen_mean, pen_log_std = self.actor(penalty_obs)
+            pol_action, pol_log_prob = tanh_gaussian_rsample(
+                pen_mean[:, :, None], pen_log_std[:, :, None], noise.cql_policy
+            )
+            ood_action = torch.cat([noise.cql_uniform, pol_action], dim=2)  # (T, P, K, act)
+            uniform_log_density = torch.full_like(
+                noise.cql_uniform[..., 0], -self.act_dim * math.log(2.0)
+            )
+            log_density = torch.cat([uniform_log_density, pol_log_prob], dim=2)[:, None]
+        q_pred = twin_q_values(self.critic, mixed.observations, mixed.actions)  # (T, 2, B)
+        p, k = ood_action.shape[1], ood_action.shape[2]
+        ood_obs = penalty_obs[:, :, None].expand(-1, -1, k, -1).reshape(t, p * k, -1)
+        q_ood = twin_q_values(self.critic, ood_obs, ood_action.reshape(t, p * k, -1))
+        logsumexp_q = L.importance_sampled_logsumexp(q_ood.reshape(t, 2, p, k), log_density)
+        gap = L.conservative_gap(logsumexp_q, q_pred[..., :n_real])  # D rows come first
+
+        if c.auto_tune_beta:  # App. A.2.2: beta is optimised before the Q-network
+            beta_loss = L.beta_dual_loss(self.log_beta, gap, c.q_difference_threshold)
+            self.beta_optimizer.zero_grad(set_to_none=True)
+            beta_loss.backward()
+            self.beta_optimizer.step()
+        beta = self.log_beta.detach().exp().clamp(max=c.beta_max)
+        critic_loss = L.critic_loss(q_pred, target, gap, beta)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.sum().backward()
+        self.critic_optimizer.step()
+
+        # ---- 2. regularized policy improvement, Eq. 9 ----------------------------------
+        mean, log_std = self.actor(mixed.observations)
+        action, log_prob = tanh_gaussian_rsample(mean, log_std, noise.actor_action)
+        q_new = twin_q_values(self.critic, mixed.observations, action).min(dim=1).values
+        dataset_log_prob = tanh_gaussian_log_prob(
+            mean[:, :n_real], log_std[:, :n_real], real.actions
+        )
+        d_beta = L.behavior_divergence(dataset_log_prob)
+        if meta_policy is not None:
+            with torch.no_grad():
+                meta_mean, meta_log_std = meta_policy(mixed.observations)
+            d_meta = L.diagonal_gaussian_kl(mean, log_std, meta_mean, meta_log_std).mean(-1)
+        else:
+            d_meta = torch.zeros_like(d_beta)
+        actor_loss = L.actor_loss(log_prob, q_new, alpha_ent, d_beta, d_meta, self.lam, self.alpha)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        # Only the actor's parameters get gradients: the critics are constants in Eq. 9.
+        actor_loss.sum().backward(inputs=list(self.actor.parameters()))
+        self.actor_optimizer.step()
+
+        # ---- 3. dual variables: SAC temperature and lambda -------------------------------
+        if c.max_entropy:
+            entropy_loss = L.entropy_temperature_loss(
+                self.log_alpha_ent, log_prob, self.target_entropy
+            )
+            self.entropy_optimizer.zero_grad(set_to_none=True)
+            entropy_loss.backward()
+            self.entropy_optimizer.step()
+        if bc_policy is not None:
+            with torch.no_grad():
+                bc_mean, bc_log_std = bc_policy(real.observations)
+                bc_log_prob = tanh_gaussian_log_prob(bc_mean, bc_log_std, real.actions)
+            d_beta_prime = L.behavior_divergence_estimate(bc_log_prob, dataset_log_prob)
+        else:
+            d_beta_prime = torch.zeros_like(d_beta)
+        if c.use_meta_regularizer and c.auto_tune_lambda:
+            constraint = L.lambda_constraint(
+                d_beta_prime, d_meta.detach(), self.alpha, c.target_divergence
+            )
+            lambda_loss = L.lambda_dual_loss(self.lam, constraint)
+            self.lambda_optimizer.zero_grad(set_to_none=True)
+            lambda_loss.backward()
+            self.lambda_optimizer.step()
+            with torch.no_grad():
+                self.lam.clamp_(min=0.0)  # projection: lam >= 0
+
+        # ---- 4. targets and the remembered duals -----------------------------------------
+        self.update_targets()
+        self._store_duals()
+
+        return {
+            "critic_loss": critic_loss.detach(),
+            "q_gap": gap.detach().mean(1),
+            "q_data": q_pred[..., :n_real].detach().mean((1, 2)),
+            "beta": beta,
+            "actor_loss": actor_loss.detach(),
+            "q_policy": q_new.detach().mean(-1),
+            "entropy": -log_prob.detach().mean(-1),
+            "entropy_temperature": alpha_ent,
+            "d_beta": d_beta.detach(),
+            "d_beta_prime": d_beta_prime,
+            "d_meta": d_meta.detach(),
+            "lam": self.lam.detach().clone(),
+            "alpha": self.alpha.clone(),
+        }
+
+    @torch.no_grad()
+    def update_targets(self) -> None:
+        """Polyak: ``target <- target + tau (online - target)`` with rate ``polyak_tau``."""
+        torch._foreach_lerp_(
+            list(self.target_critic.parameters()),
+            list(self.critic.parameters()),
+            self.config.polyak_tau,
+        )
+
+    @torch.no_grad()
+    def _store_duals(self) -> None:
+        duals = torch.stack([self.log_alpha_ent, self.log_beta, self.lam, self.alpha])
+        self.task_duals.index_copy_(1, self.task_indices, duals)
+
+    @torch.no_grad()
+    def adapt_alpha(self, d_beta_prime: torch.Tensor, d_meta: torch.Tensor) -> torch.Tensor:
+        """MerPO-Adp (Eq. 11), once per meta-iteration; a no-op when alpha is fixed.
+
+        Pass the last update's ``metrics["d_beta_prime"]`` and ``metrics["d_meta"]``.
+        Returns the slots' alphas (T,).
+        """
+        c = self.config
+        if c.adaptive_alpha:
+            self.alpha.copy_(
+                adaptive_alpha_step(
+                    self.alpha, d_beta_prime, d_meta, c.alpha_adp_lr, c.alpha_min, c.alpha_max
+                )
+            )
+            self._store_duals()
+        return self.alpha.clone()
+
+    # ------------------------------------------------------------------ checkpoints
+    def training_state(self) -> dict:
+        """Everything needed to resume bit-exactly: parameters, duals, optimizers, RNG."""
+        return {
+            "module": self.state_dict(),
+            "optimizers": {
+                name: getattr(self, name).state_dict() for name in self._optimizer_names
+            },
+            "generator": self.generator.get_state(),
+        }
+
+    def load_training_state(self, state: dict) -> None:
+        self.load_state_dict(state["module"])
+        for name in self._optimizer_names:
+            getattr(self, name).load_state_dict(state["optimizers"][name])
+        self.generator.set_state(state["generator"])
+
+    _optimizer_names = (
+        "critic_optimizer",
+        "actor_optimizer",
+        "entropy_optimizer",
+        "beta_optimizer",
+        "lambda_optimizer",
+    )
+
+
+__all__ = ["TaskLearners", "UpdateNoise", "twin_q_values"]
