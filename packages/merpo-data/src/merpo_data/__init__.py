@@ -1,1 +1,22 @@
-"""merpo-data: offline meta-RL datasets (Minari format) for the merpo environments."""
+"""merpo-data: offline meta-RL datasets (Minari format) for the merpo environments.
+
+- :func:`generate` trains per-task SAC behavior policies and writes Minari datasets
+  ``merpo/<env>/task-<NN>-<quality>-v0`` for the qualities :data:`QUALITIES`.
+- :func:`load_dataset` returns a dataset, building it when missing.
+- :class:`TaskSampler` loads tasks' transitions onto a device and samples ``(T, B, ...)`` batches.
+"""
+
+from merpo_data.datasets import generate, load_dataset
+from merpo_data.ids import QUALITIES, dataset_id, parse_dataset_id, parse_tasks
+from merpo_data.sampler import TaskSampler, TransitionBatch
+
+__all__ = [
+    "QUALITIES",
+    "TaskSampler",
+    "TransitionBatch",
+    "dataset_id",
+    "generate",
+    "load_dataset",
+    "parse_dataset_id",
+    "parse_tasks",
+]

@@ -1,0 +1,139 @@
+"""``merpo-data``: generate, list, inspect, download and plot the merpo datasets.
+
+    merpo-data generate ENV [--tasks 0-9,40-49] [--qualities random expert] [--preset default]
+                            [--episodes N] [--seed S] [--device cpu] [--force]
+    merpo-data list
+    merpo-data info ID
+    merpo-data download ID
+    merpo-data plot ENV [--output FILE]
+
+Bad input (unknown env or id, bad task range) ends with one error line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="merpo-data", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="train behavior policies and write datasets")
+    g.add_argument("env", help="env id, e.g. merpo/PointRobotWind-v0")
+    g.add_argument("--tasks", default=None, help="e.g. 0-9,40-49, 'train' or 'test' (default: all)")
+    g.add_argument(
+        "--qualities", nargs="+", default=None, help="random medium expert mixed (default: all)"
+    )
+    g.add_argument("--preset", default="default", help="default or test")
+    g.add_argument(
+        "--episodes", type=int, default=None, help="episodes per dataset (preset default: 200)"
+    )
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--force", action="store_true", help="rebuild datasets that exist")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub.add_parser("list", help="list local merpo datasets")
+    i = sub.add_parser(
+        "info", help="episodes, transitions, returns and normalized score of a dataset"
+    )
+    i.add_argument("id")
+    d = sub.add_parser("download", help="fetch (or build) a dataset into the local store")
+    d.add_argument("id")
+    pl = sub.add_parser("plot", help="PNG of the mean return per task and quality")
+    pl.add_argument("env")
+    pl.add_argument("--output", default=None, help="PNG path (default: <env slug>-returns.png)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+        print(f"merpo-data {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _generate(args) -> int:
+    from merpo_data.datasets import generate
+
+    start = time.perf_counter()
+    ids = generate(
+        args.env,
+        tasks=args.tasks,
+        qualities=args.qualities,
+        preset=args.preset,
+        force=args.force,
+        episodes=args.episodes,
+        progress=not args.quiet,
+        seed=args.seed,
+        device=args.device,
+    )
+    print(f"{len(ids)} datasets ready in {time.perf_counter() - start:.1f}s (e.g. {ids[0]})")
+    return 0
+
+
+def _list(args) -> int:
+    import minari
+
+    datasets = minari.list_local_datasets(prefix="merpo")
+    for ds_id, meta in datasets.items():
+        print(f"{ds_id}\t{meta.get('total_episodes')} episodes\t{meta.get('total_steps')} steps")
+    if not datasets:
+        print("no merpo datasets in the local store; run `merpo-data generate ENV`")
+    return 0
+
+
+def _info(args) -> int:
+    import minari
+
+    from merpo_data.datasets import load_dataset
+
+    ds = load_dataset(args.id, download=False)
+    returns = np.array([ep.rewards.sum() for ep in ds.iterate_episodes()])
+    norm = minari.get_normalized_score(ds, returns).mean()
+    meta = ds.storage.metadata
+    print(f"id:           {args.id}")
+    print(f"episodes:     {ds.total_episodes}")
+    print(f"transitions:  {ds.total_steps}")
+    print(
+        f"return:       mean {returns.mean():.3f}  min {returns.min():.3f}  max {returns.max():.3f}"
+    )
+    print(
+        f"normalized:   {norm:.3f}  (ref_min_score {meta['ref_min_score']:.3f}, "
+        f"ref_max_score {meta['ref_max_score']:.3f})"
+    )
+    print(f"description:  {meta.get('description')}")
+    return 0
+
+
+def _download(args) -> int:
+    from merpo_data.datasets import load_dataset
+
+    ds = load_dataset(args.id, download=True)
+    print(f"{args.id}: {ds.total_episodes} episodes, {ds.total_steps} transitions")
+    return 0
+
+
+def _plot(args) -> int:
+    from merpo_data.plot import plot_returns
+
+    print(plot_returns(args.env, args.output))
+    return 0
+
+
+_COMMANDS = {
+    "generate": _generate,
+    "list": _list,
+    "info": _info,
+    "download": _download,
+    "plot": _plot,
+}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

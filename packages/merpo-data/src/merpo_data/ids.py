@@ -1,0 +1,99 @@
+"""Dataset ids and task ranges: the names that tie an env, a task and a quality together.
+
+A dataset id is ``merpo/<env slug>/task-<NN>-<quality>-v0`` (DESIGN.md, "Interfaces"), e.g.
+``merpo/point-robot-wind/task-03-medium-v0``. Everything that names a dataset goes through
+:func:`dataset_id` and :func:`parse_dataset_id`, so the two never drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import merpo_envs
+from merpo_envs import MetaEnvInfo, get_meta_info
+
+QUALITIES = ("random", "medium", "expert", "mixed")
+NAMESPACE = "merpo"
+VERSION = 0
+
+_ID_PATTERN = re.compile(r"^merpo/(?P<slug>[a-z0-9-]+)/task-(?P<task>\d+)-(?P<quality>[a-z]+)-v0$")
+
+
+def check_quality(quality: str) -> str:
+    if quality not in QUALITIES:
+        raise ValueError(f"unknown quality {quality!r}; valid qualities: {', '.join(QUALITIES)}")
+    return quality
+
+
+def dataset_id(env_id: str, task: int, quality: str) -> str:
+    """``merpo/<slug>/task-<NN>-<quality>-v0`` for a task of an env."""
+    info = get_meta_info(env_id)
+    task = info.check_task(task)
+    return f"{NAMESPACE}/{info.slug}/task-{task:02d}-{check_quality(quality)}-v{VERSION}"
+
+
+def env_namespace(env_id: str) -> str:
+    """The Minari namespace holding an env's datasets, e.g. ``merpo/point-robot-wind``."""
+    return f"{NAMESPACE}/{get_meta_info(env_id).slug}"
+
+
+def env_id_for_slug(slug: str) -> str:
+    for env_id in merpo_envs.env_ids():
+        if get_meta_info(env_id).slug == slug:
+            return env_id
+    slugs = ", ".join(get_meta_info(e).slug for e in merpo_envs.env_ids())
+    raise ValueError(f"unknown env {slug!r} in dataset id; valid envs: {slugs}")
+
+
+def parse_dataset_id(dataset_id_: str) -> tuple[str, int, str]:
+    """``(env_id, task, quality)`` of a merpo dataset id, or a one-line error showing the form."""
+    match = _ID_PATTERN.match(dataset_id_)
+    if match is None:
+        raise ValueError(
+            f"bad dataset id {dataset_id_!r}; expected merpo/<env>/task-<NN>-<quality>-v0, "
+            f"e.g. merpo/point-robot-wind/task-03-medium-v0 (see `merpo-data list`)"
+        )
+    env_id = env_id_for_slug(match["slug"])
+    task = get_meta_info(env_id).check_task(int(match["task"]))
+    canonical = dataset_id(env_id, task, check_quality(match["quality"]))
+    if canonical != dataset_id_:
+        raise ValueError(f"bad dataset id {dataset_id_!r}; did you mean {canonical!r}?")
+    return env_id, task, match["quality"]
+
+
+def parse_tasks(spec: str | Sequence[int] | None, info: MetaEnvInfo) -> tuple[int, ...]:
+    """Tasks from ``None`` (all), ``"train"``, ``"test"``, ``"all"``, ``"0-9,40-49"`` or ints.
+
+    Returns a sorted tuple without duplicates; bad ranges raise one line naming the form.
+    """
+    if spec is None or spec == "all":
+        return info.tasks
+    if spec == "train":
+        return tuple(info.train_tasks)
+    if spec == "test":
+        return tuple(info.test_tasks)
+    if isinstance(spec, str):
+        tasks: list[int] = []
+        for part in spec.split(","):
+            part = part.strip()
+            match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+            if match is None:
+                raise ValueError(
+                    f"bad task range {spec!r}; use e.g. 0-9,40-49 (tasks 0..{info.num_tasks - 1}), "
+                    f"'train' or 'test'"
+                )
+            start = int(match[1])
+            stop = int(match[2]) if match[2] is not None else start
+            if stop < start:
+                raise ValueError(f"bad task range {part!r}: {stop} < {start}; use e.g. 0-9")
+            tasks.extend(range(start, stop + 1))
+        return _checked(tasks, info)
+    return _checked(list(spec), info)
+
+
+def _checked(tasks: Iterable, info: MetaEnvInfo) -> tuple[int, ...]:
+    checked = sorted({info.check_task(t) for t in tasks})
+    if not checked:
+        raise ValueError(f"{info.env_id}: empty task list; use e.g. 0-9 or 'train'")
+    return tuple(checked)

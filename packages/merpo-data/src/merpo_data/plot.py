@@ -1,0 +1,73 @@
+"""``merpo-data plot ENV``: a PNG of the mean episode return per task and quality."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import minari
+import numpy as np
+from merpo_envs import get_meta_info
+
+from merpo_data.datasets import is_local
+from merpo_data.ids import QUALITIES, dataset_id
+
+
+def dataset_returns(env_id: str) -> dict[str, dict[int, float]]:
+    """quality -> task -> mean episode return, for the env's datasets present locally."""
+    info = get_meta_info(env_id)
+    out: dict[str, dict[int, float]] = {q: {} for q in QUALITIES}
+    for q in QUALITIES:
+        for t in info.tasks:
+            ds_id = dataset_id(env_id, t, q)
+            if is_local(ds_id):
+                ds = minari.load_dataset(ds_id)
+                out[q][t] = float(np.mean([ep.rewards.sum() for ep in ds.iterate_episodes()]))
+    return out
+
+
+def plot_returns(env_id: str, output: str | os.PathLike | None = None) -> Path:
+    """Write the plot (atomically) and return its path; error if the env has no datasets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    info = get_meta_info(env_id)
+    returns = dataset_returns(env_id)
+    if not any(returns.values()):
+        raise ValueError(
+            f"no datasets of {env_id} found locally; run `merpo-data generate {env_id}` first"
+        )
+    output = Path(output or f"{info.slug}-returns.png")
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.18 * info.num_tasks + 2), 4))
+    markers = {"random": "x", "medium": "o", "expert": "^", "mixed": "s"}
+    for q, per_task in returns.items():
+        if per_task:
+            tasks = sorted(per_task)
+            ax.plot(tasks, [per_task[t] for t in tasks], markers[q], label=q, linestyle="none")
+    if info.test_tasks:
+        ax.axvspan(
+            min(info.test_tasks) - 0.5,
+            max(info.test_tasks) + 0.5,
+            color="0.9",
+            zorder=0,
+            label="meta-test tasks",
+        )
+    ax.set_xlabel("task")
+    ax.set_ylabel("mean episode return")
+    ax.set_title(f"{env_id}: dataset return per task and quality")
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".png", dir=output.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, output)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return output

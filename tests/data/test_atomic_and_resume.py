@@ -1,0 +1,224 @@
+"""Reliability: atomic dataset creation, no silent overwrite, resume after an interruption."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import merpo_data.datasets as datasets
+import minari
+import numpy as np
+import pytest
+import torch
+from merpo_data import dataset_id, generate, load_dataset
+from merpo_data.behavior import TRAIN_STATE, BehaviorRecord, load_record
+from merpo_data.presets import get_preset
+from merpo_data.rollouts import Episode
+from merpo_data.sac import SACTrainer
+from merpo_data.store import behavior_dir
+
+ENV = "merpo/PointRobotWind-v0"
+
+
+@pytest.fixture
+def empty_store(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "store"))
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def tiny_preset(monkeypatch):
+    """A few hundred SAC iterations: enough for the plumbing, not for good policies."""
+    base = get_preset(ENV, "test")
+    tiny = dataclasses.replace(
+        base,
+        sac=dataclasses.replace(
+            base.sac,
+            iterations=300,
+            random_iterations=50,
+            checkpoint_every=100,
+            eval_episodes=2,
+            eval_envs_per_task=2,
+        ),
+        episodes=6,
+        rollout_envs_per_task=3,
+        random_eval_episodes=2,
+    )
+    monkeypatch.setattr(datasets, "get_preset", lambda env_id, name="default": tiny)
+    return tiny
+
+
+def _fake_episodes(n: int) -> list[Episode]:
+    rng = np.random.default_rng(0)
+    return [
+        Episode(
+            observations=rng.normal(size=(26, 2)),
+            actions=rng.uniform(-0.1, 0.1, size=(25, 2)).astype(np.float32),
+            rewards=rng.normal(size=25),
+            terminations=np.zeros(25, dtype=bool),
+            truncations=np.arange(25) == 24,
+        )
+        for _ in range(n)
+    ]
+
+
+def _fake_record(task: int) -> BehaviorRecord:
+    return BehaviorRecord(
+        task=task,
+        steps=np.array([0, 100]),
+        returns=np.array([-30.0, -8.0]),
+        random_return=-31.0,
+        actor={},
+    )
+
+
+def _write(task=5, quality="expert", force=False, n=10):
+    preset = get_preset(ENV, "test")
+    datasets.ensure_namespaces(ENV)
+    return datasets.write_dataset(
+        ENV, task, quality, _fake_episodes(n), _fake_record(task), preset, 0, force
+    )
+
+
+def _merpo_dirs(store: Path) -> list[str]:
+    """Every dataset-looking folder anywhere in the store, hidden ones included."""
+    return sorted(str(p.parent.relative_to(store)) for p in store.rglob("data") if p.is_dir())
+
+
+def test_failure_mid_write_leaves_no_dataset(empty_store, monkeypatch):
+    from minari.dataset._storages.hdf5_storage import HDF5Storage
+
+    real_update = HDF5Storage.update_episodes
+
+    def write_half_then_die(self, episodes):
+        episodes = list(episodes)
+        real_update(self, episodes[: len(episodes) // 2])
+        raise KeyboardInterrupt("simulated kill mid-write")
+
+    monkeypatch.setattr(HDF5Storage, "update_episodes", write_half_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _write()
+    ds_id = dataset_id(ENV, 5, "expert")
+    assert ds_id not in minari.list_local_datasets()
+    assert not (empty_store / ds_id).exists()
+    assert _merpo_dirs(empty_store) == []  # the half-written temporary store is gone too
+    monkeypatch.undo()
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(empty_store))
+    _write()
+    assert minari.load_dataset(ds_id).total_episodes == 10
+
+
+def test_recreating_an_existing_id_needs_force(empty_store):
+    ds_id = _write(n=10)
+    with pytest.raises(FileExistsError, match="already exists; pass --force"):
+        _write(n=4)
+    assert minari.load_dataset(ds_id).total_episodes == 10
+    _write(n=4, force=True)
+    assert minari.load_dataset(ds_id).total_episodes == 4
+    assert _merpo_dirs(empty_store) == [ds_id]
+
+
+def test_generate_refuses_another_recipe_without_force(empty_store, tiny_preset):
+    generate(ENV, tasks=[7], qualities=["random"], preset="test", progress=False)
+    ds_id = dataset_id(ENV, 7, "random")
+    with pytest.raises(ValueError, match="exists with another recipe.*--force"):
+        generate(ENV, tasks=[7], qualities=["random"], preset="test", episodes=9, progress=False)
+    generate(
+        ENV, tasks=[7], qualities=["random"], preset="test", episodes=9, force=True, progress=False
+    )
+    assert minari.load_dataset(ds_id).total_episodes == 9
+
+
+def _interrupt_at_evaluation(monkeypatch, call: int):
+    real = SACTrainer.evaluate
+    calls = {"n": 0}
+
+    def evaluate(self, episodes=None):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt("simulated kill during training")
+        return real(self, episodes)
+
+    monkeypatch.setattr(SACTrainer, "evaluate", evaluate)
+
+
+def test_interrupted_generate_resumes_and_matches_an_uninterrupted_run(
+    tmp_path, monkeypatch, tiny_preset
+):
+    tasks = [4, 9]
+    # Uninterrupted reference run in its own store.
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "reference"))
+    generate(ENV, tasks=tasks, qualities=["expert"], preset="test", progress=False)
+    reference = {t: load_record(behavior_dir("point-robot-wind", "test", 0), t) for t in tasks}
+
+    # Interrupted run: killed at the third evaluation (iteration 200), after the checkpoint at 100.
+    store = tmp_path / "interrupted"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
+    with monkeypatch.context() as m:
+        _interrupt_at_evaluation(m, call=3)
+        with pytest.raises(KeyboardInterrupt):
+            generate(ENV, tasks=tasks, qualities=["expert"], preset="test", progress=False)
+    directory = behavior_dir("point-robot-wind", "test", 0)
+    assert (directory / TRAIN_STATE).exists()
+    assert minari.list_local_datasets() == {}
+
+    steps = {"n": 0}
+    real_step = SACTrainer._env_step
+
+    def counting_step(self):
+        steps["n"] += 1
+        real_step(self)
+
+    monkeypatch.setattr(SACTrainer, "_env_step", counting_step)
+    generate(ENV, tasks=tasks, qualities=["expert"], preset="test", progress=False)
+    assert steps["n"] == 300 - 100  # resumed at iteration 100, not from scratch
+    assert not (directory / TRAIN_STATE).exists()
+    for t in tasks:
+        resumed = load_record(directory, t)
+        np.testing.assert_array_equal(resumed.steps, reference[t].steps)
+        # Checkpoints fall on episode boundaries and the RNG state is saved: same run.
+        np.testing.assert_allclose(resumed.returns, reference[t].returns, rtol=1e-5)
+        for name, value in reference[t].actor.items():
+            torch.testing.assert_close(resumed.actor[name], value)
+
+
+def test_finished_tasks_are_never_retrained(empty_store, tiny_preset, monkeypatch):
+    generate(ENV, tasks=[2], qualities=["medium"], preset="test", progress=False)
+    trained: list[tuple[int, ...]] = []
+    real_init = SACTrainer.__init__
+
+    def spy_init(self, env_id, tasks, *args, **kwargs):
+        trained.append(tuple(tasks))
+        real_init(self, env_id, tasks, *args, **kwargs)
+
+    monkeypatch.setattr(SACTrainer, "__init__", spy_init)
+    generate(ENV, tasks=[2, 3], qualities=["medium", "expert"], preset="test", progress=False)
+    assert trained == [(3,)]
+    assert set(minari.list_local_datasets()) == {
+        dataset_id(ENV, t, q) for t in (2, 3) for q in ("medium", "expert")
+    }
+
+
+def test_load_dataset_builds_a_missing_one_when_no_remote_answers(
+    empty_store, tiny_preset, monkeypatch
+):
+    monkeypatch.setenv("MINARI_REMOTE", "nowhere://merpo")  # a remote Minari cannot reach
+    ds_id = dataset_id(ENV, 11, "mixed")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"merpo-data generate merpo/PointRobotWind-v0 --tasks 11 --qualities mixed",
+    ):
+        load_dataset(ds_id, download=False)
+    ds = load_dataset(ds_id)
+    assert ds.total_episodes == 6
+    assert ds.recover_environment().unwrapped.task == 11
+
+
+def test_checkpoint_files_are_plain_state_dicts(empty_store, tiny_preset):
+    generate(ENV, tasks=[0], qualities=["random"], preset="test", progress=False)
+    path = behavior_dir("point-robot-wind", "test", 0) / "task-00.pt"
+    state = torch.load(path, weights_only=True)
+    assert state["steps"].tolist() == [0, 100, 200, 300]
+    assert state["returns"].shape == (4,)
+    assert all(v.shape[0] == 4 for v in state["actor"].values())
+    assert not list(path.parent.glob("*.tmp"))

@@ -1,0 +1,87 @@
+"""The ``merpo-data`` command line: happy paths and one-line errors."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from merpo_data.cli import main
+
+ENV = "merpo/PointRobotWind-v0"
+
+
+def test_list_info_plot(point_robot_store, capsys, tmp_path):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "merpo/point-robot-wind/task-41-mixed-v0\t100 episodes\t2500 steps" in out
+    assert main(["info", "merpo/point-robot-wind/task-03-expert-v0"]) == 0
+    out = capsys.readouterr().out
+    assert "episodes:     100" in out and "transitions:  2500" in out and "normalized:" in out
+    png = tmp_path / "returns.png"
+    assert main(["plot", ENV, "--output", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["download", "merpo/point-robot-wind/task-00-random-v0"]) == 0
+    assert "100 episodes" in capsys.readouterr().out
+
+
+def test_generate_existing_is_quick_and_reports_ids(point_robot_store, capsys):
+    assert (
+        main(
+            [
+                "generate",
+                ENV,
+                "--tasks",
+                "0-1",
+                "--qualities",
+                "expert",
+                "--preset",
+                "test",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "2 datasets ready" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "merpo/Nope-v0"], "unknown env id 'merpo/Nope-v0'; valid ids:"),
+        (["generate", ENV, "--tasks", "9-3"], "bad task range"),
+        (["generate", ENV, "--tasks", "0-60"], "out of range"),
+        (["generate", ENV, "--qualities", "great"], "unknown quality"),
+        (["generate", ENV, "--preset", "huge"], "unknown preset"),
+        (["info", "merpo/point-robot-wind/task-3-medium-v0"], "did you mean"),
+        (["info", "cartpole"], "bad dataset id"),
+        (["plot", "merpo/Nope-v0"], "unknown env id"),
+    ],
+)
+def test_bad_input_is_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_info_of_missing_dataset_names_the_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    assert main(["info", "merpo/point-robot-wind/task-05-medium-v0"]) == 2
+    assert (
+        "merpo-data generate merpo/PointRobotWind-v0 --tasks 5 --qualities medium"
+        in capsys.readouterr().err
+    )
+
+
+def test_console_script_is_installed(tmp_path):
+    exe = shutil.which("merpo-data")
+    assert exe is not None
+    result = subprocess.run(
+        [exe, "generate", "merpo/Nope-v0"],
+        capture_output=True,
+        text=True,
+        env={"MINARI_DATASETS_PATH": str(tmp_path), "PATH": ""},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("merpo-data generate: error: unknown env id")

@@ -1,0 +1,84 @@
+"""Dataset ids, task ranges and presets: the names, and one-line errors for bad ones."""
+
+from __future__ import annotations
+
+import pytest
+from merpo_data import QUALITIES, dataset_id, parse_dataset_id, parse_tasks
+from merpo_data.presets import get_preset
+from merpo_envs import get_meta_info
+
+ENV = "merpo/PointRobotWind-v0"
+INFO = get_meta_info(ENV)
+
+
+def test_dataset_id_round_trip():
+    assert QUALITIES == ("random", "medium", "expert", "mixed")
+    for task in (0, 7, 49):
+        for q in QUALITIES:
+            assert parse_dataset_id(dataset_id(ENV, task, q)) == (ENV, task, q)
+    assert dataset_id(ENV, 3, "medium") == "merpo/point-robot-wind/task-03-medium-v0"
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("point-robot-wind/task-03-medium-v0", "expected merpo/<env>/task-<NN>-<quality>-v0"),
+        ("merpo/point-robot-wind/task-03-medium-v1", "expected"),
+        (
+            "merpo/point-robot-wind/task-3-medium-v0",
+            "did you mean 'merpo/point-robot-wind/task-03-medium-v0'",
+        ),
+        ("merpo/point-robot-wind/task-03-great-v0", "unknown quality"),
+        ("merpo/point-robot-wind/task-77-medium-v0", "out of range"),
+        ("merpo/no-such-env/task-03-medium-v0", "unknown env 'no-such-env'"),
+    ],
+)
+def test_bad_dataset_ids(bad, match):
+    with pytest.raises(ValueError, match=match):
+        parse_dataset_id(bad)
+
+
+def test_dataset_id_bad_inputs():
+    with pytest.raises(ValueError, match="unknown env id"):
+        dataset_id("merpo/Nope-v0", 0, "medium")
+    with pytest.raises(ValueError, match="out of range"):
+        dataset_id(ENV, 50, "medium")
+    with pytest.raises(ValueError, match="unknown quality"):
+        dataset_id(ENV, 0, "best")
+
+
+def test_task_ranges():
+    assert parse_tasks("0-9,40-49", INFO) == tuple(range(10)) + tuple(range(40, 50))
+    assert parse_tasks("3,1,1-2", INFO) == (1, 2, 3)
+    assert parse_tasks(None, INFO) == tuple(range(50))
+    assert parse_tasks("train", INFO) == tuple(range(40))
+    assert parse_tasks("test", INFO) == tuple(range(40, 50))
+    assert parse_tasks([5, 4], INFO) == (4, 5)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("1-", "bad task range"),
+        ("a", "bad task range"),
+        ("5-2", "5"),
+        ("0-50", "out of range"),
+        ([], "empty"),
+    ],
+)
+def test_bad_task_ranges(bad, match):
+    with pytest.raises(ValueError, match=match):
+        parse_tasks(bad, INFO)
+
+
+def test_presets():
+    default = get_preset(ENV)
+    assert default.episodes == 200 and default.name == "default"
+    assert get_preset(ENV, "test").sac.iterations < default.sac.iterations
+    # Any other env id gets a generic preset: GPU scale by default, tiny for tests.
+    for env_id in ("merpo/HalfCheetahFwdBack-v0", "merpo/Walker2dParams-v0"):
+        big, small = get_preset(env_id), get_preset(env_id, "test")
+        assert big.sac.hidden == 256 and big.sac.iterations * big.sac.envs_per_task >= 1_000_000
+        assert small.sac.iterations * small.sac.envs_per_task <= 1000
+    with pytest.raises(ValueError, match="unknown preset 'huge'; valid presets: default, test"):
+        get_preset(ENV, "huge")

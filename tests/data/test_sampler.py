@@ -1,0 +1,157 @@
+"""TaskSampler: shapes, dtypes, devices, rows from the right task, whole episodes, errors."""
+
+from __future__ import annotations
+
+import minari
+import numpy as np
+import pytest
+import torch
+from merpo_data import QUALITIES, TaskSampler, TransitionBatch, dataset_id
+
+ENV = "merpo/PointRobotWind-v0"
+TASKS = [0, 1, 2, 3, 40, 41]
+
+
+@pytest.fixture(scope="module")
+def sampler(point_robot_store):
+    return TaskSampler(ENV, tasks=TASKS, quality="medium")
+
+
+def test_attributes(sampler, point_robot_store):
+    assert sampler.env_id == ENV
+    assert sampler.tasks == tuple(TASKS)
+    assert sampler.num_tasks == 6 and sampler.obs_dim == 2 and sampler.act_dim == 2
+    assert sampler.device == torch.device("cpu")
+    assert sampler.action_low.dtype == torch.float32
+    assert torch.allclose(sampler.action_low, torch.tensor([-0.1, -0.1]))
+    assert torch.allclose(sampler.action_high, torch.tensor([0.1, 0.1]))
+    # 100 episodes x 25 steps per task with the "test" preset
+    assert sampler.sizes.tolist() == [2500] * 6
+    assert sampler.offsets.tolist() == [0, 2500, 5000, 7500, 10000, 12500]
+    for name in ("observations", "actions", "rewards", "next_observations", "terminations"):
+        tensor = getattr(sampler, name)
+        assert tensor.dtype == torch.float32 and tensor.shape[0] == 15000
+    assert sampler.dataset_returns.shape == (6,) and sampler.dataset_returns.dtype == torch.float32
+
+
+def test_sample_shapes_dtypes_and_subset(sampler):
+    batch = sampler.sample(32)
+    assert isinstance(batch, TransitionBatch)
+    assert batch.observations.shape == (6, 32, 2)
+    assert batch.actions.shape == (6, 32, 2)
+    assert batch.rewards.shape == (6, 32)
+    assert batch.next_observations.shape == (6, 32, 2)
+    assert batch.terminations.shape == (6, 32)
+    assert all(x.dtype == torch.float32 and x.device.type == "cpu" for x in batch)
+    sub = sampler.sample(5, task_indices=torch.tensor([4, 1]))
+    assert sub.observations.shape == (2, 5, 2)
+
+
+def _rows(batch: TransitionBatch) -> np.ndarray:
+    """Each transition as one row (obs, act, reward, next_obs, term)."""
+    parts = [
+        batch.observations,
+        batch.actions,
+        batch.rewards[..., None],
+        batch.next_observations,
+        batch.terminations[..., None],
+    ]
+    return torch.cat(parts, dim=-1).numpy()
+
+
+def test_batch_rows_come_from_the_right_task(sampler):
+    """Every sampled row is a transition of its own task's dataset and of no other task's."""
+    task_sets = [{tuple(r) for r in _rows(sampler.task_transitions(i))} for i in range(6)]
+    gen = torch.Generator().manual_seed(0)
+    batch = sampler.sample(64, task_indices=torch.tensor([5, 0, 3]), generator=gen)
+    for row_pos, task_pos in enumerate([5, 0, 3]):
+        rows = _rows(batch)[row_pos]
+        assert all(tuple(r) in task_sets[task_pos] for r in rows)
+        other = [s for i, s in enumerate(task_sets) if i != task_pos]
+        assert not any(tuple(r) in s for r in rows for s in other)
+
+
+def test_task_transitions_match_minari(sampler):
+    """task_transitions(i) are exactly the dataset's episodes, flattened (next obs shifted)."""
+    ds = minari.load_dataset(dataset_id(ENV, 40, "medium"))
+    episodes = list(ds.iterate_episodes())
+    obs = np.concatenate([e.observations[:-1] for e in episodes])
+    nxt = np.concatenate([e.observations[1:] for e in episodes])
+    trans = sampler.task_transitions(4)
+    np.testing.assert_allclose(trans.observations.numpy(), obs, rtol=1e-6)
+    np.testing.assert_allclose(trans.next_observations.numpy(), nxt, rtol=1e-6)
+    np.testing.assert_allclose(
+        trans.actions.numpy(), np.concatenate([e.actions for e in episodes]), rtol=1e-6
+    )
+    assert len(sampler.episodes(4)) == len(episodes) == 100
+    mean_return = np.mean([e.rewards.sum() for e in episodes])
+    assert sampler.dataset_returns[4].item() == pytest.approx(mean_return, rel=1e-5)
+
+
+def test_sampling_is_uniform_over_a_task(sampler):
+    gen = torch.Generator().manual_seed(1)
+    batch = sampler.sample(20000, task_indices=torch.tensor([2]), generator=gen)
+    # The mean sampled reward matches the dataset's mean reward (uniform sampling).
+    data = sampler.task_transitions(2).rewards
+    assert batch.rewards.mean().item() == pytest.approx(data.mean().item(), abs=0.02)
+
+
+def test_generator_makes_batches_reproducible(sampler):
+    a = sampler.sample(8, generator=torch.Generator().manual_seed(3))
+    b = sampler.sample(8, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_quality_per_task_and_order(point_robot_store):
+    qualities = ["random", "expert", "mixed", "medium", "expert", "random"]
+    s = TaskSampler(ENV, tasks=TASKS, quality=qualities)
+    assert s.qualities == tuple(qualities)
+    expert = TaskSampler(ENV, tasks=[1], quality="expert")
+    assert torch.equal(s.task_transitions(1).observations, expert.task_transitions(0).observations)
+
+
+def test_split_names_need_all_tasks(point_robot_store):
+    with pytest.raises(ValueError, match="merpo-data generate merpo/PointRobotWind-v0"):
+        TaskSampler(ENV, tasks="test", quality="medium")
+
+
+def test_missing_dataset_names_generate_command(point_robot_store):
+    with pytest.raises(
+        ValueError,
+        match=r"merpo-data generate merpo/PointRobotWind-v0 --tasks 7 --qualities expert",
+    ):
+        TaskSampler(ENV, tasks=[0, 7], quality="expert")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"tasks": [0], "quality": "great"}, "unknown quality"),
+        ({"tasks": [99], "quality": "medium"}, "out of range"),
+        ({"tasks": [0, 1], "quality": ["medium"]}, "one per task"),
+        ({"tasks": "val", "quality": "medium"}, "'train', 'test'"),
+        ({"tasks": [], "quality": "medium"}, "empty task list"),
+    ],
+)
+def test_bad_arguments(point_robot_store, kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        TaskSampler(ENV, **kwargs)
+
+
+def test_unknown_env():
+    with pytest.raises(ValueError, match="unknown env id"):
+        TaskSampler("merpo/Nope-v0", tasks=[0])
+
+
+def test_all_qualities_load(point_robot_store):
+    for q in QUALITIES:
+        assert TaskSampler(ENV, tasks=[41], quality=q).sizes.tolist() == [2500]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+def test_cuda_device(point_robot_store):
+    s = TaskSampler(ENV, tasks=[0, 1], quality="medium", device="cuda")
+    batch = s.sample(4, generator=torch.Generator(device="cuda").manual_seed(0))
+    assert all(x.device.type == "cuda" for x in batch)
+    assert s.action_low.device.type == "cuda" and s.offsets.device.type == "cuda"
