@@ -54,6 +54,6 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def gpu(session: nox.Session) -> None:
-    """CUDA tests on a machine with a GPU (installs the default torch build, not the CPU pin)."""
+    """CUDA tests (marked `gpu`, deselected by default) on a machine with a GPU."""
     session.install(*PACKAGES, "pytest>=8")
     session.run("pytest", "-m", "gpu", *session.posargs, env=HEADLESS)

@@ -349,7 +349,7 @@ def test_rollout_shapes_and_termination_restarts_rows(device):
 
 
 def test_rollout_with_point_robot_termination_fn():
-    merpo_envs = pytest.importorskip("merpo_envs")
+    import merpo_envs
     info = merpo_envs.get_meta_info("merpo/PointRobotWind-v0")
     model = DynamicsEnsemble(
         2, info.obs_dim, info.act_dim, ensemble=3, elites=2, hidden=8, hidden_layers=1

@@ -148,7 +148,6 @@ def test_all_qualities_load(point_robot_store):
         assert TaskSampler(ENV, tasks=[41], quality=q).sizes.tolist() == [2500]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.gpu
 def test_cuda_device(point_robot_store):
     s = TaskSampler(ENV, tasks=[0, 1], quality="medium", device="cuda")
