@@ -392,3 +392,18 @@ def test_seeded_init_is_reproducible():
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
     assert not torch.equal(a.net.net[0].weight, c.net.net[0].weight)
+
+
+def test_predict_elites_equals_predict_of_the_elite_members():
+    """``step`` evaluates only the elites: the same numbers as all members, then gathered."""
+    torch.manual_seed(0)
+    model = DynamicsEnsemble(2, OBS, ACT, ensemble=5, elites=3, hidden=16, hidden_layers=2)
+    model.set_normalizer_stats(torch.randn(2, OBS + ACT), torch.rand(2, OBS + ACT) + 0.5)
+    model.elite_idx.copy_(torch.tensor([[4, 0, 2], [1, 3, 2]]))
+    obs, act = torch.randn(2, 9, OBS), torch.rand(2, 9, ACT) * 2 - 1
+    mean, logvar = model.predict(obs, act)
+    elite_mean, elite_logvar = model.predict_elites(obs, act)
+    index = model.elite_idx[:, :, None, None].expand(-1, -1, 9, OBS + 1)
+    assert torch.allclose(elite_mean, mean.gather(1, index), atol=1e-6)
+    assert torch.allclose(elite_logvar, logvar.gather(1, index), atol=1e-6)
+    assert not torch.allclose(elite_mean[:, 0], elite_mean[:, 1])  # members really differ

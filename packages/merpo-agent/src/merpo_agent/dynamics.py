@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from merpo_data.networks import StackedMLP
+from merpo_data.networks import StackedLinear, StackedMLP
 from torch import nn
 from torch.nn import functional as F
 
+from merpo_agent.optimizers import adam_options
 from merpo_agent.transitions import TransitionBatch
 
 
@@ -295,6 +296,40 @@ class DynamicsEnsemble(nn.Module):
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
         return mean, logvar
 
+    def predict_elites(
+        self, obs: torch.Tensor, act: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``predict`` of the elites only, in ``elite_idx`` order: each (T, elites, N, D).
+
+        The elites' weights are gathered per task (a copy of elites / ensemble of the
+        weights, small next to a rollout batch) and run as one batched MLP.
+        """
+        if self.num_elites == self.ensemble:
+            mean, logvar = self.predict(obs, act)
+            index = self.elite_idx[:, :, None, None].expand(-1, -1, *mean.shape[2:])
+            return mean.gather(1, index), logvar.gather(1, index)
+        x = torch.cat([obs, act], dim=-1)
+        if x.dim() != 3:
+            raise ValueError(
+                f"predict_elites needs obs (T, N, {self.obs_dim}), got {tuple(obs.shape)}"
+            )
+        x = (x - self.input_mean[:, None]) / self.input_std[:, None]
+        t, n, k = x.shape[0], x.shape[1], self.num_elites
+        x = x.unsqueeze(1).expand(-1, k, -1, -1).reshape(t * k, n, self.in_dim)
+        for layer in self.net.net:
+            if isinstance(layer, StackedLinear):
+                w, b = layer.weight, layer.bias  # (T, E, in, out), (T, E, 1, out)
+                idx = self.elite_idx[:, :, None, None]
+                w = w.gather(1, idx.expand(-1, -1, *w.shape[2:])).reshape(t * k, *w.shape[2:])
+                b = b.gather(1, idx.expand(-1, -1, *b.shape[2:])).reshape(t * k, *b.shape[2:])
+                x = torch.baddbmm(b, x, w)
+            else:
+                x = layer(x)
+        mean, raw_logvar = x.reshape(t, k, n, -1).chunk(2, dim=-1)
+        logvar = self.max_logvar - F.softplus(self.max_logvar - raw_logvar)
+        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
+        return mean, logvar
+
     def nll_loss(self, batch: TransitionBatch) -> torch.Tensor:
         """Per-task Gaussian NLL of (s' - s, r) plus the log-variance bound regularizer, (T,).
 
@@ -371,16 +406,16 @@ class DynamicsEnsemble(nn.Module):
         """One model transition: ``(next_obs (T, N, obs_dim), reward (T, N))``.
 
         Each sample uses one of its task's elites drawn uniformly at random (App. A.2.1) and
-        draws (s' - s, r) from that member's Gaussian (its mean if ``deterministic``). All
-        members are evaluated and the chosen one gathered: fixed shapes, no loop.
+        draws (s' - s, r) from that member's Gaussian (its mean if ``deterministic``). Only
+        the elites are evaluated (``elites / ensemble`` of the work: 5/7 with Table 2's
+        sizes) and the chosen one gathered: fixed shapes, no loop.
         """
-        mean, logvar = self.predict(obs, act)  # (T, E, N, D)
+        mean, logvar = self.predict_elites(obs, act)  # (T, elites, N, D)
         t, _, n, d = mean.shape
         pick = torch.randint(
             self.num_elites, (t, n), device=obs.device, generator=generator
         )  # position among the elites
-        member = self.elite_idx.gather(1, pick)  # (T, N) member index
-        index = member[:, None, :, None].expand(t, 1, n, d)
+        index = pick[:, None, :, None].expand(t, 1, n, d)
         mean = mean.gather(1, index).squeeze(1)
         if not deterministic:
             std = torch.exp(0.5 * logvar.gather(1, index).squeeze(1))
@@ -572,7 +607,7 @@ def train_models(
     A fresh Adam each call (each call is a new optimisation problem). Each member gets its own
     batch of ``batch_size`` training transitions per step. Returns the last per-task objective.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, **adam_options(model.device))
     last = torch.full((model.num_tasks,), float("nan"), device=model.device)
     for _ in range(steps):
         batch = split.sample_train(

@@ -44,7 +44,12 @@ class RACConfig:
     entropy_initial: float = 1.0  # (not given: SAC's custom)
     entropy_lr: float = 1e-3  # (not given: the inner actor lr)
     # --- conservative policy evaluation, Eq. 1 + App. A.2.2 "Tune beta"
-    cql_uniform_actions: int = 10  # (not given: COMBO/CQL(H) custom)
+    # K_u uniform + K_p policy actions per penalty state in the CQL(H) logsumexp (not given:
+    # the COMBO/CQL(H) custom). 10 each = OfflineRL-Kit's num_repeat_actions = 10 samples per
+    # proposal. Eq. 1 penalises the model states (f = 0.5: 128 of a 256 batch) with two
+    # proposals (uniform, pi(.|s)): 2,560 sampled actions per critic; OfflineRL-Kit's COMBO
+    # uses three (also pi(.|s')) at all 256 mixed states: 7,680 (K_u = K_p = 30 here).
+    cql_uniform_actions: int = 10
     cql_policy_actions: int = 10
     auto_tune_beta: bool = True
     log_beta_initial: float = 0.0
@@ -72,6 +77,10 @@ class RACConfig:
     bc_steps: int = 2000
     bc_batch_size: int = 256
     bc_lr: float = 1e-3
+    # --- speed (opt-in; results unchanged within float tolerance, tests compare them)
+    compile: bool = False  # torch.compile the pure loss math (networks, optimizers eager)
+    cuda_graphs: bool = False  # replay the whole update as one CUDA graph (CUDA only)
+    cuda_graph_warmup: int = 3  # eager updates (real ones) on a side stream before capture
 
     def __post_init__(self) -> None:
         checks = [
@@ -84,6 +93,7 @@ class RACConfig:
             (self.cql_uniform_actions >= 1 and self.cql_policy_actions >= 1,
              "cql_uniform_actions and cql_policy_actions must be >= 1"),
             (self.lambda_initial >= 0.0, "lambda_initial must be >= 0"),
+            (self.cuda_graph_warmup >= 1, "cuda_graph_warmup must be >= 1"),
             (0.0 <= self.alpha <= 1.0, "alpha must be in [0, 1]"),
             (0.0 <= self.alpha_min <= self.alpha_max <= 1.0,
              "alpha_min <= alpha_max must lie in [0, 1]"),

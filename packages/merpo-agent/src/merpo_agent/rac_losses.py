@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 
 import torch
+from merpo_data.networks import tanh_gaussian_log_prob
 
 
 def diagonal_gaussian_kl(
@@ -169,8 +170,71 @@ def entropy_temperature_loss(
     return -(log_temperature * (log_prob.detach() + target_entropy).mean(-1)).sum()
 
 
+def conservative_critic_terms(
+    q_all: torch.Tensor, target: torch.Tensor, log_density: torch.Tensor, n_real: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. 1's two terms from ONE twin-critic evaluation on [mixed batch; CQL(H) samples].
+
+    q_all: (T, 2, B + N K): Q on the mixed batch's B rows (the n_real dataset rows first),
+    then on K sampled actions at each of N penalty states (state-major); target: (T, B);
+    log_density: (T, 1, N, K). Returns the Bellman term ``1/2 E (Q_i - B Q)^2`` (T, 2), the
+    conservative gap (T, 2) (both with gradients) and the mean data Q (T,) (detached).
+    ``critic_loss`` = ``(bellman + beta * gap).sum(-1)``.
+    """
+    t, twins, _ = q_all.shape
+    batch = target.shape[1]
+    p, k = log_density.shape[-2:]
+    q_pred, q_ood = q_all[..., :batch], q_all[..., batch:]
+    logsumexp_q = importance_sampled_logsumexp(q_ood.reshape(t, twins, p, k), log_density)
+    q_data = q_pred[..., :n_real]
+    gap = conservative_gap(logsumexp_q, q_data)
+    bellman = 0.5 * (q_pred - target[:, None, :]).square().mean(-1)
+    return bellman, gap, q_data.detach().mean((1, 2))
+
+
+def regularized_actor_terms(
+    mean: torch.Tensor,
+    log_std: torch.Tensor,
+    log_prob: torch.Tensor,
+    q_policy: torch.Tensor,
+    data_actions: torch.Tensor,
+    meta_mean: torch.Tensor | None,
+    meta_log_std: torch.Tensor | None,
+    bc_log_prob: torch.Tensor | None,
+    entropy_temperature: torch.Tensor,
+    lam: torch.Tensor,
+    alpha: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """Eq. 9 per task from the actor's outputs on the mixed batch (dataset rows first).
+
+    mean, log_std: (T, B, act) pi_n's pre-tanh Gaussian; log_prob: (T, B) of a ~ pi_n;
+    q_policy: (T, 2, B) twin critics at those actions; data_actions: (T, n_real, act);
+    meta_mean, meta_log_std: pi_c at the batch (None: D_meta = 0); bc_log_prob: (T, n_real)
+    log pi_hat_beta of the data (None: D_beta' = 0). Returns ``actor_loss`` (T,) with
+    gradients, then detached: mean min-Q (T,), D_beta (T,), D_meta (T,), D_beta' (T,).
+    """
+    n_real = data_actions.shape[1]
+    q_min = q_policy.min(dim=1).values
+    dataset_log_prob = tanh_gaussian_log_prob(
+        mean[:, :n_real], log_std[:, :n_real], data_actions
+    )
+    d_beta = behavior_divergence(dataset_log_prob)
+    if meta_mean is not None:
+        d_meta = diagonal_gaussian_kl(mean, log_std, meta_mean, meta_log_std).mean(-1)
+    else:
+        d_meta = torch.zeros_like(d_beta)
+    loss = actor_loss(log_prob, q_min, entropy_temperature, d_beta, d_meta, lam, alpha)
+    if bc_log_prob is not None:
+        d_beta_prime = behavior_divergence_estimate(bc_log_prob, dataset_log_prob)
+    else:
+        d_beta_prime = torch.zeros_like(d_beta)
+    return loss, q_min.detach().mean(-1), d_beta.detach(), d_meta.detach(), d_beta_prime
+
+
 __all__ = [
     "actor_loss",
+    "conservative_critic_terms",
+    "regularized_actor_terms",
     "behavior_divergence",
     "behavior_divergence_estimate",
     "beta_dual_loss",

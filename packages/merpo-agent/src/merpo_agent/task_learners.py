@@ -31,6 +31,11 @@ step would multiply lam by e per step, while a projected step moves it by about 
 
 Actions are in [-1, 1] (``action_scaling``). No ``.item()`` or host copy: metrics are
 detached (T,) tensors.
+
+Speed (issue 5): the critics run once per step on the mixed batch and the CQL(H) samples
+together; Adam is the fused kernel (CPU and CUDA; step counts stay on the device); opt-in
+``RACConfig.compile`` compiles the pure loss math and ``RACConfig.cuda_graphs`` replays the
+whole step as a CUDA graph (``merpo_agent.update_graph``), both with the eager results.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from torch import nn
 
 from merpo_agent import rac_losses as L
 from merpo_agent.alpha_adaptation import adaptive_alpha_step
+from merpo_agent.optimizers import adam_options
 from merpo_agent.rac_config import RACConfig
 from merpo_agent.transitions import TransitionBatch
 
@@ -97,6 +103,17 @@ def twin_q_values(critic: StackedMLP, obs: torch.Tensor, act: torch.Tensor) -> t
     return critic(x).squeeze(-1)
 
 
+_COMPILED: dict[str, object] = {}
+
+
+def _compiled_loss(name: str):
+    """``torch.compile`` of the pure loss function ``rac_losses.<name>`` (once per process;
+    recompiled only for new shapes or a new None pattern of its arguments)."""
+    if name not in _COMPILED:
+        _COMPILED[name] = torch.compile(getattr(L, name), dynamic=False)
+    return _COMPILED[name]
+
+
 class TaskLearners(nn.Module):
     def __init__(
         self,
@@ -139,17 +156,45 @@ class TaskLearners(nn.Module):
 
         self.target_entropy = config.target_entropy(act_dim)
         self.generator = generator or torch.Generator(self.device).manual_seed(0)
+        if config.cuda_graphs and self.device.type != "cuda":
+            raise ValueError(
+                f"RACConfig.cuda_graphs=True needs a CUDA device, got {self.device}: "
+                "pass device='cuda' or set cuda_graphs=False"
+            )
+        self._graph = None  # UpdateGraph, built at the first update with cuda_graphs
         self.reset_optimizers()
 
     # ------------------------------------------------------------------ setup
     def reset_optimizers(self) -> None:
-        """Fresh Adam states (the slots now hold other tasks or freshly copied networks)."""
+        """Fresh Adam states (the slots now hold other tasks or freshly copied networks).
+
+        Adam is the fused kernel where the device has one (CPU and CUDA: one kernel per
+        optimizer step instead of a few per parameter; same update rule), else foreach;
+        ``capturable`` (step counts on the device) with ``cuda_graphs``. Once a CUDA graph
+        has captured the optimizers, their states are zeroed in place instead (the graph
+        holds their addresses); zeroed moments and step counts step exactly as fresh ones.
+        """
         c = self.config
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr)
-        self.entropy_optimizer = torch.optim.Adam([self.log_alpha_ent], lr=c.entropy_lr)
-        self.beta_optimizer = torch.optim.Adam([self.log_beta], lr=c.log_beta_lr)
-        self.lambda_optimizer = torch.optim.Adam([self.lam], lr=c.lambda_lr)
+        self._actor_parameters = list(self.actor.parameters())
+        self._critic_parameters = list(self.critic.parameters())
+        self._target_parameters = list(self.target_critic.parameters())
+        if self._graph is not None and self._graph.captured:
+            for name in self._optimizer_names:
+                for state in getattr(self, name).state.values():
+                    for value in state.values():
+                        if isinstance(value, torch.Tensor):
+                            value.zero_()
+            return
+        options = adam_options(self.device, capturable=c.cuda_graphs)
+
+        def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
+            return torch.optim.Adam(params, lr=lr, **options)
+
+        self.critic_optimizer = adam(self._critic_parameters, c.critic_lr)
+        self.actor_optimizer = adam(self._actor_parameters, c.actor_lr)
+        self.entropy_optimizer = adam([self.log_alpha_ent], c.entropy_lr)
+        self.beta_optimizer = adam([self.log_beta], c.log_beta_lr)
+        self.lambda_optimizer = adam([self.lam], c.lambda_lr)
 
     @torch.no_grad()
     def init_from_meta(
@@ -246,26 +291,130 @@ class TaskLearners(nn.Module):
         """One RAC step for every slot. ``real`` (T, B_real) from D_n, ``model`` (T, B_model)
         from the model buffer (None without a model), actions in [-1, 1]. ``meta_policy``:
         pi_c (fixed here); ``bc_policy``: pi_hat_beta with stack (T,). Returns detached
-        per-task metrics, each of shape (T,)."""
+        per-task metrics, each of shape (T,).
+
+        With ``config.cuda_graphs`` the step runs as one replayed CUDA graph
+        (``merpo_agent.update_graph``); with ``config.compile`` its pure loss math
+        (``rac_losses.conservative_critic_terms`` / ``regularized_actor_terms``) is
+        ``torch.compile``d. Both give the eager results (tests compare them)."""
         c = self.config
         self._check_inputs(real, model, meta_policy, bc_policy)
-        if c.use_model:
+        if not c.use_model:
+            model = None
+        if noise is None:
+            t, n_real = real.rewards.shape
+            n_model = 0 if model is None else model.rewards.shape[1]
+            penalty = real.rewards.shape[1] if model is None else n_model
+            noise = UpdateNoise.draw(
+                t, n_real + n_model, penalty, self.act_dim, c.cql_uniform_actions,
+                c.cql_policy_actions, self.device, self.generator,
+            )
+        if c.cuda_graphs:
+            if self._graph is None:
+                from merpo_agent.update_graph import UpdateGraph
+
+                self._graph = UpdateGraph(self, warmup_steps=c.cuda_graph_warmup)
+            return self._graph(real, model, meta_policy, bc_policy, noise)
+        return self._update(real, model, meta_policy, bc_policy, noise)
+
+    def _update(
+        self,
+        real: TransitionBatch,
+        model: TransitionBatch | None,
+        meta_policy: nn.Module | None,
+        bc_policy: nn.Module | None,
+        noise: UpdateNoise,
+    ) -> dict[str, torch.Tensor]:
+        """The update's body: the math and the optimizer steps (no input checks, no RNG).
+
+        Only device work and Python bookkeeping that does not depend on tensor values, so
+        that ``UpdateGraph`` can capture it into a CUDA graph."""
+        c = self.config
+        if model is not None:
             mixed = TransitionBatch(
                 *(torch.cat([r, m], dim=1) for r, m in zip(real, model, strict=True))
             )
             penalty_obs = model.observations
         else:  # "No model (CQL)": f = 1 and the penalty's states come from D_n
             mixed, penalty_obs = real, real.observations
-        t, batch = mixed.rewards.shape
-        n_real = real.rewards.shape[1]
-        if noise is None:
-            noise = UpdateNoise.draw(
-                t, batch, penalty_obs.shape[1], self.act_dim, c.cql_uniform_actions,
-                c.cql_policy_actions, self.device, self.generator,
-            )
         alpha_ent = self.entropy_temperature()
 
         # ---- 1. conservative policy evaluation, Eq. 1 ---------------------------------
+        bellman, gap, q_data = self._critic_terms(
+            mixed, penalty_obs, real.rewards.shape[1], noise, alpha_ent
+        )
+        if c.auto_tune_beta:  # App. A.2.2: beta is optimised before the Q-network
+            beta_loss = L.beta_dual_loss(self.log_beta, gap, c.q_difference_threshold)
+            self.beta_optimizer.zero_grad(set_to_none=True)
+            beta_loss.backward()
+            self.beta_optimizer.step()
+        beta = self.log_beta.detach().exp().clamp(max=c.beta_max)
+        critic_loss = (bellman + beta[:, None] * gap).sum(-1)  # = L.critic_loss, split so
+        self.critic_optimizer.zero_grad(set_to_none=True)  # that beta may step in between
+        critic_loss.sum().backward()
+        self.critic_optimizer.step()
+
+        # ---- 2. regularized policy improvement, Eq. 9 ----------------------------------
+        actor_loss, log_prob, q_policy, d_beta, d_meta, d_beta_prime = self._actor_terms(
+            real, mixed, noise.actor_action, alpha_ent, meta_policy, bc_policy
+        )
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        # Only the actor's parameters get gradients: the critics are constants in Eq. 9.
+        actor_loss.sum().backward(inputs=self._actor_parameters)
+        self.actor_optimizer.step()
+
+        # ---- 3. dual variables: SAC temperature and lambda -------------------------------
+        if c.max_entropy:
+            entropy_loss = L.entropy_temperature_loss(
+                self.log_alpha_ent, log_prob, self.target_entropy
+            )
+            self.entropy_optimizer.zero_grad(set_to_none=True)
+            entropy_loss.backward()
+            self.entropy_optimizer.step()
+        if c.use_meta_regularizer and c.auto_tune_lambda:
+            constraint = L.lambda_constraint(d_beta_prime, d_meta, self.alpha, c.target_divergence)
+            lambda_loss = L.lambda_dual_loss(self.lam, constraint)
+            self.lambda_optimizer.zero_grad(set_to_none=True)
+            lambda_loss.backward()
+            self.lambda_optimizer.step()
+            with torch.no_grad():
+                self.lam.clamp_(min=0.0)  # projection: lam >= 0
+
+        # ---- 4. targets and the remembered duals -----------------------------------------
+        self.update_targets()
+        self._store_duals()
+
+        return {
+            "critic_loss": critic_loss.detach(),
+            "q_gap": gap.detach().mean(1),
+            "q_data": q_data,
+            "beta": beta,
+            "actor_loss": actor_loss.detach(),
+            "q_policy": q_policy,
+            "entropy": -log_prob.mean(-1),
+            "entropy_temperature": alpha_ent,
+            "d_beta": d_beta.detach(),
+            "d_beta_prime": d_beta_prime,
+            "d_meta": d_meta,
+            "lam": self.lam.detach().clone(),
+            "alpha": self.alpha.clone(),
+        }
+
+    def _critic_terms(
+        self,
+        mixed: TransitionBatch,
+        penalty_obs: torch.Tensor,
+        n_real: int,
+        noise: UpdateNoise,
+        alpha_ent: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Eq. 1's terms per task and twin: Bellman error (T, 2) and conservative gap (T, 2)
+        (both with gradients to the critics), and the mean Q at the data (T,), detached.
+
+        The critics run ONCE on the mixed batch and the CQL(H) samples together (one
+        forward and one backward per layer instead of two)."""
+        c = self.config
+        t = mixed.rewards.shape[0]
         with torch.no_grad():
             next_mean, next_log_std = self.actor(mixed.next_observations)
             next_action, next_log_prob = tanh_gaussian_rsample(
@@ -285,97 +434,52 @@ class TaskLearners(nn.Module):
                 noise.cql_uniform[..., 0], -self.act_dim * math.log(2.0)
             )
             log_density = torch.cat([uniform_log_density, pol_log_prob], dim=2)[:, None]
-        q_pred = twin_q_values(self.critic, mixed.observations, mixed.actions)  # (T, 2, B)
         p, k = ood_action.shape[1], ood_action.shape[2]
         ood_obs = penalty_obs[:, :, None].expand(-1, -1, k, -1).reshape(t, p * k, -1)
-        q_ood = twin_q_values(self.critic, ood_obs, ood_action.reshape(t, p * k, -1))
-        logsumexp_q = L.importance_sampled_logsumexp(q_ood.reshape(t, 2, p, k), log_density)
-        gap = L.conservative_gap(logsumexp_q, q_pred[..., :n_real])  # D rows come first
+        obs = torch.cat([mixed.observations, ood_obs], dim=1)
+        act = torch.cat([mixed.actions, ood_action.reshape(t, p * k, -1)], dim=1)
+        q_all = twin_q_values(self.critic, obs, act)  # (T, 2, B + P K)
+        return self._loss_fn("conservative_critic_terms")(q_all, target, log_density, n_real)
 
-        if c.auto_tune_beta:  # App. A.2.2: beta is optimised before the Q-network
-            beta_loss = L.beta_dual_loss(self.log_beta, gap, c.q_difference_threshold)
-            self.beta_optimizer.zero_grad(set_to_none=True)
-            beta_loss.backward()
-            self.beta_optimizer.step()
-        beta = self.log_beta.detach().exp().clamp(max=c.beta_max)
-        critic_loss = L.critic_loss(q_pred, target, gap, beta)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.sum().backward()
-        self.critic_optimizer.step()
-
-        # ---- 2. regularized policy improvement, Eq. 9 ----------------------------------
+    def _actor_terms(
+        self,
+        real: TransitionBatch,
+        mixed: TransitionBatch,
+        actor_noise: torch.Tensor,
+        alpha_ent: torch.Tensor,
+        meta_policy: nn.Module | None,
+        bc_policy: nn.Module | None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Eq. 9 per task (T,) with gradients to the actor, and (detached) the policy's
+        log-probabilities (T, B), mean min-Q (T,), D_beta, D_meta and D_beta' (T,)."""
         mean, log_std = self.actor(mixed.observations)
-        action, log_prob = tanh_gaussian_rsample(mean, log_std, noise.actor_action)
-        q_new = twin_q_values(self.critic, mixed.observations, action).min(dim=1).values
-        dataset_log_prob = tanh_gaussian_log_prob(
-            mean[:, :n_real], log_std[:, :n_real], real.actions
-        )
-        d_beta = L.behavior_divergence(dataset_log_prob)
-        if meta_policy is not None:
-            with torch.no_grad():
+        action, log_prob = tanh_gaussian_rsample(mean, log_std, actor_noise)
+        q_policy = twin_q_values(self.critic, mixed.observations, action)
+        meta_mean = meta_log_std = bc_log_prob = None
+        with torch.no_grad():
+            if meta_policy is not None:
                 meta_mean, meta_log_std = meta_policy(mixed.observations)
-            d_meta = L.diagonal_gaussian_kl(mean, log_std, meta_mean, meta_log_std).mean(-1)
-        else:
-            d_meta = torch.zeros_like(d_beta)
-        actor_loss = L.actor_loss(log_prob, q_new, alpha_ent, d_beta, d_meta, self.lam, self.alpha)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        # Only the actor's parameters get gradients: the critics are constants in Eq. 9.
-        actor_loss.sum().backward(inputs=list(self.actor.parameters()))
-        self.actor_optimizer.step()
-
-        # ---- 3. dual variables: SAC temperature and lambda -------------------------------
-        if c.max_entropy:
-            entropy_loss = L.entropy_temperature_loss(
-                self.log_alpha_ent, log_prob, self.target_entropy
-            )
-            self.entropy_optimizer.zero_grad(set_to_none=True)
-            entropy_loss.backward()
-            self.entropy_optimizer.step()
-        if bc_policy is not None:
-            with torch.no_grad():
+            if bc_policy is not None:
                 bc_mean, bc_log_std = bc_policy(real.observations)
                 bc_log_prob = tanh_gaussian_log_prob(bc_mean, bc_log_std, real.actions)
-            d_beta_prime = L.behavior_divergence_estimate(bc_log_prob, dataset_log_prob)
-        else:
-            d_beta_prime = torch.zeros_like(d_beta)
-        if c.use_meta_regularizer and c.auto_tune_lambda:
-            constraint = L.lambda_constraint(
-                d_beta_prime, d_meta.detach(), self.alpha, c.target_divergence
-            )
-            lambda_loss = L.lambda_dual_loss(self.lam, constraint)
-            self.lambda_optimizer.zero_grad(set_to_none=True)
-            lambda_loss.backward()
-            self.lambda_optimizer.step()
-            with torch.no_grad():
-                self.lam.clamp_(min=0.0)  # projection: lam >= 0
+        actor_loss, q_min, d_beta, d_meta, d_beta_prime = self._loss_fn(
+            "regularized_actor_terms"
+        )(
+            mean, log_std, log_prob, q_policy, real.actions, meta_mean, meta_log_std,
+            bc_log_prob, alpha_ent, self.lam, self.alpha,
+        )
+        return actor_loss, log_prob.detach(), q_min, d_beta, d_meta, d_beta_prime
 
-        # ---- 4. targets and the remembered duals -----------------------------------------
-        self.update_targets()
-        self._store_duals()
-
-        return {
-            "critic_loss": critic_loss.detach(),
-            "q_gap": gap.detach().mean(1),
-            "q_data": q_pred[..., :n_real].detach().mean((1, 2)),
-            "beta": beta,
-            "actor_loss": actor_loss.detach(),
-            "q_policy": q_new.detach().mean(-1),
-            "entropy": -log_prob.detach().mean(-1),
-            "entropy_temperature": alpha_ent,
-            "d_beta": d_beta.detach(),
-            "d_beta_prime": d_beta_prime,
-            "d_meta": d_meta.detach(),
-            "lam": self.lam.detach().clone(),
-            "alpha": self.alpha.clone(),
-        }
+    def _loss_fn(self, name: str):
+        """The pure loss function ``rac_losses.<name>``, ``torch.compile``d with
+        ``config.compile`` (the networks stay eager: their matmuls are library calls)."""
+        return _compiled_loss(name) if self.config.compile else getattr(L, name)
 
     @torch.no_grad()
     def update_targets(self) -> None:
         """Polyak: ``target <- target + tau (online - target)`` with rate ``polyak_tau``."""
         torch._foreach_lerp_(
-            list(self.target_critic.parameters()),
-            list(self.critic.parameters()),
-            self.config.polyak_tau,
+            self._target_parameters, self._critic_parameters, self.config.polyak_tau
         )
 
     @torch.no_grad()
@@ -412,6 +516,7 @@ class TaskLearners(nn.Module):
         }
 
     def load_training_state(self, state: dict) -> None:
+        self._graph = None  # loaded optimizer states are new tensors: capture again
         self.load_state_dict(state["module"])
         for name in self._optimizer_names:
             getattr(self, name).load_state_dict(state["optimizers"][name])
@@ -426,4 +531,4 @@ class TaskLearners(nn.Module):
     )
 
 
-__all__ = ["TaskLearners", "UpdateNoise", "twin_q_values"]
+__all__ = ["TaskLearners", "UpdateNoise", "adam_options", "twin_q_values"]

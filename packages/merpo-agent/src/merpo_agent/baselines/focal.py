@@ -1,0 +1,774 @@
+"""FOCAL: fully-offline meta-RL with distance metric learning and behavior regularization.
+
+Li, Yang, Luo, ICLR 2021 ("FOCAL: Efficient Fully-Offline Meta-Reinforcement Learning via
+Distance Metric Learning and Behavior Regularization"), the MerPO paper's headline rival
+(SPEC §8). One module, top to bottom: config, context encoder, networks, losses, the
+update, the training loop, meta-test evaluation, save / load.
+
+The method:
+
+1. A deterministic context encoder q maps each transition (s, a, r, s') of a task's
+   context to an embedding; the task latent z is their mean (permutation invariant).
+2. The encoder is trained alone with FOCAL's distance metric loss (FOCAL Eq. 9):
+   same task: ||z_i - z_j||^2; different tasks: beta / (||z_i - z_j||^n + eps).
+3. A behavior-regularized actor-critic (BRAC, Wu et al. 2019) Q(s, a, z), pi(a | s, z)
+   is trained on all training tasks with z detached (FOCAL decouples the encoder from the
+   Bellman gradients), shared networks over a (T * B) flattened batch.
+4. Meta-test: z is inferred from the unseen task's offline data, and the deterministic
+   policy pi(s, z) runs in the real env of that task.
+
+Choices where the paper or FOCAL's code leaves room (all fields of ``FocalConfig``):
+
+- Positive pairs: FOCAL's code pairs the task latents of the tasks that happen to repeat in
+  a meta-batch sampled with replacement. Here every task of the batch gets two independent
+  context draws, so each task contributes a positive pair at every step and the task batch
+  is drawn without replacement. Negatives: every pair of latents of different tasks.
+- Behavior model: BRAC learns pi_b by maximum likelihood. Task identity is known during
+  meta-training, so pi_b is one tanh-Gaussian per training task (``BehaviorCloning``,
+  stacked over tasks), fit once before the actor-critic. It is only used in training.
+- Divergence: KL(pi(.|s,z) || pi_b(.|s)). Both are tanh-squashed Gaussians and tanh is a
+  bijection, so the KL equals the KL of the pre-tanh Gaussians: closed form, exact, no
+  sampling noise (FOCAL's code estimates it in dual form with an extra critic; same target).
+- Regularization mode: ``value_penalty=False`` (FOCAL's default, BRAC-pr: the penalty in
+  the actor loss) or ``True`` (BRAC-vp: also subtracted in the Bellman target).
+- The penalty weight alpha is a dual variable (FOCAL's ``train_alpha``): log alpha rises
+  while the divergence exceeds ``target_divergence``, capped at ``alpha_max``.
+- Entropy: SAC's auto-tuned temperature with target entropy -act_dim (FOCAL's
+  ``max_entropy``), twin critics with Polyak-averaged targets.
+- Inputs are normalized with training-data statistics (kept in the agent for meta-test):
+  observations and rewards by mean / std, actions mapped from the env box onto [-1, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from merpo_data.networks import (
+    LOG_STD_MAX,
+    LOG_STD_MIN,
+    StackedLinear,
+    StackedMLP,
+    StackedTanhGaussianPolicy,
+    tanh_gaussian_rsample,
+)
+from merpo_data.sampler import TaskSampler
+from merpo_envs import get_meta_info
+from torch import nn
+
+from merpo_agent.action_scaling import from_unit_actions, to_unit_actions
+from merpo_agent.behavior_cloning import BehaviorCloning
+from merpo_agent.checkpoint import load_checkpoint, save_checkpoint
+from merpo_agent.env_eval import evaluate_in_env
+from merpo_agent.presets import TABLE2_PER_ENV
+from merpo_agent.transitions import TransitionBatch
+
+# log_fn(step, metrics): called every ``log_every`` updates with plain floats.
+LogFn = Callable[[int, dict[str, float]], None]
+
+FORMAT_VERSION = 1
+
+
+# ---- config -----------------------------------------------------------------------------
+
+
+@dataclass
+class FocalConfig:
+    """FOCAL's hyperparameters; defaults follow FOCAL's code (``configs/default.py``) and
+    BRAC where FOCAL's are not stated. ``discount`` comes from the env (``for_env``)."""
+
+    latent_dim: int = 5  # FOCAL latent_size
+    hidden: int = 300  # FOCAL net_size: actor and critics
+    hidden_layers: int = 3
+    encoder_hidden: int = 200  # FOCAL's context encoder: 3 x 200
+    encoder_layers: int = 3
+    batch_size: int = 256  # RL transitions per task per update
+    context_size: int = 64  # FOCAL embedding_batch_size: transitions per context
+    task_batch_size: int | None = 16  # FOCAL meta_batch; None: every training task
+    discount: float = 0.99
+    tau: float = 0.005  # Polyak rate of the target critics
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    encoder_lr: float = 3e-4
+    reward_scale: float = 1.0  # rewards are scaled in the Bellman target only
+    # distance metric loss: same task ||dz||^2, different tasks beta / (||dz||^power + eps)
+    metric_beta: float = 1.0
+    metric_power: float = 2.0
+    metric_eps: float = 0.1  # FOCAL's code: 100 * 1e-3
+    # behavior regularization (BRAC)
+    value_penalty: bool = False
+    alpha_init: float = 1.0
+    alpha_max: float = 1000.0
+    alpha_lr: float = 1e-3
+    tune_alpha: bool = True
+    target_divergence: float = 0.05
+    entropy_lr: float = 3e-4
+    # the per-task behavior model, fit once before the actor-critic
+    behavior_steps: int = 2000
+    behavior_hidden: int = 256
+    behavior_layers: int = 3
+    behavior_lr: float = 1e-3
+    # meta-test: transitions of the unseen task's data averaged into z
+    eval_context_size: int = 256
+    log_every: int = 1000
+
+    def __post_init__(self) -> None:
+        positive = (
+            "latent_dim", "hidden", "hidden_layers", "encoder_hidden", "encoder_layers",
+            "batch_size", "context_size", "eval_context_size", "log_every", "behavior_hidden",
+            "behavior_layers",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"FocalConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.task_batch_size is not None and self.task_batch_size < 1:
+            raise ValueError(
+                f"FocalConfig.task_batch_size must be >= 1 or None (all tasks), "
+                f"got {self.task_batch_size}"
+            )
+        if not 0.0 <= self.discount < 1.0:
+            raise ValueError(f"FocalConfig.discount must be in [0, 1), got {self.discount}")
+        if not 0.0 < self.alpha_init <= self.alpha_max:
+            raise ValueError(
+                f"FocalConfig needs 0 < alpha_init <= alpha_max, got {self.alpha_init}, "
+                f"{self.alpha_max}"
+            )
+
+    @classmethod
+    def for_env(cls, env_id: str, **overrides: Any) -> FocalConfig:
+        """Defaults with the env's Table 2 discount (0.9 Point-Robot-Wind, else 0.99)."""
+        env = get_meta_info(env_id).env_id
+        discount = TABLE2_PER_ENV.get(env, {}).get("discount", 0.99)
+        return cls(**{"discount": discount, **overrides})
+
+    @classmethod
+    def smoke(cls, env_id: str | None = None, **overrides: Any) -> FocalConfig:
+        """Tiny networks and batches for tests (seconds on a CPU); larger learning rates (the
+        encoder's 3e-3) so that a few hundred updates show learning."""
+        tiny = dict(
+            hidden=32, hidden_layers=2, encoder_hidden=32, encoder_layers=2, batch_size=64,
+            context_size=32, task_batch_size=None, behavior_steps=100, behavior_hidden=32,
+            behavior_layers=2, eval_context_size=128, log_every=25, actor_lr=1e-3,
+            critic_lr=1e-3, encoder_lr=3e-3,
+        )
+        tiny.update(overrides)
+        return cls.for_env(env_id, **tiny) if env_id is not None else cls(**tiny)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FocalConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown FocalConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+# ---- encoder and networks ---------------------------------------------------------------
+
+
+def mlp(in_features: int, out_features: int, hidden: int, hidden_layers: int) -> nn.Sequential:
+    sizes = [in_features] + [hidden] * hidden_layers
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+    layers.append(nn.Linear(sizes[-1], out_features))
+    return nn.Sequential(*layers)
+
+
+class ContextEncoder(nn.Module):
+    """FOCAL's deterministic encoder: per-transition embeddings q(s, a, r, s'), averaged.
+
+    Input features (..., C, 2 * obs_dim + act_dim + 1) already normalized; output the task
+    latent (..., latent_dim), the mean over the C context transitions (so the order of the
+    context does not matter).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: int, layers: int):
+        super().__init__()
+        self.net = mlp(2 * obs_dim + act_dim + 1, latent_dim, hidden, layers)
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.embed(features).mean(dim=-2)
+
+
+class FocalAgent(nn.Module):
+    """What meta-test needs: normalizer, context encoder and the latent-conditioned policy.
+
+    ``infer_latent(context)`` takes transitions as the task sampler gives them (env-unit
+    actions, raw rewards), ``act`` returns actions in [-1, 1] (``from_unit_actions`` maps them
+    to the env box).
+    """
+
+    def __init__(
+        self,
+        config: FocalConfig,
+        obs_dim: int,
+        act_dim: int,
+        action_low: torch.Tensor,
+        action_high: torch.Tensor,
+        device: str | torch.device = "cpu",
+    ):
+        super().__init__()
+        self.config, self.obs_dim, self.act_dim = config, obs_dim, act_dim
+        self.register_buffer("action_low", torch.as_tensor(action_low, dtype=torch.float32))
+        self.register_buffer("action_high", torch.as_tensor(action_high, dtype=torch.float32))
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+        self.register_buffer("reward_mean", torch.zeros(()))
+        self.register_buffer("reward_std", torch.ones(()))
+        self.encoder = ContextEncoder(
+            obs_dim, act_dim, config.latent_dim, config.encoder_hidden, config.encoder_layers
+        )
+        # Shared across tasks: a stack of one, fed the (T * B) flattened batch.
+        self.policy = StackedTanhGaussianPolicy(
+            (1,), obs_dim + config.latent_dim, act_dim, config.hidden, config.hidden_layers
+        )
+        self.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.action_low.device
+
+    @torch.no_grad()
+    def set_normalizer(self, sampler: TaskSampler) -> None:
+        """Observation and reward statistics of the training data (all tasks pooled)."""
+        obs = torch.cat([sampler.observations, sampler.next_observations]).to(self.device)
+        self.obs_mean.copy_(obs.mean(0))
+        self.obs_std.copy_(obs.std(0).clamp_min(1e-3))
+        rewards = sampler.rewards.to(self.device)
+        self.reward_mean.copy_(rewards.mean())
+        self.reward_std.copy_(rewards.std().clamp_min(1e-3))
+
+    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.obs_mean) / self.obs_std
+
+    def unit_actions(self, env_actions: torch.Tensor) -> torch.Tensor:
+        return to_unit_actions(env_actions, self.action_low, self.action_high)
+
+    def context_features(self, context: TransitionBatch) -> torch.Tensor:
+        """(..., C, 2 * obs_dim + act_dim + 1): normalized s, unit a, normalized r, s'."""
+        reward = ((context.rewards - self.reward_mean) / self.reward_std).unsqueeze(-1)
+        return torch.cat(
+            [
+                self.normalize_obs(context.observations),
+                self.unit_actions(context.actions),
+                reward,
+                self.normalize_obs(context.next_observations),
+            ],
+            dim=-1,
+        )
+
+    def infer_latent(self, context: TransitionBatch) -> torch.Tensor:
+        """Task latents (T, latent_dim) from contexts (T, C, ...) in env units."""
+        if context.observations.dim() != 3:
+            raise ValueError(
+                "infer_latent needs a context with a task axis, (T, C, obs_dim); got shape "
+                f"{tuple(context.observations.shape)} (use TaskSampler.sample(C))"
+            )
+        return self.encoder(self.context_features(context))
+
+    def policy_distribution(
+        self, norm_obs: torch.Tensor, z: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-tanh mean and log-std (T, N, act_dim) of pi(. | s, z); z broadcast (T, N, L)."""
+        t, n, _ = norm_obs.shape
+        x = torch.cat([norm_obs, z], dim=-1).reshape(1, t * n, -1)
+        mean, log_std = self.policy(x)
+        return mean.reshape(t, n, -1), log_std.reshape(t, n, -1)
+
+    @torch.no_grad()
+    def act(
+        self,
+        obs: torch.Tensor,
+        z: torch.Tensor,
+        deterministic: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Actions in [-1, 1], (T, N, act_dim), for raw observations (T, N, obs_dim), z (T, L)."""
+        if obs.dim() != 3 or z.dim() != 2 or z.shape[0] != obs.shape[0]:
+            raise ValueError(
+                f"act needs obs (T, N, obs_dim) and z (T, latent); got {tuple(obs.shape)} and "
+                f"{tuple(z.shape)}"
+            )
+        z = z.unsqueeze(1).expand(-1, obs.shape[1], -1)
+        mean, log_std = self.policy_distribution(self.normalize_obs(obs), z)
+        if deterministic:
+            return torch.tanh(mean)
+        noise = torch.randn(mean.shape, device=mean.device, generator=generator)
+        return tanh_gaussian_rsample(mean, log_std, noise)[0]
+
+    def env_actions(self, unit_actions: torch.Tensor) -> torch.Tensor:
+        return from_unit_actions(unit_actions, self.action_low, self.action_high)
+
+
+class TwinCritic(nn.Module):
+    """Q_1, Q_2 (s, a, z): one StackedMLP with stack (2,), shared across tasks."""
+
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: int, layers: int):
+        super().__init__()
+        self.net = StackedMLP((2,), obs_dim + act_dim + latent_dim, 1, hidden, layers)
+
+    def forward(
+        self, norm_obs: torch.Tensor, action: torch.Tensor, z: torch.Tensor
+    ) -> torch.Tensor:
+        """(T, N, ...) inputs -> Q values (2, T, N)."""
+        t, n, _ = norm_obs.shape
+        x = torch.cat([norm_obs, action, z], dim=-1).reshape(1, t * n, -1)
+        return self.net(x.expand(2, -1, -1)).reshape(2, t, n)
+
+
+# ---- losses -----------------------------------------------------------------------------
+
+
+def distance_metric_loss(
+    z_a: torch.Tensor,
+    z_b: torch.Tensor,
+    beta: float = 1.0,
+    power: float = 2.0,
+    eps: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FOCAL's distance metric loss (FOCAL Eq. 9) over two context draws per task.
+
+    ``z_a``, ``z_b`` (T, L): latents of task t from two independent contexts. Pairs of the
+    same task (z_a[t], z_b[t]) are pulled together by their squared distance; pairs of
+    different tasks (any draw) are pushed apart by ``beta / (||dz||^power + eps)``.
+    Returns (loss, mean squared same-task distance, mean squared cross-task distance).
+    """
+    t = z_a.shape[0]
+    z = torch.cat([z_a, z_b], dim=0)  # (2T, L)
+    labels = torch.arange(t, device=z.device).repeat(2)
+    sq_dist = (z.unsqueeze(0) - z.unsqueeze(1)).pow(2).sum(-1)  # (2T, 2T)
+    same = labels.unsqueeze(0) == labels.unsqueeze(1)
+    same = same & ~torch.eye(2 * t, dtype=torch.bool, device=z.device)
+    different = labels.unsqueeze(0) != labels.unsqueeze(1)
+    same_f, different_f = same.float(), different.float()
+    # ||dz||^power through the squared distance (no sqrt: its gradient is infinite at 0).
+    inverse = beta / (sq_dist.pow(power / 2.0) + eps)
+    positive = (sq_dist * same_f).sum() / same_f.sum().clamp_min(1.0)
+    negative = (inverse * different_f).sum() / different_f.sum().clamp_min(1.0)
+    cross = (sq_dist * different_f).sum() / different_f.sum().clamp_min(1.0)
+    return positive + negative, positive.detach(), cross.detach()
+
+
+def gaussian_kl(
+    mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor
+) -> torch.Tensor:
+    """KL(p || q) of diagonal Gaussians, summed over the last axis.
+
+    For tanh-squashed Gaussians this is also the KL of the squashed distributions (tanh is a
+    bijection, the Jacobians cancel), i.e. KL(pi(.|s, z) || pi_b(.|s)) in closed form.
+    """
+    var_ratio = torch.exp(2.0 * (log_std_p - log_std_q))
+    mean_term = ((mean_p - mean_q) * torch.exp(-log_std_q)).pow(2)
+    return (0.5 * (var_ratio + mean_term - 1.0) - (log_std_p - log_std_q)).sum(-1)
+
+
+def behavior_distribution(
+    behavior: BehaviorCloning, task_indices: torch.Tensor, norm_obs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """pi_b's pre-tanh mean, log-std (T', N, act_dim) for the tasks ``task_indices`` of its
+    stack (one batched matmul per layer with the gathered weights, no loop over tasks)."""
+    x = norm_obs
+    for layer in behavior.policy.trunk.net:
+        if isinstance(layer, StackedLinear):
+            x = torch.baddbmm(
+                layer.bias.index_select(0, task_indices), x,
+                layer.weight.index_select(0, task_indices),
+            )
+        else:
+            x = layer(x)
+    mean, log_std = x.chunk(2, dim=-1)
+    return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+
+# ---- the learner ------------------------------------------------------------------------
+
+
+class FocalLearner(nn.Module):
+    """Training state: the agent, twin critics and targets, behavior model, duals, optimizers."""
+
+    def __init__(self, agent: FocalAgent, num_tasks: int, generator: torch.Generator):
+        super().__init__()
+        cfg = agent.config
+        self.agent, self.config, self.num_tasks, self.generator = agent, cfg, num_tasks, generator
+        obs_dim, act_dim, latent = agent.obs_dim, agent.act_dim, cfg.latent_dim
+        device = agent.device
+        self.critic = TwinCritic(obs_dim, act_dim, latent, cfg.hidden, cfg.hidden_layers)
+        self.target_critic = TwinCritic(obs_dim, act_dim, latent, cfg.hidden, cfg.hidden_layers)
+        self.target_critic.load_state_dict(self.critic.state_dict())
+        self.target_critic.requires_grad_(False)
+        self.behavior = BehaviorCloning(
+            num_tasks, obs_dim, act_dim, cfg.behavior_hidden, cfg.behavior_layers, device
+        )
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.alpha_init)))
+        self.log_entropy_coef = nn.Parameter(torch.zeros(()))
+        self.target_entropy = -float(act_dim)
+        self.to(device)
+        self.encoder_optimizer = torch.optim.Adam(agent.encoder.parameters(), lr=cfg.encoder_lr)
+        self.actor_optimizer = torch.optim.Adam(agent.policy.parameters(), lr=cfg.actor_lr)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.entropy_optimizer = torch.optim.Adam([self.log_entropy_coef], lr=cfg.entropy_lr)
+
+    def fit_behavior(self, sampler: TaskSampler) -> torch.Tensor:
+        """Maximum likelihood pi_b per training task (normalized s, unit a); returns NLL (T,)."""
+        agent = self.agent
+
+        def sample(batch_size: int) -> TransitionBatch:
+            b = sampler.sample(batch_size, generator=self.generator)
+            return b._replace(
+                observations=agent.normalize_obs(b.observations),
+                actions=agent.unit_actions(b.actions),
+            )
+
+        nll = self.behavior.fit(
+            sample, self.config.behavior_steps, self.config.batch_size, self.config.behavior_lr
+        )
+        self.behavior.requires_grad_(False)
+        return nll
+
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.detach().exp().clamp(max=self.config.alpha_max)
+
+    def critic_loss(
+        self,
+        norm_obs: torch.Tensor,
+        unit_act: torch.Tensor,
+        rewards: torch.Tensor,
+        norm_next_obs: torch.Tensor,
+        terminations: torch.Tensor,
+        z: torch.Tensor,
+        task_indices: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Twin-Q Bellman error with SAC's soft target (BRAC-vp: minus alpha * KL at s').
+
+        y = r_scaled + gamma (1 - term) (min_i Q'_i(s', a') - ent log pi(a'|s', z)
+                                         [- alpha KL(pi(.|s', z) || pi_b(.|s'))]).
+        Returns (loss, mean Q).
+        """
+        cfg, agent = self.config, self.agent
+        with torch.no_grad():
+            mean, log_std = agent.policy_distribution(norm_next_obs, z)
+            noise = torch.randn(mean.shape, device=mean.device, generator=self.generator)
+            next_act, next_log_prob = tanh_gaussian_rsample(mean, log_std, noise)
+            next_value = self.target_critic(norm_next_obs, next_act, z).min(0).values
+            next_value = next_value - self.log_entropy_coef.exp() * next_log_prob
+            if cfg.value_penalty:
+                b_mean, b_log_std = behavior_distribution(
+                    self.behavior, task_indices, norm_next_obs
+                )
+                kl = gaussian_kl(mean, log_std, b_mean, b_log_std)
+                next_value = next_value - self.alpha() * kl
+            target = cfg.reward_scale * rewards + cfg.discount * (1.0 - terminations) * next_value
+        q = self.critic(norm_obs, unit_act, z)
+        return (q - target.unsqueeze(0)).pow(2).mean(dim=(1, 2)).sum(), q.detach().mean()
+
+    def actor_loss(
+        self, norm_obs: torch.Tensor, z: torch.Tensor, task_indices: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """BRAC's policy loss: E[ent log pi(a|s,z) - min_i Q_i(s,a,z) + alpha KL(pi || pi_b)].
+
+        Returns (loss, log pi of the sampled actions (T, B), KL per state (T, B)).
+        """
+        mean, log_std = self.agent.policy_distribution(norm_obs, z)
+        noise = torch.randn(mean.shape, device=mean.device, generator=self.generator)
+        action, log_prob = tanh_gaussian_rsample(mean, log_std, noise)
+        q = self.critic(norm_obs, action, z).min(0).values
+        b_mean, b_log_std = behavior_distribution(self.behavior, task_indices, norm_obs)
+        divergence = gaussian_kl(mean, log_std, b_mean, b_log_std)
+        entropy_coef = self.log_entropy_coef.detach().exp()
+        loss = (entropy_coef * log_prob - q + self.alpha() * divergence).mean()
+        return loss, log_prob.detach(), divergence.detach()
+
+    def update(
+        self,
+        batch: TransitionBatch,
+        context_a: TransitionBatch,
+        context_b: TransitionBatch,
+        task_indices: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """One FOCAL step on a task batch: encoder (metric loss), critics, actor, duals, targets.
+
+        ``batch`` (T', B, ...) and the two contexts (T', C, ...) come straight from
+        ``TaskSampler.sample`` for the tasks ``task_indices`` (positions in the sampler,
+        also the rows of the behavior model). Returns detached scalar metrics.
+        """
+        cfg, agent = self.config, self.agent
+        # 1. Encoder: distance metric learning only (no Bellman gradient reaches it).
+        z_a, z_b = agent.infer_latent(context_a), agent.infer_latent(context_b)
+        metric_loss, same_dist, cross_dist = distance_metric_loss(
+            z_a, z_b, cfg.metric_beta, cfg.metric_power, cfg.metric_eps
+        )
+        self.encoder_optimizer.zero_grad(set_to_none=True)
+        metric_loss.backward()
+        self.encoder_optimizer.step()
+
+        t, b = batch.rewards.shape
+        z = z_a.detach().unsqueeze(1).expand(t, b, cfg.latent_dim)
+        norm_obs = agent.normalize_obs(batch.observations)
+        norm_next_obs = agent.normalize_obs(batch.next_observations)
+        unit_act = agent.unit_actions(batch.actions)
+
+        # 2. Critics.
+        critic_loss, q_mean = self.critic_loss(
+            norm_obs, unit_act, batch.rewards, norm_next_obs, batch.terminations, z, task_indices
+        )
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+
+        # 3. Actor (the critic is held fixed: its grads from this loss are discarded).
+        self.critic.requires_grad_(False)
+        actor_loss, log_prob, divergence = self.actor_loss(norm_obs, z, task_indices)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optimizer.step()
+        self.critic.requires_grad_(True)
+
+        # 4. Duals: entropy temperature (SAC) and divergence weight alpha (BRAC / FOCAL).
+        entropy_loss = -(self.log_entropy_coef * (log_prob + self.target_entropy)).mean()
+        self.entropy_optimizer.zero_grad(set_to_none=True)
+        entropy_loss.backward()
+        self.entropy_optimizer.step()
+        mean_divergence = divergence.mean()
+        if cfg.tune_alpha:
+            alpha_loss = -self.log_alpha * (mean_divergence - cfg.target_divergence)
+            self.alpha_optimizer.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_optimizer.step()
+            with torch.no_grad():  # projection onto alpha <= alpha_max (no wind-up above it)
+                self.log_alpha.clamp_(max=math.log(cfg.alpha_max))
+
+        # 5. Target critics.
+        with torch.no_grad():
+            for target, source in zip(
+                self.target_critic.parameters(), self.critic.parameters(), strict=True
+            ):
+                target.lerp_(source, cfg.tau)
+
+        return {
+            "metric_loss": metric_loss.detach(),
+            "latent_same_task_sq_dist": same_dist,
+            "latent_cross_task_sq_dist": cross_dist,
+            "critic_loss": critic_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "q_mean": q_mean,
+            "divergence": mean_divergence,
+            "alpha": self.alpha(),
+            "entropy_coef": self.log_entropy_coef.detach().exp(),
+            "entropy": -log_prob.mean(),
+        }
+
+
+# ---- training loop ----------------------------------------------------------------------
+
+
+def _check_device(sampler: TaskSampler, device: str | torch.device) -> torch.device:
+    device = torch.device(device)
+    if device.type != sampler.device.type:
+        raise ValueError(
+            f"the TaskSampler lives on {sampler.device} but training was asked on {device}; "
+            f"build the sampler with device={str(device)!r}"
+        )
+    return sampler.device
+
+
+@torch.enable_grad()  # callable from inside a no_grad block (e.g. an evaluation hook)
+def train_focal(
+    config: FocalConfig,
+    train_sampler: TaskSampler,
+    steps: int,
+    device: str | torch.device,
+    seed: int,
+    log_fn: LogFn | None = None,
+    progress_fn: Callable[[int, FocalAgent], None] | None = None,
+) -> FocalAgent:
+    """Meta-train FOCAL on every task of ``train_sampler`` for ``steps`` updates.
+
+    Fits the per-task behavior models first (``config.behavior_steps``), then runs
+    ``steps`` FOCAL updates, each on a task batch of ``config.task_batch_size`` distinct
+    tasks. ``log_fn(step, metrics)`` is called every ``config.log_every`` updates (and after
+    the last one) with floats; the behavior fit logs as step 0 with ``behavior_nll``.
+    ``progress_fn(step, agent)`` is called at the same steps (e.g. to run ``evaluate_focal``
+    on the unseen tasks during training, or to save the agent).
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    device = _check_device(train_sampler, device)
+    torch.manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    agent = FocalAgent(
+        config,
+        train_sampler.obs_dim,
+        train_sampler.act_dim,
+        train_sampler.action_low,
+        train_sampler.action_high,
+        device,
+    )
+    agent.set_normalizer(train_sampler)
+    num_tasks = train_sampler.num_tasks
+    learner = FocalLearner(agent, num_tasks, generator)
+    nll = learner.fit_behavior(train_sampler)
+    if log_fn is not None:
+        log_fn(0, {"behavior_nll": float(nll.mean())})
+
+    task_batch = num_tasks if config.task_batch_size is None else config.task_batch_size
+    task_batch = min(task_batch, num_tasks)
+    all_tasks = torch.arange(num_tasks, device=device)
+    for step in range(1, steps + 1):
+        if task_batch < num_tasks:
+            order = torch.randperm(num_tasks, device=device, generator=generator)
+            task_indices = order[:task_batch]
+        else:
+            task_indices = all_tasks
+        batch = train_sampler.sample(config.batch_size, task_indices, generator)
+        context = train_sampler.sample(2 * config.context_size, task_indices, generator)
+        context_a = TransitionBatch(*(x[:, : config.context_size] for x in context))
+        context_b = TransitionBatch(*(x[:, config.context_size :] for x in context))
+        metrics = learner.update(batch, context_a, context_b, task_indices)
+        if step % config.log_every == 0 or step == steps:
+            if log_fn is not None:
+                log_fn(step, {k: float(v) for k, v in metrics.items()})
+            if progress_fn is not None:
+                progress_fn(step, agent)
+    agent.eval()
+    return agent
+
+
+# ---- meta-test --------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def infer_test_latents(
+    agent: FocalAgent,
+    sampler: TaskSampler,
+    context_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """z (T, latent) of every task of ``sampler`` from ``context_size`` of its transitions."""
+    size = agent.config.eval_context_size if context_size is None else context_size
+    context = sampler.sample(size, generator=generator)
+    return agent.infer_latent(TransitionBatch(*(x.to(agent.device) for x in context)))
+
+
+@torch.no_grad()
+def latent_separation(
+    agent: FocalAgent,
+    sampler: TaskSampler,
+    draws: int = 16,
+    context_size: int | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    """How well the latents tell the sampler's tasks apart: (T, T) Fisher-style ratios.
+
+    ``draws`` independent contexts per task give latents Z (draws, T, L); entry (i, j) is
+    ||mean Z_i - mean Z_j||^2 / (spread_i + spread_j) / 2, spread_t the mean squared distance
+    of task t's latents from their mean. Scale free; large means well separated.
+    """
+    size = agent.config.context_size if context_size is None else context_size
+    generator = torch.Generator(device=sampler.device).manual_seed(seed)
+    latents = torch.stack(
+        [infer_test_latents(agent, sampler, size, generator) for _ in range(draws)]
+    )
+    means = latents.mean(0)  # (T, L)
+    spread = (latents - means).pow(2).sum(-1).mean(0)  # (T,)
+    between = (means.unsqueeze(0) - means.unsqueeze(1)).pow(2).sum(-1)
+    return between / ((spread.unsqueeze(0) + spread.unsqueeze(1)) / 2).clamp_min(1e-12)
+
+
+def evaluate_focal(
+    agent: FocalAgent,
+    test_sampler: TaskSampler,
+    env_id: str,
+    episodes: int,
+    seed: int,
+    context_size: int | None = None,
+) -> dict[int, float]:
+    """Meta-test: infer z of each task from its offline data, run pi(s, z) in the real env.
+
+    Deterministic actions; ``episodes`` episodes per task (seeds ``seed + i``) in one
+    Gymnasium vector env over all tasks (``env_eval.evaluate_in_env``). Returns
+    ``{task: mean undiscounted return}``.
+    """
+    if get_meta_info(env_id).env_id != test_sampler.env_id:
+        raise ValueError(
+            f"evaluate_focal got env_id {env_id!r} but the sampler holds {test_sampler.env_id!r}; "
+            "pass the sampler's env"
+        )
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    generator = torch.Generator(device=test_sampler.device).manual_seed(seed)
+    z = infer_test_latents(agent, test_sampler, context_size, generator)
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        return agent.act(obs, z, deterministic=True)
+
+    returns = evaluate_in_env(
+        env_id, test_sampler.tasks, {"focal": policy}, episodes, seed, agent.device
+    )["focal"]
+    return {task: float(r) for task, r in zip(test_sampler.tasks, returns, strict=True)}
+
+
+# ---- save / load ------------------------------------------------------------------------
+
+
+def focal_state(agent: FocalAgent) -> dict[str, Any]:
+    """A ``weights_only``-loadable dict: config, dimensions and the agent's state_dict."""
+    return {
+        "format": "focal",
+        "version": FORMAT_VERSION,
+        "config": asdict(agent.config),
+        "obs_dim": agent.obs_dim,
+        "act_dim": agent.act_dim,
+        "state_dict": {k: v.detach().cpu() for k, v in agent.state_dict().items()},
+    }
+
+
+def agent_from_state(state: dict[str, Any], device: str | torch.device = "cpu") -> FocalAgent:
+    if state.get("format") != "focal":
+        raise ValueError("not a FOCAL checkpoint (no format 'focal'); save it with save_focal")
+    config = FocalConfig.from_dict(state["config"])
+    sd = state["state_dict"]
+    agent = FocalAgent(
+        config, state["obs_dim"], state["act_dim"], sd["action_low"], sd["action_high"], device
+    )
+    agent.load_state_dict(sd)
+    agent.eval()
+    return agent
+
+
+def save_focal(agent: FocalAgent, path: str | Path) -> None:
+    """Write the agent atomically (temporary file + rename)."""
+    save_checkpoint(path, focal_state(agent))
+
+
+def load_focal(path: str | Path, device: str | torch.device = "cpu") -> FocalAgent:
+    """Read an agent written by ``save_focal`` (``torch.load(weights_only=True)``)."""
+    return agent_from_state(load_checkpoint(path, map_location="cpu"), device)
+
+
+__all__ = [
+    "ContextEncoder",
+    "FocalAgent",
+    "FocalConfig",
+    "FocalLearner",
+    "TwinCritic",
+    "agent_from_state",
+    "behavior_distribution",
+    "distance_metric_loss",
+    "evaluate_focal",
+    "focal_state",
+    "gaussian_kl",
+    "infer_test_latents",
+    "latent_separation",
+    "load_focal",
+    "save_focal",
+    "train_focal",
+]
