@@ -1,0 +1,216 @@
+"""Benchmark 3: model rollouts and dynamics-ensemble training (SPEC §2, Alg. 1 line 3).
+
+- Rollouts: 50,000 start states x rollout length (Table 2: 1; Table 1: 5) through a task
+  model (7 members x 4 x 256, SiLU; Walker dims) with a Table 2 policy (5 x 300):
+  transitions per second, and the same 50,000 states split over T = 8 tasks, batched vs a
+  loop over 8 single-task rollouts.
+  Beside ``DynamicsEnsemble.step`` (every member evaluated on every sample, then the
+  sample's random elite gathered) the benchmark times ``stratified_elite_step`` below: the
+  same model transition evaluating each sample through its own elite only (the samples
+  are randomly dealt to the elites in equal shares: fixed shapes, 1/E of the work).
+- Training: one Adam step of the proximal objective of Eq. 3-4 (NLL + eta ||theta - phi||^2,
+  ``dynamics.train_step``) with a fresh 256-sample batch per member drawn on the device,
+  for T tasks batched vs a loop over T single-task models (each with its own Adam).
+
+``--quick``: rollout length 1 and T = 1 only, training T in {1, 8}; the full run adds length
+5, the 8-task rollout and training T = 40.
+
+    python benchmarks/bench_dynamics.py [--quick] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from common import add_common_arguments, compare_times, fmt_ms, print_header, save, setup
+from merpo_agent.dynamics import DynamicsEnsemble, HoldoutSplit, train_step
+from merpo_agent.rollout import rollout
+from merpo_data.networks import StackedLinear
+from torch.nn import functional as F
+from workloads import (
+    TABLE2,
+    SyntheticTaskSampler,
+    make_dynamics,
+    make_learners,
+    terminated_fn,
+)
+
+START_STATES = 50_000
+
+
+@torch.no_grad()
+def stratified_elite_step(
+    model: DynamicsEnsemble, obs: torch.Tensor, act: torch.Tensor, generator=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model.step`` computing each sample through its own elite only.
+
+    Samples are dealt to the K elites of their task in a random order, N / K each (N is
+    padded up to a multiple of K), so every elite runs one fixed-size batched matmul per
+    layer and each sample's member is uniform over the elites, as in ``model.step``.
+    """
+    t, n, _ = obs.shape
+    k = model.num_elites
+    per = -(-n // k)
+    order = torch.rand(t, per * k, device=obs.device, generator=generator).argsort(dim=1)
+    sample_of_slot = order % n  # padding slots repeat some samples; they are dropped below
+    x = torch.cat([obs, act], dim=-1)
+    x = (x - model.input_mean[:, None]) / model.input_std[:, None]
+    x = x.gather(1, sample_of_slot[..., None].expand(-1, -1, x.shape[-1])).view(t, k, per, -1)
+    elites = model.elite_idx  # (T, K)
+    for layer in model.net.net:
+        if isinstance(layer, StackedLinear):
+            pick = elites[..., None, None]
+            w = layer.weight.gather(1, pick.expand(-1, -1, *layer.weight.shape[2:]))
+            b = layer.bias.gather(1, pick.expand(-1, -1, *layer.bias.shape[2:]))
+            x = torch.baddbmm(b.flatten(0, 1), x.flatten(0, 1), w.flatten(0, 1))
+            x = x.view(t, k, per, -1)
+        else:
+            x = layer(x)
+    mean, raw_logvar = x.chunk(2, dim=-1)
+    max_lv, min_lv = model.max_logvar, model.min_logvar
+    logvar = max_lv - F.softplus(max_lv - raw_logvar)
+    logvar = min_lv + F.softplus(logvar - min_lv)
+    noise = torch.randn(mean.shape, device=mean.device, generator=generator)
+    sample = (mean + torch.exp(0.5 * logvar) * noise).view(t, per * k, -1)
+    # Slot j of the deal holds sample order[j]; put the first N slots' results back in place.
+    slots = order.argsort(dim=1)[:, :n]  # the slot of each sample (first occurrence)
+    out = sample.gather(1, slots[..., None].expand(-1, -1, sample.shape[-1]))
+    return obs + out[..., :-1], out[..., -1]
+
+
+def rollout_benchmark(device, lengths, task_counts, repeats, rounds):
+    sizes = TABLE2
+    print(f"\n-- rollouts: {START_STATES} start states, dynamics {sizes.dyn_ensemble}x"
+          f"{sizes.dyn_layers}x{sizes.dyn_hidden}, policy {sizes.hidden_layers}x{sizes.hidden}")
+    term = terminated_fn()
+    out = {}
+    g = torch.Generator(device).manual_seed(0)
+    for tasks in task_counts:
+        per_task = START_STATES // tasks
+        model = make_dynamics(sizes, tasks, device)
+        learners = make_learners(sizes.rac_config(), sizes, tasks, device)
+        start = torch.randn(tasks, per_task, sizes.obs_dim, device=device)
+
+        def policy(obs, learners=learners):
+            return learners.act(obs, generator=g)
+
+        for length in lengths:
+            fns = {"model.step": lambda m=model, s=start, n=length, p=policy:
+                   rollout(m, p, s, n, term, g)}
+            if tasks == 1:
+                stratified = _StratifiedModel(model)
+                fns["stratified_elite_step"] = lambda m=stratified, s=start, n=length, p=policy: \
+                    rollout(m, p, s, n, term, g)
+            else:
+                singles = [make_dynamics(sizes, 1, device, seed=i) for i in range(tasks)]
+                actors = [make_learners(sizes.rac_config(), sizes, 1, device, i)
+                          for i in range(tasks)]
+
+                def loop(singles=singles, actors=actors, s=start, n=length):
+                    for i, (m, a) in enumerate(zip(singles, actors, strict=True)):
+                        rollout(m, lambda o, a=a: a.act(o, generator=g), s[i:i + 1], n, term, g)
+
+                fns["loop_over_tasks"] = loop
+            times = compare_times(fns, device, warmup=1, repeats=repeats, rounds=rounds)
+            rows = START_STATES * length
+            base = times["model.step"]
+            key = f"T={tasks},length={length}"
+            out[key] = {name: {"ms": t * 1e3, "transitions_per_s": rows / t}
+                        for name, t in times.items()}
+            line = (f"   T={tasks} x {per_task} states, length {length}: "
+                    f"{fmt_ms(base)} ({rows / base / 1e3:8.1f} k transitions/s)")
+            if "stratified_elite_step" in times:
+                speed = base / times["stratified_elite_step"]
+                out[key]["stratified_speedup"] = speed
+                line += (f" | elite-only stratified {fmt_ms(times['stratified_elite_step'])}"
+                         f" -> {speed:.2f}x")
+            if "loop_over_tasks" in times:
+                speed = times["loop_over_tasks"] / base
+                out[key]["speedup_batched_over_loop"] = speed
+                line += (f" | loop over tasks {fmt_ms(times['loop_over_tasks'])} -> batched "
+                         f"{speed:.2f}x")
+            print(line, flush=True)
+    return out
+
+
+class _StratifiedModel:
+    """Duck-typed stand-in for ``rollout``: the same model, stepping elite-only."""
+
+    def __init__(self, model: DynamicsEnsemble):
+        self.model, self.num_tasks = model, model.num_tasks
+
+    def step(self, obs, act, generator=None):
+        return stratified_elite_step(self.model, obs, act, generator)
+
+
+def training_benchmark(device, task_counts, repeats, rounds):
+    sizes = TABLE2
+    print(f"\n-- dynamics training: Adam steps of NLL + eta ||theta - phi||^2, batch 256 per "
+          f"member, {sizes.dyn_ensemble}x{sizes.dyn_layers}x{sizes.dyn_hidden}")
+    out = {}
+    base = None
+    for tasks in task_counts:
+        sampler = SyntheticTaskSampler(tasks, sizes.obs_dim, sizes.act_dim, 10_000, device)
+        g = torch.Generator(device).manual_seed(0)
+        split = HoldoutSplit(sampler, generator=g)
+        phi = make_dynamics(sizes, 1, device)
+
+        def steps_for(model, task_indices, split=split, g=g, phi=phi):
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+            def step():
+                batch = split.sample_train(256, task_indices, members=model.ensemble,
+                                           generator=g)
+                train_step(model, optimizer, batch, eta=0.1, anchor=phi)
+
+            return step
+
+        batched = make_dynamics(sizes, tasks, device)
+        fns = {"batched": steps_for(batched, torch.arange(tasks, device=device))}
+        if tasks > 1:
+            loop_steps = [steps_for(make_dynamics(sizes, 1, device, seed=i),
+                                    torch.tensor([i], device=device)) for i in range(tasks)]
+            fns["loop"] = lambda fs=loop_steps: [f() for f in fs]
+        times = compare_times(fns, device, warmup=1, repeats=repeats, rounds=rounds)
+        tb = times["batched"]
+        base = tb if tasks == 1 else base
+        row = {"batched_ms": tb * 1e3, "task_steps_per_s_batched": tasks / tb}
+        line = f"   T={tasks:3d}: batched {fmt_ms(tb)} ({tasks / tb:8.1f} task-steps/s)"
+        if "loop" in times:
+            row["loop_ms"] = times["loop"] * 1e3
+            row["speedup_batched_over_loop"] = times["loop"] / tb
+            line += f" | loop {fmt_ms(times['loop'])} -> batched is {times['loop'] / tb:.2f}x"
+        if tasks > 1 and base is not None:
+            row["time_ratio_vs_T1"] = tb / base
+            line += f" | T / 1 = {tb / base:.2f}"
+        print(line, flush=True)
+        out[f"T={tasks}"] = row
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = setup(args)
+    print_header("Benchmark 3: model rollouts and dynamics training", device)
+    cpu = device.type == "cpu"
+    if args.quick:
+        lengths, r_counts, counts = (1,), (1,), (1, 8)
+        (r_rep, r_rounds), (t_rep, t_rounds) = (1, 1), (2, 3)
+    else:
+        lengths, r_counts, counts = (1, 5), (1, 8), (1, 8, 40)
+        (r_rep, r_rounds), (t_rep, t_rounds) = ((1, 2), (3, 2)) if cpu else ((5, 3), (20, 3))
+    results = {
+        "rollouts": rollout_benchmark(device, lengths, r_counts, r_rep, r_rounds),
+        "training": training_benchmark(device, counts, t_rep, t_rounds),
+    }
+    save("dynamics", args, device, results)
+    return results
+
+
+def main() -> None:
+    parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
+    run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
