@@ -350,6 +350,7 @@ def test_rollout_shapes_and_termination_restarts_rows(device):
 
 def test_rollout_with_point_robot_termination_fn():
     import merpo_envs
+
     info = merpo_envs.get_meta_info("merpo/PointRobotWind-v0")
     model = DynamicsEnsemble(
         2, info.obs_dim, info.act_dim, ensemble=3, elites=2, hidden=8, hidden_layers=1
@@ -407,3 +408,71 @@ def test_predict_elites_equals_predict_of_the_elite_members():
     assert torch.allclose(elite_mean, mean.gather(1, index), atol=1e-6)
     assert torch.allclose(elite_logvar, logvar.gather(1, index), atol=1e-6)
     assert not torch.allclose(elite_mean[:, 0], elite_mean[:, 1])  # members really differ
+
+
+# ------------------------------------------------------------------ stratified elite step
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n", [1, 7, 10, 64])
+def test_step_output_is_exactly_one_elites_prediction(device, n):
+    """Each sample goes through exactly one of its task's elites, on its own input."""
+    torch.manual_seed(0)
+    model = DynamicsEnsemble(2, OBS, ACT, ensemble=7, elites=3, hidden=16, hidden_layers=2)
+    model.set_normalizer_stats(torch.randn(2, OBS + ACT), torch.rand(2, OBS + ACT) + 0.5)
+    model.elite_idx.copy_(torch.tensor([[6, 0, 2], [1, 5, 4]]))
+    model.to(device)
+    obs, act = torch.randn(2, n, OBS, device=device), torch.rand(2, n, ACT, device=device)
+    mean, _ = model.predict(obs, act)  # (T, E, N, D): every member on every sample
+    expected = torch.cat([mean[..., :-1] + obs[:, None], mean[..., -1:]], dim=-1)
+    gen = torch.Generator(device).manual_seed(3)
+    next_obs, reward = model.step(obs, act, generator=gen, deterministic=True)
+    got = torch.cat([next_obs, reward[..., None]], dim=-1)
+    err = (expected - got[:, None]).abs().amax(dim=-1)  # (T, E, N)
+    matches = err < 1e-5
+    assert (matches.sum(dim=1) == 1).all()  # exactly one member explains each output
+    member = matches.float().argmax(dim=1)
+    for t in range(2):
+        assert set(member[t].tolist()) <= set(model.elite_idx[t].tolist())
+    # Same seed, same deal; deterministic=False adds each chosen member's own noise.
+    again = model.step(
+        obs, act, generator=torch.Generator(device).manual_seed(3), deterministic=True
+    )
+    assert torch.equal(again[1], reward)
+    _, noisy = model.step(obs, act, generator=torch.Generator(device).manual_seed(3))
+    assert not torch.equal(noisy, reward)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n, elites", [(4001, 3), (7, 5), (13, 4), (3, 5), (25, 5)])
+def test_step_deals_equal_shares_to_the_elites(device, n, elites):
+    model = constant_member_model(device, num_tasks=3, ensemble=6, elites=elites)
+    gen = torch.Generator().manual_seed(1)
+    elite_idx = torch.stack([torch.randperm(6, generator=gen)[:elites] for _ in range(3)])
+    model.elite_idx.copy_(elite_idx.to(device))
+    obs = torch.randn(3, n, OBS, device=device)
+    _, reward = model.step(
+        obs, torch.zeros(3, n, ACT, device=device), generator=torch.Generator(device).manual_seed(0)
+    )
+    member = (reward.round() - 1).long()  # member e predicts e + 1 (noise std e^-30)
+    for t in range(3):
+        counts = torch.bincount(member[t].cpu(), minlength=6)[elite_idx[t]]
+        assert counts.sum() == n
+        assert counts.min() >= n // elites and counts.max() <= -(-n // elites), counts
+        others = torch.ones(6, dtype=torch.bool)
+        others[elite_idx[t]] = False
+        assert torch.bincount(member[t].cpu(), minlength=6)[others].sum() == 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_each_samples_elite_is_uniform_across_draws(device):
+    """Over many draws every sample position meets every elite with probability 1 / K, also
+    when K does not divide N (position mod K alone would favour the first elites)."""
+    tasks, n, elites = 2000, 7, 5  # tasks are independent draws of the deal
+    model = constant_member_model(device, num_tasks=tasks, ensemble=7, elites=elites)
+    model.elite_idx.copy_(torch.tensor([6, 1, 3, 0, 4], device=device).expand(tasks, -1))
+    obs, act = torch.zeros(tasks, n, OBS, device=device), torch.zeros(tasks, n, ACT, device=device)
+    gen = torch.Generator(device).manual_seed(0)
+    members = torch.cat([model.step(obs, act, generator=gen)[1] for _ in range(3)])
+    members = (members.round() - 1).long().cpu()  # (3 * tasks, n)
+    for i in range(n):
+        share = torch.bincount(members[:, i], minlength=7)[[6, 1, 3, 0, 4]] / members.shape[0]
+        assert (share - 1 / elites).abs().max() < 0.03, (i, share)  # ~4.5 standard errors

@@ -314,18 +314,30 @@ class DynamicsEnsemble(nn.Module):
                 f"predict_elites needs obs (T, N, {self.obs_dim}), got {tuple(obs.shape)}"
             )
         x = (x - self.input_mean[:, None]) / self.input_std[:, None]
-        t, n, k = x.shape[0], x.shape[1], self.num_elites
-        x = x.unsqueeze(1).expand(-1, k, -1, -1).reshape(t * k, n, self.in_dim)
+        x = x.unsqueeze(1).expand(-1, self.num_elites, -1, -1)
+        return self._members_forward(x, self.elite_idx)
+
+    def _members_forward(
+        self, x: torch.Tensor, members: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gaussians of the members ``members`` (T, K) on their own normalized inputs.
+
+        ``x`` (T, K, M, in): slot k of task t runs member ``members[t, k]``. The K members'
+        weights are gathered per task (a copy of K / ensemble of the weights, small next to a
+        rollout batch) and run as one batched MLP. Returns ``(mean, logvar)`` (T, K, M, D).
+        """
+        t, k, m = x.shape[:3]
+        x = x.reshape(t * k, m, self.in_dim)
+        idx = members[:, :, None, None]
         for layer in self.net.net:
             if isinstance(layer, StackedLinear):
                 w, b = layer.weight, layer.bias  # (T, E, in, out), (T, E, 1, out)
-                idx = self.elite_idx[:, :, None, None]
                 w = w.gather(1, idx.expand(-1, -1, *w.shape[2:])).reshape(t * k, *w.shape[2:])
                 b = b.gather(1, idx.expand(-1, -1, *b.shape[2:])).reshape(t * k, *b.shape[2:])
                 x = torch.baddbmm(b, x, w)
             else:
                 x = layer(x)
-        mean, raw_logvar = x.reshape(t, k, n, -1).chunk(2, dim=-1)
+        mean, raw_logvar = x.reshape(t, k, m, -1).chunk(2, dim=-1)
         logvar = self.max_logvar - F.softplus(self.max_logvar - raw_logvar)
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
         return mean, logvar
@@ -405,25 +417,51 @@ class DynamicsEnsemble(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One model transition: ``(next_obs (T, N, obs_dim), reward (T, N))``.
 
-        Each sample uses one of its task's elites drawn uniformly at random (App. A.2.1) and
-        draws (s' - s, r) from that member's Gaussian (its mean if ``deterministic``). Only
-        the elites are evaluated (``elites / ensemble`` of the work: 5/7 with Table 2's
-        sizes) and the chosen one gathered: fixed shapes, no loop.
+        Each sample goes through one of its task's elites, uniformly at random (App. A.2.1:
+        a random elite per sample), and draws (s' - s, r) from that member's Gaussian (its
+        mean if ``deterministic``; the elite is still drawn). Only that elite evaluates the
+        sample: the samples are dealt to the K elites in equal shares (stratified), so the
+        work is 1 / ensemble of evaluating every member, with fixed shapes and no loop:
+
+        1. a random order of the N samples per task, laid out row-major on a
+           (ceil(N / K), K) grid: column k holds positions k, k + K, ..., so the shares of
+           the columns differ by at most one (the last row is padded with repeated samples,
+           evaluated and dropped);
+        2. column k runs elite ``elite_idx[(k + shift) % K]`` with a random cyclic ``shift``
+           per task: a sample's column is position mod K, and the shift makes its elite
+           exactly uniform over the K elites even when K does not divide N;
+        3. the outputs are scattered back to the samples' places.
+
+        Per sample this is the paper's distribution (uniform elite, then its Gaussian); the
+        elites' loads are balanced instead of multinomial.
         """
-        mean, logvar = self.predict_elites(obs, act)  # (T, elites, N, D)
-        t, _, n, d = mean.shape
-        pick = torch.randint(
-            self.num_elites, (t, n), device=obs.device, generator=generator
-        )  # position among the elites
-        index = pick[:, None, :, None].expand(t, 1, n, d)
-        mean = mean.gather(1, index).squeeze(1)
+        x = torch.cat([obs, act], dim=-1)
+        if x.dim() != 3 or x.shape[0] != self.num_tasks:
+            raise ValueError(
+                f"step needs obs (T={self.num_tasks}, N, {self.obs_dim}) and act "
+                f"(T, N, {self.act_dim}), got {tuple(obs.shape)} and {tuple(act.shape)}"
+            )
+        t, n, k = x.shape[0], x.shape[1], self.num_elites
+        per = -(-n // k)  # rows of the deal grid
+        x = (x - self.input_mean[:, None]) / self.input_std[:, None]
+        order = torch.rand(t, n, device=x.device, generator=generator).argsort(dim=1)
+        # Slot j of the (per, K) grid holds sample order[j]; the padding slots j >= N repeat
+        # samples (j % N) so that every elite runs the same fixed-size batch.
+        slot_sample = order.repeat(1, -(-per * k // n))[:, : per * k] if per * k > n else order
+        x = x.gather(1, slot_sample[..., None].expand(-1, -1, self.in_dim))
+        x = x.view(t, per, k, self.in_dim).transpose(1, 2)  # (T, K, per, in): column-major
+        shift = torch.randint(k, (t, 1), device=x.device, generator=generator)
+        columns = (torch.arange(k, device=x.device) + shift) % k
+        mean, logvar = self._members_forward(x, self.elite_idx.gather(1, columns))
         if not deterministic:
-            std = torch.exp(0.5 * logvar.gather(1, index).squeeze(1))
             noise = torch.randn(
                 mean.shape, device=mean.device, dtype=mean.dtype, generator=generator
             )
-            mean = mean + std * noise
-        return obs + mean[..., :-1], mean[..., -1]
+            mean = mean + torch.exp(0.5 * logvar) * noise
+        d = mean.shape[-1]
+        slots = mean.transpose(1, 2).reshape(t, per * k, d)[:, :n]  # slot j = row * K + column
+        out = torch.empty_like(slots).scatter_(1, order[..., None].expand(-1, -1, d), slots)
+        return obs + out[..., :-1], out[..., -1]
 
 
 class HoldoutSplit:

@@ -10,7 +10,9 @@ dataset qualities. This module owns the checkpoint files and the resume logic:
   A task with this file is finished and is never trained again.
 - ``train-state.pt`` (while a group of tasks trains): the full SAC state (networks,
   optimizers, replay buffer, RNG) plus the checkpoints so far, rewritten atomically at every
-  checkpoint; an interrupted run resumes from it.
+  checkpoint; an interrupted run resumes from it. Under torchrun rank ``r > 0`` keeps its
+  own ``train-state-rank<r>.pt`` (ranks train disjoint task shards side by side; a restart
+  with the same number of processes resumes each rank's group).
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ from merpo_data.sac import SACTrainer, mean_returns
 from merpo_data.store import atomic_torch_save, behavior_dir, torch_load
 
 TRAIN_STATE = "train-state.pt"
+
+
+def state_name(rank: int = 0) -> str:
+    """The resume file of rank ``rank``'s training group (``TRAIN_STATE`` for rank 0)."""
+    return TRAIN_STATE if rank == 0 else f"train-state-rank{int(rank)}.pt"
 
 
 @dataclass
@@ -101,17 +108,19 @@ def ensure_behavior_policies(
     seed: int = 0,
     device="cpu",
     progress: bool = True,
+    state_file: str = TRAIN_STATE,
 ) -> dict[int, BehaviorRecord]:
     """Train the tasks that have no finished checkpoint file yet; return every task's record.
 
     Tasks train in chunks of ``preset.tasks_per_chunk`` (one stacked SAC per chunk). A
     leftover ``train-state.pt`` whose tasks all still need training is resumed first;
     one whose tasks are finished or not requested is set aside (and replaced later).
+    ``state_file``: the resume file's name in the checkpoint folder (one per torchrun rank).
     """
     info = get_meta_info(env_id)
     directory = behavior_dir(info.slug, preset.name, seed)
     missing = [t for t in tasks if not task_file(directory, t).exists()]
-    state_path = directory / TRAIN_STATE
+    state_path = directory / state_file
     groups: list[tuple[tuple[int, ...], dict | None]] = []
     if missing and state_path.exists():
         # On the CPU: generator states must stay CPU ByteTensors; load_state_dict moves the rest.
@@ -123,14 +132,23 @@ def ensure_behavior_policies(
     for start in range(0, len(missing), preset.tasks_per_chunk):
         groups.append((tuple(missing[start : start + preset.tasks_per_chunk]), None))
     for group_tasks, state in groups:
-        _train_group(env_id, group_tasks, preset, seed, device, directory, state, progress)
+        _train_group(
+            env_id, group_tasks, preset, seed, device, directory, state, progress, state_path
+        )
     return {t: load_record(directory, t) for t in tasks}
 
 
-def _train_group(env_id, tasks, preset, seed, device, directory, state, progress) -> None:
+def _train_group(
+    env_id, tasks, preset, seed, device, directory, state, progress, state_path=None
+) -> None:
     sac = preset.sac
+    state_path = directory / TRAIN_STATE if state_path is None else state_path
     # The seed of a group depends on its tasks, so a task trained alone or in a group of
-    # the same tasks gets the same run.
+    # the same tasks gets the same run. Within a group one generator draws every task's
+    # noise as one (T, ...) tensor per call, so a task's run also depends on its group:
+    # per-task streams would cost a generator call per task and step (a Python loop over
+    # tasks on the hot path). Hence torchrun shards (other groups) give equivalent
+    # behavior policies (same budget, recipe and checkpoints), not bit-identical ones.
     group_seed = seed * 1_000_003 + sum((t + 1) * 7919 for t in tasks)
     trainer = SACTrainer(env_id, tasks, sac, device=device, seed=group_seed)
     history: dict = {"steps": [], "returns": [], "actor": []}
@@ -154,7 +172,7 @@ def _train_group(env_id, tasks, preset, seed, device, directory, state, progress
                     "history": history,
                     "random_return": torch.as_tensor(random_return),
                 },
-                directory / TRAIN_STATE,
+                state_path,
             )
         if bar is not None:
             bar.set_postfix(mean_return=f"{float(np.mean(returns)):.2f}")
@@ -185,7 +203,7 @@ def _train_group(env_id, tasks, preset, seed, device, directory, state, progress
             },
             task_file(directory, task),
         )
-    (directory / TRAIN_STATE).unlink(missing_ok=True)
+    state_path.unlink(missing_ok=True)
 
 
 def _random_returns(env_id, tasks, preset: DataPreset, seed: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
     merpo-data generate ENV [--tasks 0-9,40-49] [--qualities random expert] [--preset default]
                             [--episodes N] [--seed S] [--device cpu] [--force]
+    torchrun --nproc-per-node N -m merpo_data generate ENV ...   (ranks split the tasks)
     merpo-data list
     merpo-data info ID
     merpo-data download ID
@@ -13,6 +14,7 @@ Bad input (unknown env or id, bad task range) ends with one error line, exit sta
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -54,27 +56,74 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
-        print(f"merpo-data {args.command}: error: {err}", file=sys.stderr)
+        world = os.environ.get("WORLD_SIZE", "1")
+        where = f" (rank {os.environ.get('RANK')} of {world})" if world not in ("", "1") else ""
+        print(f"merpo-data {args.command}{where}: error: {err}", file=sys.stderr)
         return 2
 
 
 def _generate(args) -> int:
-    from merpo_data.datasets import generate
+    """Build the datasets; under torchrun each rank builds its shard of the tasks.
+
+    ``torchrun --nproc-per-node N -m merpo_data generate ENV ...`` (or ``torchrun ...
+    $(which merpo-data) generate ...``): Gloo on CPUs, NCCL with ``--device cuda``. Rank 0
+    creates the store's namespaces first; every rank then builds its own tasks' datasets
+    and waits for the others at a barrier; only rank 0 shows progress and the summary.
+    """
+    from merpo_data import distributed
+    from merpo_data.datasets import ensure_namespaces, generate
 
     start = time.perf_counter()
-    ids = generate(
-        args.env,
-        tasks=args.tasks,
-        qualities=args.qualities,
-        preset=args.preset,
-        force=args.force,
-        episodes=args.episodes,
-        progress=not args.quiet,
-        seed=args.seed,
-        device=args.device,
-    )
-    print(f"{len(ids)} datasets ready in {time.perf_counter() - start:.1f}s (e.g. {ids[0]})")
+    rank = int(os.environ.get("RANK", "0") or 0)
+    try:  # bad input fails the same way on every rank, before any process group: say it once
+        _check_request(args)
+    except ValueError:
+        if rank == 0:
+            raise
+        return 2
+    ctx = distributed.init_from_env(args.device)
+    try:
+        if ctx.is_main:
+            ensure_namespaces(args.env)  # one writer: Minari's namespace files are not atomic
+        distributed.barrier()
+        ids = generate(
+            args.env,
+            tasks=args.tasks,
+            qualities=args.qualities,
+            preset=args.preset,
+            force=args.force,
+            episodes=args.episodes,
+            progress=ctx.is_main and not args.quiet,
+            seed=args.seed,
+            device=str(ctx.device),
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+        )
+        distributed.barrier()  # every shard's datasets are in the store
+    finally:
+        distributed.shutdown()
+    if ctx.is_main:
+        where = f" by {ctx.world_size} processes" if ctx.distributed else ""
+        print(
+            f"{len(ids)} datasets ready{where} in {time.perf_counter() - start:.1f}s "
+            f"(e.g. {ids[0]})"
+        )
     return 0
+
+
+def _check_request(args) -> None:
+    """The one-line errors of a bad env, task range, quality or preset, raised up front."""
+    from merpo_envs import get_meta_info
+
+    from merpo_data.ids import check_quality, parse_tasks
+    from merpo_data.presets import get_preset
+
+    parse_tasks(args.tasks, get_meta_info(args.env))
+    for quality in args.qualities or ():
+        check_quality(quality)
+    get_preset(args.env, args.preset)
+    if args.episodes is not None and args.episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {args.episodes}")
 
 
 def _list(args) -> int:

@@ -26,7 +26,13 @@ from minari.data_collector.episode_buffer import EpisodeBuffer
 from minari.namespace import create_namespace, list_local_namespaces
 from tqdm.auto import tqdm
 
-from merpo_data.behavior import BehaviorRecord, ensure_behavior_policies, stacked_actor
+from merpo_data.behavior import (
+    BehaviorRecord,
+    ensure_behavior_policies,
+    stacked_actor,
+    state_name,
+)
+from merpo_data.distributed import shard_bounds
 from merpo_data.ids import (
     NAMESPACE,
     QUALITIES,
@@ -89,6 +95,9 @@ def generate(
     progress: bool = True,
     seed: int = 0,
     device: str = "cpu",
+    *,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> list[str]:
     """Build the datasets of ``tasks`` x ``qualities`` of an env; return their ids.
 
@@ -96,9 +105,20 @@ def generate(
     (so an interrupted run picks up where it stopped); one with another recipe is an error
     unless ``force``, which rebuilds every requested dataset. Behavior policies are trained
     once per (env, preset, seed) and reused.
+
+    ``rank`` / ``world_size`` (``merpo-data generate`` under torchrun, see
+    ``merpo_data.distributed``): every rank checks the whole request (so bad input fails
+    the same way everywhere, before anything is written), then builds only its contiguous
+    shard of the task list and returns the ids of the whole request; the other shards'
+    datasets exist once every rank has returned (the CLI waits at a barrier). No collective
+    is called here. A shard's behavior policies train as their own SAC group, so its
+    datasets are equivalent to a single-process run's (same ids, recipes, episode counts
+    and training budgets), not bit-identical: see :func:`merpo_data.behavior._train_group`.
     """
     info = get_meta_info(env_id)
     task_list = parse_tasks(tasks, info)
+    start, stop = shard_bounds(len(task_list), rank, world_size)
+    my_tasks = set(task_list[start:stop])
     quality_list = tuple(dict.fromkeys(check_quality(q) for q in (qualities or QUALITIES)))
     data_preset = get_preset(env_id, preset)
     if episodes is not None:
@@ -120,12 +140,15 @@ def generate(
                         f"(force=True) to rebuild it with {wanted}"
                     )
                 continue
-            todo[q].append(t)
+            if t in my_tasks:
+                todo[q].append(t)
     need = sorted({t for ts in todo.values() for t in ts})
     with small_op_threads(device):
         for start in range(0, len(need), data_preset.tasks_per_chunk):
             chunk = need[start : start + data_preset.tasks_per_chunk]
-            records = ensure_behavior_policies(env_id, chunk, data_preset, seed, device, progress)
+            records = ensure_behavior_policies(
+                env_id, chunk, data_preset, seed, device, progress, state_file=state_name(rank)
+            )
             for q in quality_list:
                 chunk_tasks = [t for t in chunk if t in todo[q]]
                 if chunk_tasks:
@@ -279,7 +302,10 @@ def write_dataset(
 
 
 def ensure_namespaces(env_id: str) -> None:
-    """Create the ``merpo`` and ``merpo/<env>`` namespaces with descriptions (once)."""
+    """Create the ``merpo`` and ``merpo/<env>`` namespaces with descriptions (once).
+
+    Under torchrun the CLI lets rank 0 create them before the other ranks start.
+    """
     info = get_meta_info(env_id)
     local = list_local_namespaces()
     if NAMESPACE not in local:

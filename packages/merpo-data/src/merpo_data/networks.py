@@ -87,7 +87,12 @@ class StackedTanhGaussianPolicy(nn.Module):
     """
 
     def __init__(
-        self, stack_shape: Sequence[int], obs_dim: int, act_dim: int, hidden: int, hidden_layers: int
+        self,
+        stack_shape: Sequence[int],
+        obs_dim: int,
+        act_dim: int,
+        hidden: int,
+        hidden_layers: int,
     ):
         super().__init__()
         self.act_dim = act_dim

@@ -1,0 +1,7 @@
+"""``python -m merpo_agent ...`` is ``merpo-agent ...``."""
+
+import sys
+
+from merpo_agent.cli import main
+
+sys.exit(main())

@@ -1,0 +1,146 @@
+"""``merpo-agent``: train, evaluate and plot MerPO runs.
+
+    merpo-agent train --env merpo/PointRobotWind-v0 [--preset table2|table1|small|smoke]
+        [--algo merpo|merpo-adp|combo|beha-only|combo3|cql] [--device cpu|cuda] [--seed N]
+        [--run-dir DIR] [--set key=value ...] [--config FILE.yaml|FILE.toml]
+    merpo-agent evaluate RUN_DIR      # meta-test table of the run's latest checkpoint
+    merpo-agent plot RUN_DIR          # PNG learning curves into RUN_DIR/plots
+
+Bad input (unknown env, algo or preset, bad override, missing dataset, CUDA where there is
+none, an unreadable checkpoint) prints one line on stderr and exits with status 2; a NaN
+or inf loss stops training with one line and status 1, keeping the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        self.exit(EXIT_BAD_INPUT, f"merpo-agent: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from merpo_agent.config import ALGOS
+    from merpo_agent.presets import PRESETS
+
+    parser = _Parser(prog="merpo-agent", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="meta-train (resumes an existing run directory)")
+    train.add_argument("--env", required=True, help="merpo env id, e.g. merpo/PointRobotWind-v0")
+    train.add_argument("--preset", default="table2", help=f"one of {', '.join(PRESETS)}")
+    train.add_argument("--algo", default=None, help=f"one of {', '.join(ALGOS)} (default merpo)")
+    train.add_argument("--device", default=None, help="cpu (default) or cuda")
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--run-dir", default=None, help="default runs/<env>-<preset>-<algo>-s<seed>")
+    train.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config field, e.g. --set meta.iterations=50 (repeatable)",
+    )
+    train.add_argument("--config", default=None, help="YAML or TOML file of config overrides")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--threads", type=int, default=None,
+        help="CPU threads for torch (default: torch's choice; 1 is fastest for small "
+        "networks on a busy machine)",
+    )
+
+    evaluate = sub.add_parser("evaluate", help="meta-test table of a run directory")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--device", default=None, help="cpu or cuda (default: the run's)")
+
+    plot = sub.add_parser("plot", help="PNG learning curves of a run directory")
+    plot.add_argument("run_dir")
+    return parser
+
+
+def default_run_dir(env: str, preset: str, algo: str, seed: int) -> Path:
+    name = env.split("/")[-1].removesuffix("-v0")
+    return Path("runs") / f"{name}-{preset}-{algo}-s{seed}"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from merpo_agent.config import ConfigError, build_config
+    from merpo_agent.plots import plot_run
+    from merpo_agent.trainer import MetaTrainer
+
+    cfg = build_config(
+        args.env, args.preset, args.algo, args.config, args.overrides, args.seed, args.device
+    )
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(
+        cfg.env, cfg.preset, cfg.algo, cfg.seed
+    )
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    trainer = MetaTrainer(cfg, run_dir, progress=not args.no_progress)
+    result = trainer.train()
+    print(result.table())
+    paths = plot_run(run_dir)
+    print(f"run directory: {run_dir}")
+    print(f"plot: {paths[0]}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from merpo_agent.trainer import load_trained
+
+    if args.device is not None:
+        from merpo_agent.config import check_device
+
+        check_device(args.device)
+    trainer = load_trained(args.run_dir, args.device)
+    print(trainer.evaluate().table())
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from merpo_agent.plots import plot_run
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no run directory at {run_dir}")
+    for path in plot_run(run_dir):
+        print(path)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from merpo_agent.checkpoint import CheckpointError
+    from merpo_agent.config import ConfigError
+    from merpo_agent.trainer import RunError, TrainingDiverged
+
+    args = build_parser().parse_args(argv)
+    handlers = {"train": _train, "evaluate": _evaluate, "plot": _plot}
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, RunError, CheckpointError, FileNotFoundError) as err:
+        print(f"merpo-agent: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TrainingDiverged as err:
+        print(f"merpo-agent: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        print("merpo-agent: interrupted; `train` on the same run directory resumes it",
+              file=sys.stderr)
+        return 130
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""The typed configuration of a MerPO run (SPEC §6): one nested dataclass, YAML round trip.
+
+``Config`` nests the other modules' own configs, so every hyperparameter has exactly one
+home and one default:
+
+- ``dynamics``: :class:`merpo_agent.dynamics.DynamicsConfig` (Eq. 3-4, ensembles);
+- ``rac``: :class:`merpo_agent.rac_config.RACConfig` (Alg. 1, Eq. 1/9/10/11);
+- ``rollout``: model rollouts into the model buffer (Alg. 1 line 3);
+- ``meta``: the meta-training loop (Alg. 2 lines 9-18);
+- ``test``: the meta-test on unseen tasks (§4.3, SPEC §5);
+- ``data``: which datasets (task sampler) the run reads.
+
+Presets (``merpo_agent.presets``) fill these per environment; ``--algo`` applies the
+ablation settings of SPEC §3 (``rac_config.ALGO_SETTINGS``); then ``--config FILE`` and
+``--set key=value`` overrides (``merpo_agent.overrides``). :func:`build_config` does all of it
+and validates the result; every problem is a :class:`ConfigError` with one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from merpo_agent.dynamics import DynamicsConfig
+from merpo_agent.overrides import ConfigError, apply_overrides, read_config_file, to_dict
+from merpo_agent.rac_config import ALGO_SETTINGS, RACConfig
+
+ALGOS = tuple(ALGO_SETTINGS)  # merpo, merpo-adp, combo, beha-only, combo3, cql
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Datasets of the run (``merpo_data.TaskSampler``)."""
+
+    quality: str = "medium"
+    # Empty = the env's own train / test split (SPEC §9); a subset is fine (quickstart).
+    train_tasks: tuple[int, ...] = ()
+    test_tasks: tuple[int, ...] = ()
+    # Build missing datasets with merpo_data.generate instead of stopping with the command.
+    build_missing: bool = False
+
+    def __post_init__(self) -> None:
+        from merpo_data import QUALITIES
+
+        if self.quality not in QUALITIES:
+            raise ValueError(f"quality {self.quality!r} is not one of {', '.join(QUALITIES)}")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Model rollouts into the FIFO model buffer D_model,n (Alg. 1 line 3).
+
+    The paper gives the rollout length (Table 2: 1); how many start states and how often
+    are our choice (see ``merpo_agent.presets``).
+    """
+
+    length: int = 1  # Table 2 "model rollout length"
+    batch_size: int = 512  # start states per task per refresh (sampled from D_n)
+    every: int = 1  # RAC updates between refreshes
+    # Rows per task kept at meta-test (FIFO); during meta-training the buffer holds one
+    # meta-iteration's rollouts (a slot gets another task at the next iteration).
+    capacity: int = 50_000
+
+    def __post_init__(self) -> None:
+        for name in ("length", "batch_size", "every", "capacity"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+
+
+@dataclass(frozen=True)
+class MetaTrainConfig:
+    """The meta-training loop (Alg. 2 lines 9-18)."""
+
+    iterations: int = 1000  # meta-iterations k (not given; see presets)
+    task_batch_size: int = 8  # Table 2 "task batch size"
+    inner_steps: int = 10  # Table 2 "inner steps" J
+    eval_every: int = 50  # meta-test on the unseen tasks every ... iterations (not given)
+    log_every: int = 10  # metrics are read to the host once per this many iterations
+    checkpoint_every: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "task_batch_size", "inner_steps", "log_every",
+                     "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every={self.eval_every} must be >= 0 (0: only at the end)")
+
+
+@dataclass(frozen=True)
+class MetaTestConfig:
+    """Meta-test on each unseen task (§4.3, SPEC §5)."""
+
+    adaptation_steps: int = 100  # Table 2 "testing adaptation steps"
+    lr: float = 8e-5  # App. A.2.2: Q and policy lr for a single new task
+    episodes: int = 4  # real-env episodes (seeds) per task (the paper: 4 random seeds)
+    compare_combo: bool = True  # COMBO from scratch on the same data and steps
+    compare_beha_only: bool = True  # "With beha only" (alpha = 1) from the meta-init
+
+    def __post_init__(self) -> None:
+        if self.adaptation_steps < 0 or self.episodes < 1 or self.lr <= 0:
+            raise ValueError("need adaptation_steps >= 0, episodes >= 1 and lr > 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    env: str = "merpo/PointRobotWind-v0"
+    algo: str = "merpo"
+    preset: str = "table2"
+    seed: int = 0
+    device: str = "cpu"
+    data: DataConfig = field(default_factory=DataConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    rac: RACConfig = field(default_factory=RACConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    meta: MetaTrainConfig = field(default_factory=MetaTrainConfig)
+    test: MetaTestConfig = field(default_factory=MetaTestConfig)
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise ValueError(f"unknown algo {self.algo!r}; choose one of {', '.join(ALGOS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a :class:`Config` from :meth:`Config.to_dict` output (e.g. a run's config.yaml)."""
+    from merpo_agent.overrides import flatten
+
+    return apply_overrides(Config(), flatten(data).items())
+
+
+def load_run_config(path: str | Path) -> Config:
+    data = yaml.safe_load(Path(path).read_text())
+    return config_from_dict(data)
+
+
+def build_config(
+    env: str,
+    preset: str = "table2",
+    algo: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    seed: int | None = None,
+    device: str | None = None,
+) -> Config:
+    """Preset -> algo settings -> config file -> ``--set`` overrides -> seed/device flags.
+
+    ``algo`` None takes the file's ``algo`` key if any, else ``merpo``. Raises
+    :class:`ConfigError` (one line) on any bad input.
+    """
+    from merpo_agent.overrides import parse_assignment
+    from merpo_agent.presets import make_preset
+
+    file_items: dict[str, Any] = read_config_file(config_file) if config_file else {}
+    set_items = [parse_assignment(text) for text in overrides]
+    if algo is None:
+        algo = str(file_items.pop("algo", "merpo"))
+    else:
+        file_items.pop("algo", None)
+    for key in ("env", "preset"):
+        if key in file_items:
+            raise ConfigError(
+                f"config file key {key!r} cannot be set in a file; pass --{key} on the command line"
+            )
+    if any(key in ("env", "preset", "algo") for key, _ in set_items):
+        raise ConfigError(
+            "env, preset and algo are chosen with --env, --preset and --algo, not --set"
+        )
+    if algo not in ALGOS:
+        raise ConfigError(f"unknown algo {algo!r}; choose one of {', '.join(ALGOS)}")
+
+    cfg = make_preset(env, preset)
+    items: list[tuple[str, Any]] = [("algo", algo)]
+    items += [(f"rac.{k}", v) for k, v in ALGO_SETTINGS[algo].items()]
+    items += list(file_items.items())
+    items += set_items
+    if seed is not None:
+        items.append(("seed", seed))
+    if device is not None:
+        items.append(("device", device))
+    cfg = apply_overrides(cfg, items)
+    check_device(cfg.device)
+    return cfg
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda was asked for but CUDA is not available here; use --device cpu"
+        )
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {device!r}; use cpu or cuda")
+
+
+__all__ = [
+    "ALGOS",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "MetaTestConfig",
+    "MetaTrainConfig",
+    "RolloutConfig",
+    "build_config",
+    "check_device",
+    "config_from_dict",
+    "load_run_config",
+]

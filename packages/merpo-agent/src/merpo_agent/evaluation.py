@@ -1,0 +1,215 @@
+"""Meta-test on unseen tasks (§4.3, Proposition 1; SPEC §5), batched over the test tasks.
+
+For every test task j at once (a task axis, no loop over tasks):
+
+1. the task model adapted from phi_m* (Eq. 4) and the behavior-cloning fit pi_hat_beta,j are
+   computed once per run by the trainer (phi_m* is fixed after Alg. 2 line 8) and passed in;
+2. **MerPO (adapted)**: pi_j <- pi_c*, Q_j <- Q_meta, then ``test.adaptation_steps`` RAC
+   updates with pi_c* fixed, critic and actor lr ``test.lr`` (8e-5, App. A.2.2). The dual
+   variables (SAC temperature, beta, lambda) start at the training tasks' mean learned
+   values (``initial_duals``), as pi and Q start from what meta-training learned: the paper
+   does not say; fresh defaults (temperature 1, lambda 5) pulled the meta-initialised
+   policies back towards the behavior policy within the 100 steps (a quickstart run:
+   adapted -15.7 against the meta-policy's -13.9 on tasks 40-43; -14.5 with these duals);
+3. **COMBO**: the same code with lam = 0 and no meta-policy (SPEC §3), from a fresh random
+   init, on the same data, models and number of steps;
+4. **With beha only**: as 2. with alpha = 1 (only the behavior regularizer);
+5. each policy's deterministic (tanh of the mean) action is run in the real environment of
+   its task (``gymnasium.make(env_id, task=j)``, a vector env over tasks x seeds).
+
+Reported per task: the behavior policy's return (the dataset's mean episode return), the
+meta-policy's, MerPO's adapted policy's, COMBO's and "With beha only"'s; and whether the
+adapted policy beats both the behavior policy and the meta-policy (Proposition 1's safe
+improvement), with a summary "safe improvement on k of K tasks".
+
+The meta-test draws its randomness from its own seed (``seed``) inside
+``torch.random.fork_rng``: it never disturbs the training RNG streams (exact resume), and
+``merpo-agent evaluate`` on a run reproduces the numbers its last in-training meta-test
+logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from merpo_agent.config import Config
+from merpo_agent.dynamics import DynamicsEnsemble
+from merpo_agent.env_eval import evaluate_in_env
+from merpo_agent.meta_policy import MetaLearner
+from merpo_agent.model_buffer import ModelBuffer
+from merpo_agent.rac_config import ALGO_SETTINGS, RACConfig
+from merpo_agent.rac_loop import TaskData, rac_updates
+from merpo_agent.task_learners import TaskLearners
+
+COLUMNS = (
+    ("behavior", "behavior"),
+    ("meta_policy", "meta-policy"),
+    ("adapted", "MerPO adapted"),
+    ("combo", "COMBO"),
+    ("beha_only", "With beha only"),
+)
+
+
+@dataclass
+class MetaTestResult:
+    """Per-task mean returns (numpy arrays of shape (K,)) on the unseen tasks."""
+
+    env_id: str
+    tasks: tuple[int, ...]
+    iteration: int
+    returns: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def safe(self) -> np.ndarray:
+        """Proposition 1 per task: adapted > behavior and adapted > meta-policy."""
+        adapted = self.returns["adapted"]
+        return (adapted > self.returns["behavior"]) & (adapted > self.returns["meta_policy"])
+
+    def summary_line(self) -> str:
+        return f"safe improvement on {int(self.safe.sum())} of {len(self.tasks)} tasks"
+
+    def means(self) -> dict[str, float]:
+        """Mean over tasks of every column, named ``<column>_return``, plus ``safe_tasks``."""
+        out = {f"{name}_return": float(np.mean(v)) for name, v in self.returns.items()}
+        out["safe_tasks"] = float(self.safe.sum())
+        return out
+
+    def per_task_record(self) -> dict:
+        return {
+            "iteration": self.iteration,
+            "phase": "meta_test_tasks",
+            "tasks": list(self.tasks),
+            **{f"{name}_return": [float(x) for x in v] for name, v in self.returns.items()},
+            "safe": [bool(s) for s in self.safe],
+        }
+
+    def table(self) -> str:
+        """The per-task table and the summary line, as printed by ``merpo-agent evaluate``."""
+        cols = [(key, title) for key, title in COLUMNS if key in self.returns]
+        header = ["task", *[title for _, title in cols], "beats behavior & meta-policy"]
+        rows = []
+        for i, task in enumerate(self.tasks):
+            rows.append(
+                [str(task)]
+                + [f"{self.returns[key][i]:.2f}" for key, _ in cols]
+                + ["yes" if self.safe[i] else "no"]
+            )
+        rows.append(
+            ["mean"] + [f"{np.mean(self.returns[key]):.2f}" for key, _ in cols] + [""]
+        )
+        widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+
+        def fmt(row: list[str]) -> str:
+            return "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True))
+
+        lines = [
+            f"meta-test on {self.env_id}, unseen tasks {list(self.tasks)} "
+            f"(meta-iteration {self.iteration}; mean return per task)",
+            fmt(header),
+            *[fmt(row) for row in rows],
+            self.summary_line(),
+        ]
+        return "\n".join(lines)
+
+
+def _test_rac_config(rac: RACConfig, lr: float, variant: str) -> RACConfig:
+    """RAC settings of a meta-test variant: the run's RAC at the single-new-task lr."""
+    base = rac.replace(critic_lr=lr, actor_lr=lr, adaptive_alpha=False)
+    if variant == "adapted":
+        return base
+    if variant == "combo":
+        return base.replace(**ALGO_SETTINGS["combo"], use_model=rac.use_model,
+                            real_data_ratio=rac.real_data_ratio)
+    if variant == "beha_only":
+        return base.replace(alpha=1.0)
+    raise ValueError(f"unknown meta-test variant {variant!r}")
+
+
+@contextlib.contextmanager
+def _isolated_rng(seed: int, device: torch.device):
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def meta_test(
+    cfg: Config,
+    meta: MetaLearner,
+    test_sampler,
+    test_models: DynamicsEnsemble,
+    bc_policy: torch.nn.Module,
+    iteration: int,
+    terminated_fn,
+    initial_duals: torch.Tensor | None = None,
+) -> MetaTestResult:
+    """Run the meta-test of the module docstring; returns the per-task returns.
+
+    ``initial_duals``: optional (4,) starting (log temperature, log beta, lam, alpha) of the
+    meta-initialised variants (alpha is taken from the variant's config, lam stays 0 where
+    the variant has no regularizer); COMBO starts from the config's defaults (scratch).
+    """
+    device = torch.device(cfg.device)
+    num_tasks = test_sampler.num_tasks
+    seed = cfg.seed * 1_000_003 + iteration
+    variants = ["adapted"]
+    if cfg.test.compare_combo:
+        variants.append("combo")
+    if cfg.test.compare_beha_only and cfg.rac.use_meta_regularizer:
+        variants.append("beha_only")
+    policies = {}
+    with _isolated_rng(seed, device):
+        generator = torch.Generator(device).manual_seed(seed)
+        data = TaskData(
+            sampler=test_sampler,
+            task_indices=torch.arange(num_tasks, device=device),
+            models=test_models if cfg.rac.use_model else None,
+            terminated_fn=terminated_fn,
+        )
+        for variant in variants:
+            rac = _test_rac_config(cfg.rac, cfg.test.lr, variant)
+            learners = TaskLearners(
+                rac, test_sampler.obs_dim, test_sampler.act_dim, num_tasks, device=device,
+                generator=torch.Generator(device).manual_seed(seed + 1),
+            )
+            if variant != "combo":  # COMBO starts from scratch (random init)
+                if initial_duals is not None:
+                    with torch.no_grad():
+                        learners.task_duals[:2] = initial_duals[:2, None].to(device)
+                        if rac.use_meta_regularizer:
+                            learners.task_duals[2] = initial_duals[2].to(device)
+                learners.init_from_meta(meta.policy, meta.q, data.task_indices)
+            buffer = (
+                ModelBuffer(num_tasks, cfg.rollout.capacity, test_sampler.obs_dim,
+                            test_sampler.act_dim, device)
+                if rac.use_model else None
+            )
+            regularized = rac.use_meta_regularizer
+            rac_updates(
+                learners, data, buffer, cfg.test.adaptation_steps, cfg.rollout,
+                meta.policy if regularized else None,
+                bc_policy if regularized and rac.auto_tune_lambda else None,
+                generator,
+            )
+            policies[variant] = _deterministic(learners)
+        policies = {"meta_policy": meta.policy.deterministic, **policies}
+        env_returns = evaluate_in_env(
+            cfg.env, test_sampler.tasks, policies, cfg.test.episodes, seed % (2**31), device
+        )
+    returns = {"behavior": test_sampler.dataset_returns.detach().cpu().numpy().astype(float)}
+    returns.update(env_returns)
+    return MetaTestResult(cfg.env, tuple(test_sampler.tasks), iteration, returns)
+
+
+def _deterministic(learners: TaskLearners):
+    def act(obs: torch.Tensor) -> torch.Tensor:
+        return learners.act(obs, deterministic=True)
+
+    return act
+
+
+__all__ = ["COLUMNS", "MetaTestResult", "meta_test"]

@@ -1,0 +1,428 @@
+"""MerPO meta-training, Alg. 2 of the paper, on one run directory.
+
+Setup (once per run, then checkpointed):
+
+1. task samplers for the training and the unseen test tasks (``merpo_data.TaskSampler``);
+2. the offline meta-model phi_m* (Eq. 3, Alg. 2 lines 2-7; ``meta_model.meta_train``);
+3. task models adapted from phi_m* (Eq. 4, line 8) for the training tasks and, since phi_m*
+   is fixed from here on, once for the test tasks too; the log shows each adapted model's
+   held-out MSE beside a from-scratch model's trained for the same steps;
+4. behavior-cloning models pi_hat_beta per task (SPEC §3, for lambda's D_beta').
+
+Meta-iterations k (Alg. 2 lines 9-18), every tensor with a task axis:
+
+- sample a task batch B (``meta.task_batch_size``) of the training tasks;
+- ``TaskLearners.init_from_meta``: pi_n <- pi_c, Q_n <- Q_meta (and each task's duals);
+- J = ``meta.inner_steps`` RAC updates (``rac_loop.rac_updates``: model rollouts into the
+  model buffer, Eq. 1, Eq. 9) with pi_c fixed;
+- the meta-policy step (Eq. 10) on the states of the last batch, the meta-Q step, and, for
+  MerPO-Adp, the alpha step (Eq. 11);
+- every ``meta.eval_every`` iterations (and at the end) the meta-test on the unseen tasks
+  (``evaluation.meta_test``).
+
+Host reads happen once per ``meta.log_every`` iterations (metrics, and a non-finite flag
+accumulated on the device). Checkpoints (``checkpoints/latest.pt``, atomic) hold every
+parameter, optimizer, dual variable and RNG state; ``train`` on an existing run directory
+resumes from it, and on CPU with a fixed seed ends with the same parameters as an
+uninterrupted run. A NaN or inf in a loss stops training with one line (:class:`TrainingDiverged`)
+and leaves the last good checkpoint in place (nothing is saved after the first bad step).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from merpo_envs import get_meta_info
+from tqdm.auto import tqdm
+
+from merpo_agent.action_scaling import to_unit_actions
+from merpo_agent.behavior_cloning import BehaviorCloning
+from merpo_agent.checkpoint import (
+    LATEST,
+    CheckpointError,
+    atomic_write_text,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from merpo_agent.config import Config, ConfigError, load_run_config
+from merpo_agent.dynamics import DynamicsEnsemble, HoldoutSplit
+from merpo_agent.evaluation import MetaTestResult, meta_test
+from merpo_agent.meta_model import adapt, meta_train
+from merpo_agent.meta_policy import MetaLearner
+from merpo_agent.metrics import MetricsWriter
+from merpo_agent.model_buffer import ModelBuffer
+from merpo_agent.rac_loop import TaskData, buffer_capacity, rac_updates
+from merpo_agent.task_learners import TaskLearners
+from merpo_agent.transitions import TransitionBatch
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_DIR = "checkpoints"
+# Keys a resumed run may change (extend training, move device, print more or less often).
+RESUMABLE_CHANGES = {
+    "device", "data.build_missing", "meta.iterations", "meta.eval_every", "meta.log_every",
+    "meta.checkpoint_every",
+}
+# Losses whose non-finite value stops training.
+WATCHED = ("critic_loss", "actor_loss")
+
+
+class RunError(RuntimeError):
+    """A user-facing problem with a run (missing data, mismatched run dir); one line."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A NaN or inf loss; the message names the iteration and the last good checkpoint."""
+
+
+def make_sampler(cfg: Config, split: str):
+    """The train or test split's task sampler (one-line :class:`RunError` if data is missing)."""
+    from merpo_data import TaskSampler
+
+    tasks = cfg.data.train_tasks if split == "train" else cfg.data.test_tasks
+    try:
+        return TaskSampler(
+            cfg.env,
+            tasks=list(tasks) if tasks else split,
+            quality=cfg.data.quality,
+            device=cfg.device,
+            build_missing=cfg.data.build_missing,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunError(message) from None
+
+
+def _config_differences(a: Config, b: Config) -> list[str]:
+    from merpo_agent.overrides import flatten
+
+    fa, fb = flatten(a.to_dict()), flatten(b.to_dict())
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+
+
+class MetaTrainer:
+    """Alg. 2 on one run directory: ``MetaTrainer(cfg, run_dir).train()``.
+
+    ``say`` prints one-line progress messages (default: ``tqdm.write``); ``progress``
+    shows a tqdm bar over meta-iterations with the latest test return.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: str | Path,
+        progress: bool = True,
+        say: Callable[[str], None] | None = None,
+        tensorboard: bool = True,
+    ):
+        self.run_dir = Path(run_dir)
+        self.cfg = self._resolve_config(cfg)
+        self.progress = progress
+        self.say = say or tqdm.write
+        self.tensorboard = tensorboard
+        self.device = torch.device(self.cfg.device)
+        self.info = get_meta_info(self.cfg.env)
+        self.checkpoint_path = self.run_dir / CHECKPOINT_DIR / LATEST
+        self.iteration = 0
+        self.last_result: MetaTestResult | None = None
+        self._built = False
+
+    # ------------------------------------------------------------------ run directory
+    def _resolve_config(self, cfg: Config) -> Config:
+        path = self.run_dir / CONFIG_FILE
+        if path.is_file() and (self.run_dir / CHECKPOINT_DIR / LATEST).is_file():
+            saved = load_run_config(path)
+            diff = [k for k in _config_differences(saved, cfg) if k not in RESUMABLE_CHANGES]
+            if diff:
+                shown = ", ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")
+                raise ConfigError(
+                    f"run dir {self.run_dir} holds a run with other settings ({shown}); "
+                    "resume it with the same options or pick a new --run-dir"
+                )
+        return cfg
+
+    # ------------------------------------------------------------------ building
+    def build(self) -> None:
+        """Samplers and every module (fresh weights; ``setup`` or a checkpoint fills them)."""
+        cfg, device = self.cfg, self.device
+        torch.manual_seed(cfg.seed)
+        self.train_data = make_sampler(cfg, "train")
+        self.test_data = make_sampler(cfg, "test")
+        obs_dim, act_dim = self.train_data.obs_dim, self.train_data.act_dim
+        self.num_train = self.train_data.num_tasks
+        if cfg.meta.task_batch_size > self.num_train:
+            raise ConfigError(
+                f"meta.task_batch_size={cfg.meta.task_batch_size} exceeds the "
+                f"{self.num_train} training tasks; lower it or add tasks"
+            )
+        self.batch_size = cfg.meta.task_batch_size
+        self.generator = torch.Generator(device).manual_seed(cfg.seed)
+        self.learner_generator = torch.Generator(device).manual_seed(cfg.seed + 1)
+
+        dyn = cfg.dynamics
+        self.meta_model = DynamicsEnsemble.from_config(1, obs_dim, act_dim, dyn, device=device)
+        self.task_models = self.meta_model.empty_like(self.num_train)
+        self.test_models = self.meta_model.empty_like(self.test_data.num_tasks)
+        self.slot_models = self.meta_model.empty_like(self.batch_size)
+        rac = cfg.rac
+        bc_kwargs = dict(hidden=rac.bc_hidden, hidden_layers=rac.bc_hidden_layers, device=device)
+        self.bc_train = BehaviorCloning(self.num_train, obs_dim, act_dim, **bc_kwargs)
+        self.bc_test = BehaviorCloning(self.test_data.num_tasks, obs_dim, act_dim, **bc_kwargs)
+        self.meta = MetaLearner(rac, obs_dim, act_dim, device)
+        self.learners = TaskLearners(
+            rac, obs_dim, act_dim, self.batch_size, self.num_train, device,
+            generator=self.learner_generator,
+        )
+        self.buffer = (
+            ModelBuffer(self.batch_size, buffer_capacity(cfg.meta.inner_steps, cfg.rollout),
+                        obs_dim, act_dim, device)
+            if rac.use_model else None
+        )
+        # non-finite loss flag, accumulated on the device, read once per log interval
+        self._bad = torch.zeros((), dtype=torch.bool, device=device)
+        self._built = True
+
+    # ------------------------------------------------------------------ setup (lines 1-8)
+    def setup(self, writer: MetricsWriter) -> None:
+        """Meta-model (Eq. 3), adapted task models (Eq. 4), behavior cloning."""
+        cfg, dyn, gen = self.cfg, self.cfg.dynamics, self.generator
+        t0 = time.perf_counter()
+        if cfg.rac.use_model:
+            split = HoldoutSplit(self.train_data, dyn.holdout_fraction, dyn.max_holdout, gen)
+            self.say(
+                f"meta-model (Eq. 3): {dyn.meta_iterations} iterations x {dyn.meta_inner_steps} "
+                f"steps on {self.num_train} training tasks"
+            )
+
+            def log_meta_model(k: int, values: dict[str, float]) -> None:
+                writer.log(0, "meta_model", {"step": k, **values})
+
+            phi = meta_train(
+                self.train_data, dyn, self.device, gen, split=split, seed=cfg.seed,
+                log_fn=log_meta_model, log_every=max(1, dyn.meta_iterations // 10),
+            )
+            self.meta_model.load_state_dict(phi.state_dict())
+            for name, sampler, target, the_split in (
+                ("train", self.train_data, self.task_models, split),
+                ("test", self.test_data, self.test_models, None),
+            ):
+                model, mse = adapt(
+                    self.meta_model, sampler, None, dyn.adaptation_steps, dyn.task_model_lr,
+                    dyn.eta, gen, split=the_split, cfg=dyn, seed=cfg.seed + 7,
+                )
+                target.load_state_dict(model.state_dict())
+                record = writer.log(0, f"dynamics_{name}", mse)
+                self.say(
+                    f"task models ({name} tasks, {dyn.adaptation_steps} steps): held-out MSE "
+                    f"adapted {record['heldout_mse_adapted']:.4g} vs from scratch "
+                    f"{record.get('heldout_mse_scratch', math.nan):.4g} "
+                    f"(meta-model itself {record['heldout_mse_meta']:.4g})"
+                )
+        rac = cfg.rac
+        for name, sampler, bc in (
+            ("train", self.train_data, self.bc_train),
+            ("test", self.test_data, self.bc_test),
+        ):
+            low, high = sampler.action_low, sampler.action_high
+
+            def sample(batch: int, sampler=sampler, low=low, high=high) -> TransitionBatch:
+                b = sampler.sample(batch, None, gen)
+                return b._replace(actions=to_unit_actions(b.actions, low, high))
+
+            nll = bc.fit(sample, rac.bc_steps, rac.bc_batch_size, rac.bc_lr)
+            writer.log(0, f"behavior_cloning_{name}", {"nll": nll})
+        self.say(f"setup done in {time.perf_counter() - t0:.0f} s")
+
+    # ------------------------------------------------------------------ one meta-iteration
+    def meta_iteration(self) -> dict[str, torch.Tensor]:
+        """Alg. 2 lines 10-17 for one task batch; returns device metrics (no host reads)."""
+        cfg, gen = self.cfg, self.generator
+        rac = cfg.rac
+        idx = torch.randperm(self.num_train, device=self.device, generator=gen)[: self.batch_size]
+        self.learners.init_from_meta(self.meta.policy, self.meta.q, idx)
+        if self.buffer is not None:
+            self.buffer.clear()
+            self.slot_models.copy_from_(self.task_models, idx)
+        data = TaskData(
+            self.train_data, idx, self.slot_models if rac.use_model else None,
+            self.info.terminated_torch,
+        )
+        regularized = rac.use_meta_regularizer
+        bc = self.bc_train.select(idx) if regularized and rac.auto_tune_lambda else None
+
+        def watch(metrics: dict[str, torch.Tensor]) -> None:
+            for name in WATCHED:
+                self._bad |= ~torch.isfinite(metrics[name]).all()
+
+        metrics, last = rac_updates(
+            self.learners, data, self.buffer, cfg.meta.inner_steps, cfg.rollout,
+            self.meta.policy if regularized else None, bc, gen, on_update=watch,
+        )
+        out = dict(metrics)
+        if regularized:  # Eq. 10: only the KL term depends on pi_c
+            out["meta_policy_loss"] = self.meta.update_policy(
+                self.learners.actor, last.observations, self.learners.lam.detach(),
+                self.learners.alpha,
+            )
+            self._bad |= ~torch.isfinite(out["meta_policy_loss"])
+        self.meta.update_q(self.learners.critic)
+        out["alpha"] = self.learners.adapt_alpha(metrics["d_beta_prime"], metrics["d_meta"])
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "iteration": self.iteration,
+            "config": self.cfg.to_dict(),
+            "meta_model": self.meta_model.state_dict(),
+            "task_models": self.task_models.state_dict(),
+            "test_models": self.test_models.state_dict(),
+            "bc_train": self.bc_train.state_dict(),
+            "bc_test": self.bc_test.state_dict(),
+            "meta": self.meta.training_state(),
+            "learners": self.learners.training_state(),
+            "rng": rng_state({"data": self.generator}),
+        }
+
+    def save(self) -> None:
+        save_checkpoint(self.checkpoint_path, self.state())
+
+    def load(self, state: dict[str, Any] | None = None) -> None:
+        """Restore everything from the run's checkpoint (after :meth:`build`)."""
+        state = state or load_checkpoint(self.checkpoint_path, map_location=self.device)
+        try:
+            self.meta_model.load_state_dict(state["meta_model"])
+            self.task_models.load_state_dict(state["task_models"])
+            self.test_models.load_state_dict(state["test_models"])
+            self.bc_train.load_state_dict(state["bc_train"])
+            self.bc_test.load_state_dict(state["bc_test"])
+            self.meta.load_training_state(state["meta"])
+            self.learners.load_training_state(state["learners"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint_path} does not match this config ({first}); "
+                "use a new --run-dir"
+            ) from None
+        self.iteration = int(state["iteration"])
+        set_rng_state(state["rng"], {"data": self.generator})
+
+    # ------------------------------------------------------------------ meta-test
+    def evaluate(self) -> MetaTestResult:
+        """The meta-test (§4.3) with the current meta-policy and meta-Q."""
+        # the duals the training tasks learned (their mean) start the test tasks' duals;
+        # before the first meta-iteration they are the config's initial values
+        initial_duals = self.learners.task_duals.mean(dim=1)
+        result = meta_test(
+            self.cfg, self.meta, self.test_data, self.test_models, self.bc_test.policy,
+            self.iteration, self.info.terminated_torch, initial_duals=initial_duals,
+        )
+        self.last_result = result
+        return result
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> MetaTestResult:
+        """Set up or resume, run the remaining meta-iterations, return the final meta-test."""
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self._built:
+            self.build()
+        resumed = self.checkpoint_path.is_file()
+        if resumed:
+            self.load()
+        atomic_write_text(self.run_dir / CONFIG_FILE, cfg.to_yaml())
+        writer = MetricsWriter(
+            self.run_dir, tensorboard=self.tensorboard,
+            purge_step=self.iteration + 1 if resumed else 0,
+        )
+        try:
+            if resumed:
+                writer.truncate_after(self.iteration)
+                self.say(f"resuming {self.run_dir} at meta-iteration {self.iteration}")
+            else:  # a fresh run, or one killed during its setup: start its log afresh
+                writer.truncate_after(-1)
+                self.setup(writer)
+                self.save()  # iteration 0: the setup is never redone
+            return self._loop(writer)
+        finally:
+            writer.close()
+
+    def _loop(self, writer: MetricsWriter) -> MetaTestResult:
+        cfg = self.cfg
+        meta_cfg = cfg.meta
+        self._bad.zero_()
+        last_good = self.iteration
+        bar = tqdm(
+            total=meta_cfg.iterations, initial=self.iteration, disable=not self.progress,
+            desc="meta-training", unit="it", dynamic_ncols=True,
+        )
+        metrics: dict[str, torch.Tensor] = {}
+        try:
+            while self.iteration < meta_cfg.iterations:
+                metrics = self.meta_iteration()
+                self.iteration += 1
+                k = self.iteration
+                final = k == meta_cfg.iterations
+                log_now = k % meta_cfg.log_every == 0 or final
+                save_now = k % meta_cfg.checkpoint_every == 0 or final
+                eval_now = (meta_cfg.eval_every > 0 and k % meta_cfg.eval_every == 0) or final
+                if log_now or save_now or eval_now:
+                    if bool(self._bad):  # the one host read of the check
+                        raise TrainingDiverged(
+                            f"non-finite loss (NaN or inf) by meta-iteration {k}: training "
+                            f"stopped; last good checkpoint {self.checkpoint_path} "
+                            f"(meta-iteration {last_good}); lower the learning rates "
+                            "(e.g. --set rac.critic_lr=...) or change --seed and resume"
+                        )
+                if log_now:
+                    writer.log(k, "train", metrics)
+                if eval_now:
+                    result = self.evaluate()
+                    means = result.means()
+                    writer.log(k, "meta_test", means)
+                    writer.log_record(result.per_task_record())
+                    bar.set_postfix(
+                        test_return=f"{means['adapted_return']:.2f}",
+                        meta=f"{means['meta_policy_return']:.2f}",
+                    )
+                if save_now:
+                    self.save()
+                    last_good = k
+                bar.update(1)
+        finally:
+            bar.close()
+        if self.last_result is None or self.last_result.iteration != self.iteration:
+            result = self.evaluate()  # a finished run resumed: its last meta-test, again
+            if not writer.has(self.iteration, "meta_test"):
+                writer.log(self.iteration, "meta_test", result.means())
+                writer.log_record(result.per_task_record())
+        return self.last_result
+
+
+def load_trained(run_dir: str | Path, device: str | None = None) -> MetaTrainer:
+    """A trainer restored from a run directory's config and checkpoint (for ``evaluate``)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise RunError(
+            f"{run_dir} is not a run directory (no {CONFIG_FILE}); train first with "
+            "`merpo-agent train --run-dir ...`"
+        )
+    cfg = load_run_config(run_dir / CONFIG_FILE)
+    if device is not None:
+        from dataclasses import replace
+
+        cfg = replace(cfg, device=device)
+    trainer = MetaTrainer(cfg, run_dir, progress=False)
+    trainer.build()
+    trainer.load()
+    return trainer
+
+
+__all__ = ["MetaTrainer", "RunError", "TrainingDiverged", "load_trained", "make_sampler"]

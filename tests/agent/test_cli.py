@@ -1,0 +1,84 @@
+"""``merpo-agent`` bad input: one clear line on stderr, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from merpo_agent.cli import main
+
+PRW = "merpo/PointRobotWind-v0"
+
+
+def _run(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "--env", "merpo/Nope-v0"], "unknown env id 'merpo/Nope-v0'"),
+        (["train", "--env", PRW, "--algo", "ppo"], "unknown algo 'ppo'; choose one of merpo"),
+        (["train", "--env", PRW, "--preset", "huge"], "unknown preset 'huge'"),
+        (["train", "--env", PRW, "--set", "rac.actr_lr=1"], "did you mean rac.actor_lr"),
+        (["train", "--env", PRW, "--set", "meta.iterations=many"], "expected an integer"),
+        (["train", "--env", PRW, "--set", "novalue"], "key=value"),
+        (["train", "--env", PRW, "--config", "/nonexistent/c.yaml"], "does not exist"),
+        (["train", "--env", PRW, "--device", "tpu"], "device"),
+    ],
+)
+def test_bad_train_input(capsys, tmp_path, argv, expected):
+    code, err = _run(capsys, [*argv, "--run-dir", str(tmp_path / "run")])
+    assert code == 2
+    assert expected in err
+    assert err.count("\n") == 1 and err.startswith("merpo-agent: error: ")
+    assert not (tmp_path / "run").exists()
+
+
+def test_cuda_without_cuda(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, err = _run(capsys, ["train", "--env", PRW, "--device", "cuda", "--run-dir",
+                              str(tmp_path / "run")])
+    assert code == 2 and "CUDA is not available" in err and err.count("\n") == 1
+
+
+def test_missing_dataset_names_the_generate_command(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "empty-store"))
+    code, err = _run(capsys, ["train", "--env", PRW, "--preset", "smoke", "--run-dir",
+                              str(tmp_path / "run"), "--no-progress"])
+    assert code == 2
+    assert "merpo-data generate merpo/PointRobotWind-v0" in err and err.count("\n") == 1
+
+
+def test_evaluate_and_plot_of_a_non_run(capsys, tmp_path):
+    code, err = _run(capsys, ["evaluate", str(tmp_path)])
+    assert code == 2 and "not a run directory" in err and err.count("\n") == 1
+    code, err = _run(capsys, ["plot", str(tmp_path / "nothing")])
+    assert code == 2 and "no run directory" in err
+    code, err = _run(capsys, ["plot", str(tmp_path)])
+    assert code == 2 and "no metrics.jsonl" in err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train"])
+    assert info.value.code == 2
+    assert "--env" in capsys.readouterr().err
+
+
+def test_console_entry_point_prints_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "merpo_agent", "train", "--env", PRW, "--algo", "nope",
+         "--run-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "merpo-agent: error: unknown algo 'nope'; choose one of merpo, merpo-adp, combo, "
+        "beha-only, combo3, cql"
+    ]
+    assert "Traceback" not in result.stderr
