@@ -37,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="meta-train (resumes an existing run directory)")
     train.add_argument("--env", required=True, help="merpo env id, e.g. merpo/PointRobotWind-v0")
     train.add_argument("--preset", default="table2", help=f"one of {', '.join(PRESETS)}")
-    train.add_argument("--algo", default=None, help=f"one of {', '.join(ALGOS)} (default merpo)")
+    train.add_argument(
+        "--algo", default=None,
+        help=f"one of {', '.join(ALGOS)} (default merpo), or focal (the FOCAL baseline)",
+    )
     train.add_argument("--device", default=None, help="cpu (default) or cuda")
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--run-dir", default=None, help="default runs/<env>-<preset>-<algo>-s<seed>")
@@ -67,8 +70,33 @@ def default_run_dir(env: str, preset: str, algo: str, seed: int) -> Path:
     return Path("runs") / f"{name}-{preset}-{algo}-s{seed}"
 
 
+def _train_focal(args: argparse.Namespace) -> int:
+    """``--algo focal``: the FOCAL baseline on the same datasets and test tasks."""
+    from merpo_agent.baselines.focal_run import format_table, train_focal_run
+    from merpo_agent.config import ConfigError
+
+    if args.config is not None:
+        raise ConfigError("--config is not supported with --algo focal; use --set KEY=VALUE")
+    preset = args.preset
+    seed = 0 if args.seed is None else args.seed
+    device = args.device or "cpu"
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(
+        args.env, preset, "focal", seed
+    )
+    table = train_focal_run(
+        args.env, preset, args.overrides, seed, device, run_dir, progress=not args.no_progress
+    )
+    print(format_table(table))
+    print(f"run directory: {run_dir}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
-    from merpo_agent.config import ConfigError, build_config
+    if args.threads is not None:
+        _set_threads(args.threads)
+    if args.algo == "focal":
+        return _train_focal(args)
+    from merpo_agent.config import build_config
     from merpo_agent.plots import plot_run
     from merpo_agent.trainer import MetaTrainer
 
@@ -78,12 +106,6 @@ def _train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(
         cfg.env, cfg.preset, cfg.algo, cfg.seed
     )
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
     trainer = MetaTrainer(cfg, run_dir, progress=not args.no_progress)
     result = trainer.train()
     print(result.table())
@@ -91,6 +113,16 @@ def _train(args: argparse.Namespace) -> int:
     print(f"run directory: {run_dir}")
     print(f"plot: {paths[0]}")
     return 0
+
+
+def _set_threads(threads: int) -> None:
+    from merpo_agent.config import ConfigError
+
+    if threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -1,0 +1,53 @@
+"""`merpo-agent train --algo focal`: the FOCAL baseline through the CLI."""
+
+import json
+
+import pytest
+from merpo_agent.cli import main
+
+ENV = "merpo/PointRobotWind-v0"
+
+
+def test_focal_cli_trains_and_writes_a_run_directory(point_robot_store, tmp_path, capsys):
+    run_dir = tmp_path / "focal"
+    code = main([
+        "train", "--env", ENV, "--algo", "focal", "--preset", "smoke", "--seed", "0",
+        "--run-dir", str(run_dir), "--no-progress",
+        "--set", "train_tasks=[0,1,2,3]", "--set", "test_tasks=[40,41]",
+        "--set", "steps=50", "--set", "eval_every=25",
+    ])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "FOCAL beats the behavior policy on" in out
+    assert (run_dir / "checkpoints" / "focal.pt").is_file()
+    config = json.loads((run_dir / "focal_config.json").read_text())
+    assert config["run"]["steps"] == 50 and config["focal"]["hidden"] == 32
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    final = [r for r in records if r["phase"] == "final"]
+    assert len(final) == 1 and set(final[0]["tasks"]) == {"40", "41"}
+    assert any(r["phase"] == "meta_test" for r in records)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--set", "no_such_field=1"], "unknown FOCAL override 'no_such_field'"),
+        (["--set", "steps"], "is not KEY=VALUE"),
+        (["--preset", "huge"], "FOCAL has presets"),
+        (["--set", "latent_dim=-3"], "bad FOCAL setting"),
+    ],
+)
+def test_focal_cli_bad_input_is_one_line(extra, message, tmp_path, capsys):
+    code = main(["train", "--env", ENV, "--algo", "focal", "--run-dir", str(tmp_path / "r"),
+                 *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_focal_cli_missing_dataset_names_the_generate_command(tmp_path, capsys):
+    code = main(["train", "--env", ENV, "--algo", "focal", "--preset", "smoke",
+                 "--run-dir", str(tmp_path / "r"), "--set", "train_tasks=[7]",
+                 "--set", "test_tasks=[48]"])
+    err = capsys.readouterr().err
+    assert code == 2 and "merpo-data generate" in err
