@@ -4,10 +4,8 @@
   model (7 members x 4 x 256, SiLU; Walker dims) with a Table 2 policy (5 x 300):
   transitions per second, and the same 50,000 states split over T = 8 tasks, batched vs a
   loop over 8 single-task rollouts.
-  Beside ``DynamicsEnsemble.step`` (every member evaluated on every sample, then the
-  sample's random elite gathered) the benchmark times ``stratified_elite_step`` below: the
-  same model transition evaluating each sample through its own elite only (the samples
-  are randomly dealt to the elites in equal shares: fixed shapes, 1/E of the work).
+  ``DynamicsEnsemble.step`` deals the samples to the elites in equal random shares, so
+  each sample runs through its own elite only (fixed shapes, 1/E of the full ensemble's work).
 - Training: one Adam step of the proximal objective of Eq. 3-4 (NLL + eta ||theta - phi||^2,
   ``dynamics.train_step``) with a fresh 256-sample batch per member drawn on the device,
   for T tasks batched vs a loop over T single-task models (each with its own Adam).
@@ -24,10 +22,8 @@ import argparse
 
 import torch
 from common import add_common_arguments, compare_times, fmt_ms, print_header, save, setup
-from merpo_agent.dynamics import DynamicsEnsemble, HoldoutSplit, train_step
+from merpo_agent.dynamics import HoldoutSplit, train_step
 from merpo_agent.rollout import rollout
-from merpo_data.networks import StackedLinear
-from torch.nn import functional as F
 from workloads import (
     TABLE2,
     SyntheticTaskSampler,
@@ -37,46 +33,6 @@ from workloads import (
 )
 
 START_STATES = 50_000
-
-
-@torch.no_grad()
-def stratified_elite_step(
-    model: DynamicsEnsemble, obs: torch.Tensor, act: torch.Tensor, generator=None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``model.step`` computing each sample through its own elite only.
-
-    Samples are dealt to the K elites of their task in a random order, N / K each (N is
-    padded up to a multiple of K), so every elite runs one fixed-size batched matmul per
-    layer and each sample's member is uniform over the elites, as in ``model.step``.
-    """
-    t, n, _ = obs.shape
-    k = model.num_elites
-    per = -(-n // k)
-    order = torch.rand(t, per * k, device=obs.device, generator=generator).argsort(dim=1)
-    sample_of_slot = order % n  # padding slots repeat some samples; they are dropped below
-    x = torch.cat([obs, act], dim=-1)
-    x = (x - model.input_mean[:, None]) / model.input_std[:, None]
-    x = x.gather(1, sample_of_slot[..., None].expand(-1, -1, x.shape[-1])).view(t, k, per, -1)
-    elites = model.elite_idx  # (T, K)
-    for layer in model.net.net:
-        if isinstance(layer, StackedLinear):
-            pick = elites[..., None, None]
-            w = layer.weight.gather(1, pick.expand(-1, -1, *layer.weight.shape[2:]))
-            b = layer.bias.gather(1, pick.expand(-1, -1, *layer.bias.shape[2:]))
-            x = torch.baddbmm(b.flatten(0, 1), x.flatten(0, 1), w.flatten(0, 1))
-            x = x.view(t, k, per, -1)
-        else:
-            x = layer(x)
-    mean, raw_logvar = x.chunk(2, dim=-1)
-    max_lv, min_lv = model.max_logvar, model.min_logvar
-    logvar = max_lv - F.softplus(max_lv - raw_logvar)
-    logvar = min_lv + F.softplus(logvar - min_lv)
-    noise = torch.randn(mean.shape, device=mean.device, generator=generator)
-    sample = (mean + torch.exp(0.5 * logvar) * noise).view(t, per * k, -1)
-    # Slot j of the deal holds sample order[j]; put the first N slots' results back in place.
-    slots = order.argsort(dim=1)[:, :n]  # the slot of each sample (first occurrence)
-    out = sample.gather(1, slots[..., None].expand(-1, -1, sample.shape[-1]))
-    return obs + out[..., :-1], out[..., -1]
 
 
 def rollout_benchmark(device, lengths, task_counts, repeats, rounds):
@@ -98,11 +54,7 @@ def rollout_benchmark(device, lengths, task_counts, repeats, rounds):
         for length in lengths:
             fns = {"model.step": lambda m=model, s=start, n=length, p=policy:
                    rollout(m, p, s, n, term, g)}
-            if tasks == 1:
-                stratified = _StratifiedModel(model)
-                fns["stratified_elite_step"] = lambda m=stratified, s=start, n=length, p=policy: \
-                    rollout(m, p, s, n, term, g)
-            else:
+            if tasks > 1:
                 singles = [make_dynamics(sizes, 1, device, seed=i) for i in range(tasks)]
                 actors = [make_learners(sizes.rac_config(), sizes, 1, device, i)
                           for i in range(tasks)]
@@ -120,11 +72,6 @@ def rollout_benchmark(device, lengths, task_counts, repeats, rounds):
                         for name, t in times.items()}
             line = (f"   T={tasks} x {per_task} states, length {length}: "
                     f"{fmt_ms(base)} ({rows / base / 1e3:8.1f} k transitions/s)")
-            if "stratified_elite_step" in times:
-                speed = base / times["stratified_elite_step"]
-                out[key]["stratified_speedup"] = speed
-                line += (f" | elite-only stratified {fmt_ms(times['stratified_elite_step'])}"
-                         f" -> {speed:.2f}x")
             if "loop_over_tasks" in times:
                 speed = times["loop_over_tasks"] / base
                 out[key]["speedup_batched_over_loop"] = speed
@@ -132,16 +79,6 @@ def rollout_benchmark(device, lengths, task_counts, repeats, rounds):
                          f"{speed:.2f}x")
             print(line, flush=True)
     return out
-
-
-class _StratifiedModel:
-    """Duck-typed stand-in for ``rollout``: the same model, stepping elite-only."""
-
-    def __init__(self, model: DynamicsEnsemble):
-        self.model, self.num_tasks = model, model.num_tasks
-
-    def step(self, obs, act, generator=None):
-        return stratified_elite_step(self.model, obs, act, generator)
 
 
 def training_benchmark(device, task_counts, repeats, rounds):

@@ -115,8 +115,6 @@ def headline(name: str, r: dict) -> list[str]:
     elif name == "dynamics":
         for key, row in by_task_count(get(r, "rollouts") or {}):
             line = f"rollouts {key}: {row['model.step']['transitions_per_s'] / 1e3:.1f} k/s"
-            if "stratified_speedup" in row:
-                line += f", elite-only step {row['stratified_speedup']:.2f}x"
             if "speedup_batched_over_loop" in row:
                 line += f", batched {row['speedup_batched_over_loop']:.2f}x the task loop"
             lines.append(line)
