@@ -3,6 +3,7 @@
     merpo-agent train --env merpo/PointRobotWind-v0 [--preset table2|table1|small|smoke]
         [--algo merpo|merpo-adp|combo|beha-only|combo3|cql] [--device cpu|cuda] [--seed N]
         [--run-dir DIR] [--set key=value ...] [--config FILE.yaml|FILE.toml]
+    torchrun --nproc-per-node N -m merpo_agent train ...   # ranks split the task batch
     merpo-agent evaluate RUN_DIR      # meta-test table of the run's latest checkpoint
     merpo-agent plot RUN_DIR          # PNG learning curves into RUN_DIR/plots
 
@@ -96,7 +97,10 @@ def _train(args: argparse.Namespace) -> int:
         _set_threads(args.threads)
     if args.algo == "focal":
         return _train_focal(args)
+    from dataclasses import replace
+
     from merpo_agent.config import build_config
+    from merpo_agent.distributed import destroy_distributed, init_distributed
     from merpo_agent.plots import plot_run
     from merpo_agent.trainer import MetaTrainer
 
@@ -106,12 +110,20 @@ def _train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(
         cfg.env, cfg.preset, cfg.algo, cfg.seed
     )
-    trainer = MetaTrainer(cfg, run_dir, progress=not args.no_progress)
-    result = trainer.train()
-    print(result.table())
-    paths = plot_run(run_dir)
-    print(f"run directory: {run_dir}")
-    print(f"plot: {paths[0]}")
+    # under torchrun: join the process group (Gloo on CPU, NCCL with cuda:LOCAL_RANK);
+    # a single process is rank 0 of 1 and nothing is initialised
+    ctx = init_distributed(cfg.device)
+    try:
+        cfg = replace(cfg, device=str(ctx.device))
+        trainer = MetaTrainer(cfg, run_dir, progress=not args.no_progress)
+        result = trainer.train()
+        if ctx.is_main:  # rank 0 alone prints and writes the plots
+            print(result.table())
+            paths = plot_run(run_dir)
+            print(f"run directory: {run_dir}")
+            print(f"plot: {paths[0]}")
+    finally:
+        destroy_distributed()
     return 0
 
 

@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from merpo_agent.optimizers import adam_options
+from merpo_agent.task_slice import TaskSlice, draw_sliced
 from merpo_agent.transitions import TransitionBatch
 
 
@@ -414,6 +415,7 @@ class DynamicsEnsemble(nn.Module):
         act: torch.Tensor,
         generator: torch.Generator | None = None,
         deterministic: bool = False,
+        task_slice: TaskSlice | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One model transition: ``(next_obs (T, N, obs_dim), reward (T, N))``.
 
@@ -434,6 +436,10 @@ class DynamicsEnsemble(nn.Module):
 
         Per sample this is the paper's distribution (uniform elite, then its Gaussian); the
         elites' loads are balanced instead of multinomial.
+
+        ``task_slice`` (torchrun, ``merpo_agent.task_slice``): this model holds the slots
+        ``[start, stop)`` of a larger task batch; the random draws are made for the whole
+        batch and cut, so the result equals those rows of a single process's step.
         """
         x = torch.cat([obs, act], dim=-1)
         if x.dim() != 3 or x.shape[0] != self.num_tasks:
@@ -444,18 +450,26 @@ class DynamicsEnsemble(nn.Module):
         t, n, k = x.shape[0], x.shape[1], self.num_elites
         per = -(-n // k)  # rows of the deal grid
         x = (x - self.input_mean[:, None]) / self.input_std[:, None]
-        order = torch.rand(t, n, device=x.device, generator=generator).argsort(dim=1)
+        order = draw_sliced(
+            task_slice, lambda s: torch.rand(s, device=x.device, generator=generator), (t, n)
+        ).argsort(dim=1)
         # Slot j of the (per, K) grid holds sample order[j]; the padding slots j >= N repeat
         # samples (j % N) so that every elite runs the same fixed-size batch.
         slot_sample = order.repeat(1, -(-per * k // n))[:, : per * k] if per * k > n else order
         x = x.gather(1, slot_sample[..., None].expand(-1, -1, self.in_dim))
         x = x.view(t, per, k, self.in_dim).transpose(1, 2)  # (T, K, per, in): column-major
-        shift = torch.randint(k, (t, 1), device=x.device, generator=generator)
+        shift = draw_sliced(
+            task_slice, lambda s: torch.randint(k, s, device=x.device, generator=generator),
+            (t, 1),
+        )
         columns = (torch.arange(k, device=x.device) + shift) % k
         mean, logvar = self._members_forward(x, self.elite_idx.gather(1, columns))
         if not deterministic:
-            noise = torch.randn(
-                mean.shape, device=mean.device, dtype=mean.dtype, generator=generator
+            noise = draw_sliced(
+                task_slice,
+                lambda s: torch.randn(s, device=mean.device, dtype=mean.dtype,
+                                      generator=generator),
+                mean.shape,
             )
             mean = mean + torch.exp(0.5 * logvar) * noise
         d = mean.shape[-1]

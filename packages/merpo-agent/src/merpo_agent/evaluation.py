@@ -26,6 +26,11 @@ The meta-test draws its randomness from its own seed (``seed``) inside
 ``torch.random.fork_rng``: it never disturbs the training RNG streams (exact resume), and
 ``merpo-agent evaluate`` on a run reproduces the numbers its last in-training meta-test
 logged.
+
+Under torchrun the trainer gives each rank a slice of the test tasks (``task_slice``): the
+rank adapts and evaluates only those, with the randomness drawn for all test tasks and cut,
+and the same environment seeds per task, so its rows equal a single process's (except
+COMBO's random initial networks, drawn for the slice's shapes).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from merpo_agent.model_buffer import ModelBuffer
 from merpo_agent.rac_config import ALGO_SETTINGS, RACConfig
 from merpo_agent.rac_loop import TaskData, rac_updates
 from merpo_agent.task_learners import TaskLearners
+from merpo_agent.task_slice import TaskSlice
 
 COLUMNS = (
     ("behavior", "behavior"),
@@ -146,15 +152,23 @@ def meta_test(
     iteration: int,
     terminated_fn,
     initial_duals: torch.Tensor | None = None,
+    task_slice: TaskSlice | None = None,
 ) -> MetaTestResult:
     """Run the meta-test of the module docstring; returns the per-task returns.
 
     ``initial_duals``: optional (4,) starting (log temperature, log beta, lam, alpha) of the
     meta-initialised variants (alpha is taken from the variant's config, lam stays 0 where
     the variant has no regularizer); COMBO starts from the config's defaults (scratch).
+
+    ``task_slice`` (torchrun): meta-test only the test tasks ``[start, stop)`` of the
+    sampler; ``test_models`` and ``bc_policy`` then hold just those tasks, and the result
+    lists just those tasks.
     """
     device = torch.device(cfg.device)
-    num_tasks = test_sampler.num_tasks
+    total = test_sampler.num_tasks
+    task_slice = task_slice or TaskSlice(0, total, total)
+    num_tasks = task_slice.size
+    tasks = tuple(test_sampler.tasks)[task_slice.start : task_slice.stop]
     seed = cfg.seed * 1_000_003 + iteration
     variants = ["adapted"]
     if cfg.test.compare_combo:
@@ -166,10 +180,12 @@ def meta_test(
         generator = torch.Generator(device).manual_seed(seed)
         data = TaskData(
             sampler=test_sampler,
-            task_indices=torch.arange(num_tasks, device=device),
+            task_indices=torch.arange(total, device=device),
             models=test_models if cfg.rac.use_model else None,
             terminated_fn=terminated_fn,
+            task_slice=None if task_slice.is_whole else task_slice,
         )
+        slots = torch.arange(num_tasks, device=device)  # rows of the learners' dual table
         for variant in variants:
             rac = _test_rac_config(cfg.rac, cfg.test.lr, variant)
             learners = TaskLearners(
@@ -182,7 +198,7 @@ def meta_test(
                         learners.task_duals[:2] = initial_duals[:2, None].to(device)
                         if rac.use_meta_regularizer:
                             learners.task_duals[2] = initial_duals[2].to(device)
-                learners.init_from_meta(meta.policy, meta.q, data.task_indices)
+                learners.init_from_meta(meta.policy, meta.q, slots)
             buffer = (
                 ModelBuffer(num_tasks, cfg.rollout.capacity, test_sampler.obs_dim,
                             test_sampler.act_dim, device)
@@ -197,12 +213,15 @@ def meta_test(
             )
             policies[variant] = _deterministic(learners)
         policies = {"meta_policy": meta.policy.deterministic, **policies}
+        # the seeds are laid out task-major: a slice's tasks keep their seeds
         env_returns = evaluate_in_env(
-            cfg.env, test_sampler.tasks, policies, cfg.test.episodes, seed % (2**31), device
+            cfg.env, tasks, policies, cfg.test.episodes,
+            seed % (2**31) + task_slice.start * cfg.test.episodes, device,
         )
-    returns = {"behavior": test_sampler.dataset_returns.detach().cpu().numpy().astype(float)}
+    behavior = task_slice.take(test_sampler.dataset_returns.detach())
+    returns = {"behavior": behavior.cpu().numpy().astype(float)}
     returns.update(env_returns)
-    return MetaTestResult(cfg.env, tuple(test_sampler.tasks), iteration, returns)
+    return MetaTestResult(cfg.env, tasks, iteration, returns)
 
 
 def _deterministic(learners: TaskLearners):

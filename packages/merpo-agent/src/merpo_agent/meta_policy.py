@@ -15,6 +15,13 @@ with pi_n, lam_n, alpha_n fixed (detached). KL is the closed form of the pre-tan
 
 Meta-Q step: ``Q_meta <- Q_meta - xi_q (Q_meta - mean_{n in B} Q_n)`` in parameter space,
 i.e. ``Q_meta.lerp_(mean_n Q_n, xi_q)`` (first-order, Reptile-like).
+
+Under torchrun each rank holds a slice of the batch B (``distributed``): pi_c's gradient is
+averaged over ranks weighted by their number of (task, state) terms before the Adam step,
+which is the gradient of the whole batch's mean, so every rank takes the same step; the
+meta-Q step is linear in the task mean, so each rank steps with its own slice's mean and the
+results are averaged weighted by the slices' sizes: exactly the step with the whole batch's
+mean. Both are no-ops in a single process.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import torch
 from merpo_data.networks import StackedMLP, StackedTanhGaussianPolicy
 from torch import nn
 
+from merpo_agent.distributed import all_reduce_gradients_, all_reduce_mean_
 from merpo_agent.rac_config import RACConfig
 from merpo_agent.rac_losses import diagonal_gaussian_kl
 
@@ -105,12 +113,16 @@ class MetaLearner(nn.Module):
         loss = meta_policy_loss(self.policy, task_mean, task_log_std, states, lam, alpha)
         self.policy_optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # torchrun: the gradient of the mean over every rank's (task, state) terms
+        all_reduce_gradients_(self.policy, weight=float(states.shape[0] * states.shape[1]))
         self.policy_optimizer.step()
         return loss.detach()
 
     def update_q(self, task_critic: StackedMLP) -> None:
-        """Meta-Q averaging step with rate xi_q = ``config.meta_q_lr``."""
+        """Meta-Q averaging step with rate xi_q = ``config.meta_q_lr`` (under torchrun, with
+        the mean over every rank's tasks: see the module docstring)."""
         meta_q_update_(self.q, task_critic, self.config.meta_q_lr)
+        all_reduce_mean_(self.q.parameters(), weight=float(task_critic.stack_shape[0]))
 
     def training_state(self) -> dict:
         return {"module": self.state_dict(), "policy_optimizer": self.policy_optimizer.state_dict()}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from merpo_agent.task_slice import TaskSlice, draw_sliced
 from merpo_agent.transitions import TransitionBatch
 
 
@@ -84,17 +85,36 @@ class ModelBuffer:
         self.position = (self.position + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> TransitionBatch:
-        """``(T, batch_size)`` rows per task, uniformly with replacement among valid rows."""
+    def sample(
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        task_slice: TaskSlice | None = None,
+    ) -> TransitionBatch:
+        """``(T, batch_size)`` rows per task, uniformly with replacement among valid rows.
+
+        ``task_slice`` (torchrun): this buffer holds the slots ``[start, stop)`` of a larger
+        task batch; the row indices are drawn for the whole batch and cut, as a single
+        process holding every slot would draw them (unmasked buffers only).
+        """
         if self.size == 0:
             raise RuntimeError("ModelBuffer.sample: the buffer is empty; push model rollouts first")
         if self._has_masked_rows:
+            if task_slice is not None and not task_slice.is_whole:
+                raise ValueError(
+                    "ModelBuffer.sample: a task slice needs a buffer without masked rows "
+                    "(push without valid=...)"
+                )
             index = torch.multinomial(
                 self.valid[:, : self.size], batch_size, replacement=True, generator=generator
             )
         else:
-            index = torch.randint(
-                0, self.size, (self.num_tasks, batch_size), device=self.device, generator=generator
+            index = draw_sliced(
+                task_slice,
+                lambda shape: torch.randint(
+                    0, self.size, shape, device=self.device, generator=generator
+                ),
+                (self.num_tasks, batch_size),
             )
 
         def gather(field: torch.Tensor) -> torch.Tensor:

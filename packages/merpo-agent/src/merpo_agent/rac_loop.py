@@ -14,6 +14,12 @@ rollout's actions are mapped back before they enter the buffer.
 
 Everything stays on the device: no ``.item()``, no host copy; the returned metrics are the
 last update's detached (T,) tensors.
+
+Under torchrun (``TaskData.task_slice``) the learners, models and buffer hold only this
+rank's slots of the task batch, while every random tensor (dataset rows, start states,
+rollout policy noise, model noise, buffer rows, the update's noise) is drawn for the whole
+batch and cut to those slots (``merpo_agent.task_slice``): each rank computes exactly the
+rows that a single process computes for its slots.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from merpo_data.networks import tanh_gaussian_rsample
 from torch import nn
 
 from merpo_agent.action_scaling import from_unit_actions, to_unit_actions
@@ -29,7 +36,8 @@ from merpo_agent.config import RolloutConfig
 from merpo_agent.dynamics import DynamicsEnsemble
 from merpo_agent.model_buffer import ModelBuffer
 from merpo_agent.rollout import rollout
-from merpo_agent.task_learners import TaskLearners
+from merpo_agent.task_learners import TaskLearners, UpdateNoise
+from merpo_agent.task_slice import TaskSlice
 from merpo_agent.transitions import TransitionBatch
 
 
@@ -40,12 +48,65 @@ class TaskData:
     ``sampler``: a ``merpo_data.TaskSampler``; ``task_indices`` (T,) positions in it of the
     slots' tasks; ``models``: a ``DynamicsEnsemble`` with T tasks (slot order), or None for
     the model-free variant; ``terminated_fn``: the env's ``terminated_torch``.
+
+    ``task_slice`` (torchrun): the learners, ``models`` and the buffer hold only the slots
+    ``[start, stop)`` of the batch; ``task_indices`` still lists the WHOLE batch's tasks
+    (randomness is drawn for all of them, see the module docstring).
     """
 
     sampler: object
     task_indices: torch.Tensor
     models: DynamicsEnsemble | None
     terminated_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    task_slice: TaskSlice | None = None
+
+    @property
+    def local_task_indices(self) -> torch.Tensor:
+        """Positions in the sampler of the tasks this process's slots hold."""
+        return self.task_indices if self.task_slice is None else self.task_slice.take(
+            self.task_indices
+        )
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> TransitionBatch:
+        """``batch_size`` dataset rows per local slot (drawn for the whole batch, then cut)."""
+        batch = self.sampler.sample(batch_size, self.task_indices, generator)
+        if self.task_slice is None:
+            return batch
+        return TransitionBatch(*(self.task_slice.take(field) for field in batch))
+
+
+class _SlicedModel:
+    """A task model that holds a slice of the batch, for ``rollout``: its ``step`` draws the
+    whole batch's randomness (``DynamicsEnsemble.step(task_slice=...)``)."""
+
+    def __init__(self, model: DynamicsEnsemble, task_slice: TaskSlice):
+        self.model, self.task_slice = model, task_slice
+
+    @property
+    def num_tasks(self) -> int:
+        return self.model.num_tasks
+
+    def step(self, obs: torch.Tensor, act: torch.Tensor, generator=None):
+        return self.model.step(obs, act, generator=generator, task_slice=self.task_slice)
+
+
+def _sliced_update_noise(
+    learners: TaskLearners,
+    task_slice: TaskSlice,
+    real: TransitionBatch,
+    model: TransitionBatch | None,
+) -> UpdateNoise:
+    """The noise ``learners.update`` would draw for the whole batch, cut to the slice (the
+    same sizes as ``TaskLearners.update``'s own draw)."""
+    c = learners.config
+    n_real = real.rewards.shape[1]
+    n_model = 0 if model is None or not c.use_model else model.rewards.shape[1]
+    penalty = n_real if n_model == 0 else n_model
+    noise = UpdateNoise.draw(
+        task_slice.total, n_real + n_model, penalty, learners.act_dim, c.cql_uniform_actions,
+        c.cql_policy_actions, learners.device, learners.generator,
+    )
+    return UpdateNoise(*(task_slice.take(field) for field in noise))
 
 
 def unit_batch(batch: TransitionBatch, low: torch.Tensor, high: torch.Tensor) -> TransitionBatch:
@@ -69,12 +130,25 @@ def refresh_model_buffer(
     """Alg. 1 line 3: roll pi_n out in the task models from dataset states; push to D_model."""
     sampler = data.sampler
     low, high = sampler.action_low, sampler.action_high
-    start = sampler.sample(rollout_cfg.batch_size, data.task_indices, generator).observations
+    start = data.sample(rollout_cfg.batch_size, generator).observations
+    task_slice = data.task_slice
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
-        return from_unit_actions(learners.act(obs, generator=generator), low, high)
+        if task_slice is None:
+            return from_unit_actions(learners.act(obs, generator=generator), low, high)
+        with torch.no_grad():  # learners.act's sample, with the whole batch's noise
+            mean, log_std = learners.actor(obs)
+            noise = task_slice.draw(
+                lambda shape: torch.randn(
+                    shape, device=mean.device, dtype=mean.dtype, generator=generator
+                ),
+                mean.shape,
+            )
+            action = tanh_gaussian_rsample(mean, log_std, noise)[0]
+        return from_unit_actions(action, low, high)
 
-    batch = rollout(data.models, policy, start, rollout_cfg.length, data.terminated_fn, generator)
+    models = data.models if task_slice is None else _SlicedModel(data.models, task_slice)
+    batch = rollout(models, policy, start, rollout_cfg.length, data.terminated_fn, generator)
     buffer.push(unit_batch(batch, low, high))
 
 
@@ -93,8 +167,7 @@ def rac_updates(
     (its states serve as rho_n of Eq. 10). ``on_update(metrics)`` sees every update's metrics
     (device tensors; the trainer accumulates a non-finite flag there)."""
     config = learners.config
-    sampler = data.sampler
-    low, high = sampler.action_low, sampler.action_high
+    low, high = data.sampler.action_low, data.sampler.action_high
     metrics: dict[str, torch.Tensor] = {}
     last_batch: TransitionBatch | None = None
     for step in range(steps):
@@ -104,11 +177,12 @@ def rac_updates(
                 raise ValueError("RAC with use_model=True needs task models and a model buffer")
             if step % rollout_cfg.every == 0:
                 refresh_model_buffer(learners, data, buffer, rollout_cfg, generator)
-            model_batch = buffer.sample(config.model_batch_size, generator)
-        real = unit_batch(
-            sampler.sample(config.real_batch_size, data.task_indices, generator), low, high
-        )
-        metrics = learners.update(real, model_batch, meta_policy, bc_policy)
+            model_batch = buffer.sample(config.model_batch_size, generator, data.task_slice)
+        real = unit_batch(data.sample(config.real_batch_size, generator), low, high)
+        noise = None
+        if data.task_slice is not None:
+            noise = _sliced_update_noise(learners, data.task_slice, real, model_batch)
+        metrics = learners.update(real, model_batch, meta_policy, bc_policy, noise=noise)
         if on_update is not None:
             on_update(metrics)
         if model_batch is None:

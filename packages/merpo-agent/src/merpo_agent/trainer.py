@@ -26,6 +26,17 @@ parameter, optimizer, dual variable and RNG state; ``train`` on an existing run 
 resumes from it, and on CPU with a fixed seed ends with the same parameters as an
 uninterrupted run. A NaN or inf in a loss stops training with one line (:class:`TrainingDiverged`)
 and leaves the last good checkpoint in place (nothing is saved after the first bad step).
+
+Under torchrun (``merpo_agent.distributed``; the CLI joins the process group) every rank runs
+this same code: rank r holds the slots ``shard_bounds(B, r, world)`` of each task batch
+(its task learners, slot models and model buffer are that size) while the task batch and
+every random draw are made for the whole batch on every rank and cut (``task_slice``), so
+the ranks together compute what one process computes. pi_c's gradient and the meta-Q step
+are all-reduced (``MetaLearner``), the per-task dual table is merged after each
+meta-iteration, the non-finite check stops all ranks together, the meta-test splits the
+test tasks. The setup (meta-model, task models, behavior cloning) runs on every rank from
+the same seed and rank 0's result is broadcast. Rank 0 alone writes the run directory
+(config, metrics, checkpoints), printing and the progress bar.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from merpo_envs import get_meta_info
 from tqdm.auto import tqdm
@@ -52,14 +64,25 @@ from merpo_agent.checkpoint import (
     set_rng_state,
 )
 from merpo_agent.config import Config, ConfigError, load_run_config
+from merpo_agent.distributed import (
+    all_gather_objects,
+    all_reduce_sum_,
+    any_rank,
+    barrier,
+    broadcast_module_,
+    get_rank,
+    get_world_size,
+    shard_bounds,
+)
 from merpo_agent.dynamics import DynamicsEnsemble, HoldoutSplit
 from merpo_agent.evaluation import MetaTestResult, meta_test
 from merpo_agent.meta_model import adapt, meta_train
 from merpo_agent.meta_policy import MetaLearner
-from merpo_agent.metrics import MetricsWriter
+from merpo_agent.metrics import MetricsWriter, to_host
 from merpo_agent.model_buffer import ModelBuffer
 from merpo_agent.rac_loop import TaskData, buffer_capacity, rac_updates
 from merpo_agent.task_learners import TaskLearners
+from merpo_agent.task_slice import TaskSlice
 from merpo_agent.transitions import TransitionBatch
 
 CONFIG_FILE = "config.yaml"
@@ -123,8 +146,10 @@ class MetaTrainer:
     ):
         self.run_dir = Path(run_dir)
         self.cfg = self._resolve_config(cfg)
-        self.progress = progress
-        self.say = say or tqdm.write
+        self.rank, self.world_size = get_rank(), get_world_size()
+        self.is_main = self.rank == 0
+        self.progress = progress and self.is_main
+        self.say = (say or tqdm.write) if self.is_main else _silent
         self.tensorboard = tensorboard
         self.device = torch.device(self.cfg.device)
         self.info = get_meta_info(self.cfg.env)
@@ -162,6 +187,16 @@ class MetaTrainer:
                 f"{self.num_train} training tasks; lower it or add tasks"
             )
         self.batch_size = cfg.meta.task_batch_size
+        if self.world_size > self.batch_size:
+            raise ConfigError(
+                f"{self.world_size} processes but meta.task_batch_size={self.batch_size}: "
+                "every process needs a task slot; launch fewer processes (--nproc-per-node) "
+                "or raise meta.task_batch_size"
+            )
+        # this rank's slots of every task batch (all of them in a single process)
+        lo, hi = shard_bounds(self.batch_size, self.rank, self.world_size)
+        self.task_slice = TaskSlice(lo, hi, self.batch_size) if self.world_size > 1 else None
+        self.num_slots = hi - lo
         self.generator = torch.Generator(device).manual_seed(cfg.seed)
         self.learner_generator = torch.Generator(device).manual_seed(cfg.seed + 1)
 
@@ -169,24 +204,40 @@ class MetaTrainer:
         self.meta_model = DynamicsEnsemble.from_config(1, obs_dim, act_dim, dyn, device=device)
         self.task_models = self.meta_model.empty_like(self.num_train)
         self.test_models = self.meta_model.empty_like(self.test_data.num_tasks)
-        self.slot_models = self.meta_model.empty_like(self.batch_size)
+        self.slot_models = self._per_slot(self.meta_model.empty_like)
         rac = cfg.rac
         bc_kwargs = dict(hidden=rac.bc_hidden, hidden_layers=rac.bc_hidden_layers, device=device)
         self.bc_train = BehaviorCloning(self.num_train, obs_dim, act_dim, **bc_kwargs)
         self.bc_test = BehaviorCloning(self.test_data.num_tasks, obs_dim, act_dim, **bc_kwargs)
         self.meta = MetaLearner(rac, obs_dim, act_dim, device)
-        self.learners = TaskLearners(
-            rac, obs_dim, act_dim, self.batch_size, self.num_train, device,
-            generator=self.learner_generator,
+        self.learners = self._per_slot(
+            lambda slots: TaskLearners(
+                rac, obs_dim, act_dim, slots, self.num_train, device,
+                generator=self.learner_generator,
+            )
         )
         self.buffer = (
-            ModelBuffer(self.batch_size, buffer_capacity(cfg.meta.inner_steps, cfg.rollout),
+            ModelBuffer(self.num_slots, buffer_capacity(cfg.meta.inner_steps, cfg.rollout),
                         obs_dim, act_dim, device)
             if rac.use_model else None
         )
         # non-finite loss flag, accumulated on the device, read once per log interval
         self._bad = torch.zeros((), dtype=torch.bool, device=device)
         self._built = True
+
+    def _per_slot(self, make: Callable[[int], Any]) -> Any:
+        """``make(num_slots)``: a module with this process's task slots. Initial weights come
+        from torch's global RNG, which later modules and the setup draw from too: under
+        torchrun the RNG is left as a single process building all the slots leaves it (the
+        local module is built on a forked RNG, then a throwaway one of the whole batch; the
+        slots' weights are overwritten at every meta-iteration anyway)."""
+        if self.task_slice is None:
+            return make(self.num_slots)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            local = make(self.num_slots)
+        make(self.batch_size)
+        return local
 
     # ------------------------------------------------------------------ setup (lines 1-8)
     def setup(self, writer: MetricsWriter) -> None:
@@ -237,6 +288,11 @@ class MetaTrainer:
 
             nll = bc.fit(sample, rac.bc_steps, rac.bc_batch_size, rac.bc_lr)
             writer.log(0, f"behavior_cloning_{name}", {"nll": nll})
+        # torchrun: every rank ran the same seeded setup; rank 0's result is authoritative
+        # (CUDA kernels need not be bitwise deterministic across processes)
+        for module in (self.meta_model, self.task_models, self.test_models, self.bc_train,
+                       self.bc_test, self.meta):
+            broadcast_module_(module)
         self.say(f"setup done in {time.perf_counter() - t0:.0f} s")
 
     # ------------------------------------------------------------------ one meta-iteration
@@ -244,17 +300,19 @@ class MetaTrainer:
         """Alg. 2 lines 10-17 for one task batch; returns device metrics (no host reads)."""
         cfg, gen = self.cfg, self.generator
         rac = cfg.rac
+        # the whole task batch, the same on every rank; this rank's slots hold `local`
         idx = torch.randperm(self.num_train, device=self.device, generator=gen)[: self.batch_size]
-        self.learners.init_from_meta(self.meta.policy, self.meta.q, idx)
+        local = idx if self.task_slice is None else self.task_slice.take(idx)
+        self.learners.init_from_meta(self.meta.policy, self.meta.q, local)
         if self.buffer is not None:
             self.buffer.clear()
-            self.slot_models.copy_from_(self.task_models, idx)
+            self.slot_models.copy_from_(self.task_models, local)
         data = TaskData(
             self.train_data, idx, self.slot_models if rac.use_model else None,
-            self.info.terminated_torch,
+            self.info.terminated_torch, task_slice=self.task_slice,
         )
         regularized = rac.use_meta_regularizer
-        bc = self.bc_train.select(idx) if regularized and rac.auto_tune_lambda else None
+        bc = self.bc_train.select(local) if regularized and rac.auto_tune_lambda else None
 
         def watch(metrics: dict[str, torch.Tensor]) -> None:
             for name in WATCHED:
@@ -273,6 +331,40 @@ class MetaTrainer:
             self._bad |= ~torch.isfinite(out["meta_policy_loss"])
         self.meta.update_q(self.learners.critic)
         out["alpha"] = self.learners.adapt_alpha(metrics["d_beta_prime"], metrics["d_meta"])
+        self._merge_task_duals(idx, local)
+        return out
+
+    @torch.no_grad()
+    def _merge_task_duals(self, idx: torch.Tensor, local: torch.Tensor) -> None:
+        """torchrun: every rank wrote its own tasks' columns of the dual table; give every
+        rank every column. The ranks' tasks are disjoint, so a sum of each rank's columns
+        (zero elsewhere) is exact; columns outside the batch keep their value."""
+        if self.task_slice is None:
+            return
+        duals = self.learners.task_duals
+        mine = torch.zeros(duals.shape[1], dtype=torch.bool, device=duals.device)
+        mine[local] = True
+        merged = torch.where(mine, duals, torch.zeros_like(duals))
+        all_reduce_sum_([merged])
+        in_batch = torch.zeros_like(mine)
+        in_batch[idx] = True
+        duals.copy_(torch.where(in_batch, merged, duals))
+
+    def _gather_metrics(self, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """torchrun: the whole batch's metrics on every rank (per-slot (T,) metrics of the
+        ranks concatenated in slot order, scalars averaged weighted by slot counts). One
+        host copy, at log time only."""
+        if self.task_slice is None:
+            return metrics
+        host = {name: value.detach().cpu() for name, value in metrics.items()}
+        parts = all_gather_objects((self.num_slots, host))
+        total = sum(n for n, _ in parts)
+        out = {}
+        for name in host:
+            if host[name].dim() == 0:
+                out[name] = sum(part[name].double() * n for n, part in parts) / total
+            else:
+                out[name] = torch.cat([part[name] for _, part in parts])
         return out
 
     # ------------------------------------------------------------------ checkpoints
@@ -292,7 +384,10 @@ class MetaTrainer:
         }
 
     def save(self) -> None:
-        save_checkpoint(self.checkpoint_path, self.state())
+        """Write the checkpoint (rank 0 under torchrun; the others wait until it is there)."""
+        if self.is_main:
+            save_checkpoint(self.checkpoint_path, self.state())
+        barrier()
 
     def load(self, state: dict[str, Any] | None = None) -> None:
         """Restore everything from the run's checkpoint (after :meth:`build`)."""
@@ -304,7 +399,7 @@ class MetaTrainer:
             self.bc_train.load_state_dict(state["bc_train"])
             self.bc_test.load_state_dict(state["bc_test"])
             self.meta.load_training_state(state["meta"])
-            self.learners.load_training_state(state["learners"])
+            self._load_learners(state["learners"])
         except (KeyError, RuntimeError, ValueError) as err:
             first = str(err).strip().splitlines()[0]
             raise CheckpointError(
@@ -314,18 +409,63 @@ class MetaTrainer:
         self.iteration = int(state["iteration"])
         set_rng_state(state["rng"], {"data": self.generator})
 
+    def _load_learners(self, saved: dict[str, Any]) -> None:
+        """The learners' state; when the checkpoint's slots differ from this process's (it
+        was written under another number of processes), only what outlives a
+        meta-iteration: the dual table and the noise generator (``init_from_meta`` resets
+        the slots' networks, duals and optimizers at every meta-iteration anyway)."""
+        mine = self.learners.state_dict()
+        theirs = saved["module"]
+        if mine.keys() == theirs.keys() and all(
+            mine[k].shape == theirs[k].shape for k in mine
+        ):
+            self.learners.load_training_state(saved)
+            return
+        if theirs["task_duals"].shape != mine["task_duals"].shape:
+            raise ValueError(
+                f"task_duals shape {tuple(theirs['task_duals'].shape)} != "
+                f"{tuple(mine['task_duals'].shape)}"
+            )
+        with torch.no_grad():
+            self.learners.task_duals.copy_(theirs["task_duals"])
+        self.learners.generator.set_state(saved["generator"])
+
     # ------------------------------------------------------------------ meta-test
     def evaluate(self) -> MetaTestResult:
         """The meta-test (§4.3) with the current meta-policy and meta-Q."""
         # the duals the training tasks learned (their mean) start the test tasks' duals;
         # before the first meta-iteration they are the config's initial values
         initial_duals = self.learners.task_duals.mean(dim=1)
-        result = meta_test(
-            self.cfg, self.meta, self.test_data, self.test_models, self.bc_test.policy,
-            self.iteration, self.info.terminated_torch, initial_duals=initial_duals,
-        )
+        if self.world_size == 1:
+            result = meta_test(
+                self.cfg, self.meta, self.test_data, self.test_models, self.bc_test.policy,
+                self.iteration, self.info.terminated_torch, initial_duals=initial_duals,
+            )
+        else:
+            result = self._sharded_meta_test(initial_duals)
         self.last_result = result
         return result
+
+    def _sharded_meta_test(self, initial_duals: torch.Tensor) -> MetaTestResult:
+        """torchrun: each rank meta-tests its share of the test tasks; every rank gets the
+        whole table (the ranks' returns gathered in task order)."""
+        count = self.test_data.num_tasks
+        lo, hi = shard_bounds(count, self.rank, self.world_size)
+        returns: dict = {}
+        if hi > lo:
+            local = torch.arange(lo, hi, device=self.device)
+            with torch.random.fork_rng(devices=[]):  # leave the global RNG as it was
+                models = self.test_models.empty_like(hi - lo)
+            models.copy_from_(self.test_models, local)
+            result = meta_test(
+                self.cfg, self.meta, self.test_data, models, self.bc_test.select(local),
+                self.iteration, self.info.terminated_torch, initial_duals=initial_duals,
+                task_slice=TaskSlice(lo, hi, count),
+            )
+            returns = result.returns
+        parts = [part for part in all_gather_objects(returns) if part]
+        merged = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        return MetaTestResult(self.cfg.env, tuple(self.test_data.tasks), self.iteration, merged)
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> MetaTestResult:
@@ -337,11 +477,14 @@ class MetaTrainer:
         resumed = self.checkpoint_path.is_file()
         if resumed:
             self.load()
-        atomic_write_text(self.run_dir / CONFIG_FILE, cfg.to_yaml())
-        writer = MetricsWriter(
-            self.run_dir, tensorboard=self.tensorboard,
-            purge_step=self.iteration + 1 if resumed else 0,
-        )
+        if self.is_main:
+            atomic_write_text(self.run_dir / CONFIG_FILE, cfg.to_yaml())
+            writer = MetricsWriter(
+                self.run_dir, tensorboard=self.tensorboard,
+                purge_step=self.iteration + 1 if resumed else 0,
+            )
+        else:  # torchrun: rank 0 alone writes the run directory
+            writer = _NullWriter()
         try:
             if resumed:
                 writer.truncate_after(self.iteration)
@@ -374,7 +517,8 @@ class MetaTrainer:
                 save_now = k % meta_cfg.checkpoint_every == 0 or final
                 eval_now = (meta_cfg.eval_every > 0 and k % meta_cfg.eval_every == 0) or final
                 if log_now or save_now or eval_now:
-                    if bool(self._bad):  # the one host read of the check
+                    # the one host read of the check (all ranks stop together)
+                    if bool(any_rank(self._bad)):
                         raise TrainingDiverged(
                             f"non-finite loss (NaN or inf) by meta-iteration {k}: training "
                             f"stopped; last good checkpoint {self.checkpoint_path} "
@@ -382,7 +526,7 @@ class MetaTrainer:
                             "(e.g. --set rac.critic_lr=...) or change --seed and resume"
                         )
                 if log_now:
-                    writer.log(k, "train", metrics)
+                    writer.log(k, "train", self._gather_metrics(metrics))
                 if eval_now:
                     result = self.evaluate()
                     means = result.means()
@@ -404,6 +548,29 @@ class MetaTrainer:
                 writer.log(self.iteration, "meta_test", result.means())
                 writer.log_record(result.per_task_record())
         return self.last_result
+
+
+def _silent(_: str) -> None:
+    """``say`` on the ranks other than 0."""
+
+
+class _NullWriter:
+    """The metrics writer of the ranks other than 0 under torchrun: records nothing."""
+
+    def truncate_after(self, iteration: int) -> None:
+        pass
+
+    def has(self, iteration: int, phase: str) -> bool:
+        return False
+
+    def log(self, iteration: int, phase: str, values) -> dict[str, Any]:
+        return {"iteration": int(iteration), "phase": phase, **to_host(values)}
+
+    def log_record(self, record) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def load_trained(run_dir: str | Path, device: str | None = None) -> MetaTrainer:

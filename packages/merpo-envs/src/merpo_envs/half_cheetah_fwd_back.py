@@ -10,11 +10,9 @@ from typing import Any
 
 import numpy as np
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
-from gymnasium.envs.mujoco.mujoco_env import DEFAULT_SIZE
-from gymnasium.utils import EzPickle
 
 from merpo_envs.meta_info import MetaEnvInfo
-from merpo_envs.task_env import TaskEnvMixin
+from merpo_envs.task_env import MujocoTaskEnvMixin
 
 ENV_ID = "merpo/HalfCheetahFwdBack-v0"
 HORIZON = 200
@@ -57,10 +55,8 @@ META_INFO = MetaEnvInfo(
     terminated_torch=terminated_torch,
 )
 
-_VALID_KWARGS = ("task", "render_mode", "width", "height", "camera_id", "camera_name")
 
-
-class HalfCheetahFwdBackEnv(TaskEnvMixin, HalfCheetahEnv):
+class HalfCheetahFwdBackEnv(MujocoTaskEnvMixin, HalfCheetahEnv):
     """HalfCheetah-v5 that runs in the direction of its task.
 
     ## Observation
@@ -92,45 +88,9 @@ class HalfCheetahFwdBackEnv(TaskEnvMixin, HalfCheetahEnv):
     ``width``, ``height``, ``camera_id``, ``camera_name``.
     """
 
-    def __init__(
-        self,
-        task: int = TRAIN_TASKS[0],
-        render_mode: str | None = None,
-        width: int = DEFAULT_SIZE,
-        height: int = DEFAULT_SIZE,
-        camera_id: int | None = None,
-        camera_name: str | None = None,
-        **unknown_kwargs: Any,
-    ):
-        self._init_task(META_INFO, task, unknown_kwargs, _VALID_KWARGS)
-        super().__init__(
-            forward_reward_weight=DIRECTIONS[self._task],
-            ctrl_cost_weight=CTRL_COST_WEIGHT,
-            render_mode=render_mode,
-            width=width,
-            height=height,
-            camera_id=camera_id,
-            camera_name=camera_name,
-        )
-        # Pickling must rebuild this class from its own arguments, not HalfCheetahEnv's.
-        EzPickle.__init__(
-            self,
-            task=self._task,
-            render_mode=render_mode,
-            width=width,
-            height=height,
-            camera_id=camera_id,
-            camera_name=camera_name,
-        )
+    _meta_info = META_INFO
+    _base_env_kwargs = {"ctrl_cost_weight": CTRL_COST_WEIGHT}
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        self._start_pending_task()
-        self._forward_reward_weight = DIRECTIONS[self._task]
-        obs, info = super().reset(seed=seed, options=options)
-        info["task"] = self._task
-        return obs, info
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = super().step(self._check_action(action))
-        info["task"] = self._task
-        return obs, reward, terminated, truncated, info
+    def _on_task_start(self, task: int, changed: bool) -> None:
+        # The task's direction multiplies the forward reward (the paper, App. A.1).
+        self._forward_reward_weight = DIRECTIONS[task]

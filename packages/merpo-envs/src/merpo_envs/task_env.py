@@ -1,19 +1,24 @@
 """Task bookkeeping shared by every merpo env: ``task``, ``task_params``, ``set_task``.
 
 A merpo env is one task of a fixed task list (its :class:`~merpo_envs.meta_info.MetaEnvInfo`).
-This mixin holds the current task, validates constructor keywords and actions with
-one-line errors that name the valid values, and keeps the Gymnasium spec's ``task`` a
+:class:`TaskEnvMixin` holds the current task, validates constructor keywords and actions
+with one-line errors that name the valid values, and keeps the Gymnasium spec's ``task`` a
 plain ``int`` (Minari stores the spec as JSON, which an ``np.int64`` would break).
+:class:`MujocoTaskEnvMixin` adds what the Gymnasium-MuJoCo-based envs share: the
+constructor (task plus render arguments), pickling, and ``reset``/``step`` that start the
+pending task and put ``task`` in ``info``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from gymnasium.envs.mujoco.mujoco_env import DEFAULT_SIZE
 from gymnasium.envs.registration import EnvSpec
+from gymnasium.utils import EzPickle
 
 from merpo_envs.meta_info import MetaEnvInfo
 
@@ -94,3 +99,73 @@ class TaskEnvMixin:
             if isinstance(task, np.integer):
                 spec = dataclasses.replace(spec, kwargs={**spec.kwargs, "task": int(task)})
         self._spec = spec
+
+
+# The constructor keywords of every MuJoCo merpo env, in signature order.
+MUJOCO_VALID_KWARGS = ("task", "render_mode", "width", "height", "camera_id", "camera_name")
+# The default ``task`` of every MuJoCo merpo env: its first train task (checked per class).
+DEFAULT_TASK = 0
+
+
+class MujocoTaskEnvMixin(TaskEnvMixin):
+    """Mixin for a Gymnasium MuJoCo env (``MujocoEnv`` subclass) that is one task of a
+    meta-environment.
+
+    Put it first in the bases (``class MyEnv(MujocoTaskEnvMixin, HalfCheetahEnv)``) and set
+    the class attributes ``_meta_info`` (the env's :class:`MetaEnvInfo`) and
+    ``_base_env_kwargs`` (keywords for the MuJoCo base class's ``__init__`` other than the
+    render arguments). Override :meth:`_on_task_start` to apply a task to the simulation;
+    it runs at the end of ``__init__`` and at every ``reset``.
+    """
+
+    _meta_info: ClassVar[MetaEnvInfo]
+    _base_env_kwargs: ClassVar[Mapping[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        info = cls.__dict__.get("_meta_info")
+        if info is not None and info.train_tasks[0] != DEFAULT_TASK:
+            raise TypeError(
+                f"{cls.__name__}: the default task {DEFAULT_TASK} must be the first train task "
+                f"of {info.env_id} ({info.train_tasks[0]}); reorder train_tasks"
+            )
+
+    def __init__(
+        self,
+        task: int = DEFAULT_TASK,
+        render_mode: str | None = None,
+        width: int = DEFAULT_SIZE,
+        height: int = DEFAULT_SIZE,
+        camera_id: int | None = None,
+        camera_name: str | None = None,
+        **unknown_kwargs: Any,
+    ):
+        self._init_task(self._meta_info, task, unknown_kwargs, MUJOCO_VALID_KWARGS)
+        render_kwargs = dict(
+            render_mode=render_mode,
+            width=width,
+            height=height,
+            camera_id=camera_id,
+            camera_name=camera_name,
+        )
+        super().__init__(**self._base_env_kwargs, **render_kwargs)
+        # Pickling must rebuild this class from its own arguments, not the MuJoCo base's.
+        EzPickle.__init__(self, task=self._task, **render_kwargs)
+        self._on_task_start(self._task, changed=True)
+
+    def _on_task_start(self, task: int, changed: bool) -> None:
+        """Apply ``task`` to the simulation; ``changed`` is False when it ran the last
+        episode too. Called at the end of ``__init__`` (``changed=True``) and at every
+        ``reset`` before the base class's reset."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        changed = self._start_pending_task()
+        self._on_task_start(self._task, changed)
+        obs, info = super().reset(seed=seed, options=options)
+        info["task"] = self._task
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(self._check_action(action))
+        info["task"] = self._task
+        return obs, reward, terminated, truncated, info

@@ -15,12 +15,10 @@ from typing import Any
 import gymnasium.envs.mujoco.mujoco_env as gym_mujoco_env
 import mujoco
 import numpy as np
-from gymnasium.envs.mujoco.mujoco_env import DEFAULT_SIZE
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
-from gymnasium.utils import EzPickle
 
 from merpo_envs.meta_info import MetaEnvInfo
-from merpo_envs.task_env import TaskEnvMixin
+from merpo_envs.task_env import MujocoTaskEnvMixin
 
 ENV_ID = "merpo/Walker2dParams-v0"
 HORIZON = 200
@@ -120,10 +118,8 @@ META_INFO = MetaEnvInfo(
     terminated_torch=terminated_torch,
 )
 
-_VALID_KWARGS = ("task", "render_mode", "width", "height", "camera_id", "camera_name")
 
-
-class Walker2dParamsEnv(TaskEnvMixin, Walker2dEnv):
+class Walker2dParamsEnv(MujocoTaskEnvMixin, Walker2dEnv):
     """Walker2d-v5 with the physics parameters of its task.
 
     ## Observation
@@ -160,37 +156,19 @@ class Walker2dParamsEnv(TaskEnvMixin, Walker2dEnv):
     ``width``, ``height``, ``camera_id``, ``camera_name``.
     """
 
-    def __init__(
-        self,
-        task: int = TRAIN_TASKS[0],
-        render_mode: str | None = None,
-        width: int = DEFAULT_SIZE,
-        height: int = DEFAULT_SIZE,
-        camera_id: int | None = None,
-        camera_name: str | None = None,
-        **unknown_kwargs: Any,
-    ):
-        self._init_task(META_INFO, task, unknown_kwargs, _VALID_KWARGS)
-        super().__init__(
-            xml_file=XML_FILE,
-            render_mode=render_mode,
-            width=width,
-            height=height,
-            camera_id=camera_id,
-            camera_name=camera_name,
-        )
-        # Pickling must rebuild this class from its own arguments, not Walker2dEnv's.
-        EzPickle.__init__(
-            self,
-            task=self._task,
-            render_mode=render_mode,
-            width=width,
-            height=height,
-            camera_id=camera_id,
-            camera_name=camera_name,
-        )
-        self._default_params = {name: getattr(self.model, name).copy() for name in PARAM_BASES}
-        self._apply_task_physics(self._task)
+    _meta_info = META_INFO
+    _base_env_kwargs = {"xml_file": XML_FILE}
+
+    @functools.cached_property
+    def _default_params(self) -> dict[str, np.ndarray]:
+        """Copies of the model's arrays as compiled, taken at the first task's start in
+        ``__init__``, before any multiplier is applied."""
+        return {name: getattr(self.model, name).copy() for name in PARAM_BASES}
+
+    def _on_task_start(self, task: int, changed: bool) -> None:
+        # Rewriting the model (and mj_setConst) only on a new task keeps a plain reset cheap.
+        if changed:
+            self._apply_task_physics(task)
 
     def _apply_task_physics(self, task: int) -> None:
         """Set the model's arrays to defaults x the task's multipliers (never compounding)."""
@@ -199,15 +177,3 @@ class Walker2dParamsEnv(TaskEnvMixin, Walker2dEnv):
         # Recompute the constants MuJoCo derives from masses and inertias (subtree masses,
         # inverse weights used by the constraint solver), as after compiling a model.
         mujoco.mj_setConst(self.model, self.data)
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        if self._start_pending_task():
-            self._apply_task_physics(self._task)
-        obs, info = super().reset(seed=seed, options=options)
-        info["task"] = self._task
-        return obs, info
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = super().step(self._check_action(action))
-        info["task"] = self._task
-        return obs, reward, terminated, truncated, info
