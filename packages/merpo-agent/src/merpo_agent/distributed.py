@@ -27,89 +27,23 @@ Gloo's per-message latency and NCCL's launch overhead alike.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+from merpo_data.distributed import RankInfo, barrier, init_from_env, shard_bounds, shutdown
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 T_co = TypeVar("T_co")
 
 
-@dataclass(frozen=True)
-class DistributedContext:
-    """Where this process stands: ``rank`` of ``world_size``, ``local_rank`` on its machine,
-    and the ``device`` it must use (``cuda:LOCAL_RANK`` under torchrun with CUDA)."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(
-            f"environment variable {name}={value!r} must be an integer: launch with torchrun, "
-            "which sets RANK, WORLD_SIZE and LOCAL_RANK"
-        ) from None
-
-
-def init_distributed(device: torch.device | str = "cpu") -> DistributedContext:
-    """Join the process group torchrun describes in RANK / WORLD_SIZE / LOCAL_RANK.
-
-    NCCL when ``device`` is CUDA (each rank takes ``cuda:LOCAL_RANK``), Gloo otherwise.
-    Without torchrun (WORLD_SIZE unset or 1) nothing is initialised and the context says
-    rank 0 of 1 on ``device``. Calling it again after initialisation returns the context.
-    """
-    device = torch.device(device)
-    world_size = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
-    local_rank = _env_int("LOCAL_RANK", 0)
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(
-            f"RANK={rank} / WORLD_SIZE={world_size} are inconsistent: launch with torchrun"
-        )
-    if device.type == "cuda" and world_size > 1:
-        if not torch.cuda.is_available():
-            raise ValueError(
-                "init_distributed: device cuda asked for but CUDA is not available here; "
-                "use --device cpu (Gloo)"
-            )
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-    if world_size > 1 and not dist.is_available():
-        raise RuntimeError(
-            "this torch build has no torch.distributed; run with one process (no torchrun)"
-        )
-    if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, **kwargs)
-    return DistributedContext(rank, world_size, local_rank, device)
-
-
-def destroy_distributed() -> None:
-    """Leave the process group (a no-op when none was initialised)."""
-    if _active():
-        dist.destroy_process_group()
+# Joining the process group and the task split are merpo-data's (data generation shards
+# tasks the same way); the agent adds the collectives of the meta-updates below.
+DistributedContext = RankInfo
+init_distributed = init_from_env
+destroy_distributed = shutdown
 
 
 def _active() -> bool:
@@ -127,30 +61,6 @@ def get_world_size() -> int:
 def is_main_rank() -> bool:
     """True on rank 0 (and in a single process): the rank that writes checkpoints and logs."""
     return get_rank() == 0
-
-
-def barrier() -> None:
-    """Wait for every rank (a no-op in a single process)."""
-    if _active():
-        dist.barrier()
-
-
-def shard_bounds(count: int, rank: int, world: int) -> tuple[int, int]:
-    """``[start, stop)`` of rank ``rank``'s contiguous share of ``count`` items.
-
-    The first ``count % world`` ranks take one item more (as ``numpy.array_split``): shares
-    differ by at most one, cover every item exactly once, in order. A rank may get none
-    when ``world > count``.
-    """
-    if world < 1:
-        raise ValueError(f"shard: world size must be >= 1, got {world}")
-    if not 0 <= rank < world:
-        raise ValueError(f"shard: rank must be in 0..{world - 1}, got {rank}")
-    if count < 0:
-        raise ValueError(f"shard: item count must be >= 0, got {count}")
-    base, extra = divmod(count, world)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
 
 
 def shard(items: Sequence[T_co] | torch.Tensor, rank: int, world: int) -> Sequence[T_co]:

@@ -21,11 +21,13 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class RankInfo:
-    """This process's ``rank`` of ``world_size`` and the ``device`` it uses."""
+    """This process's ``rank`` of ``world_size``, the ``device`` it uses (``cuda:LOCAL_RANK``
+    under torchrun with CUDA) and its ``local_rank`` on its machine."""
 
     rank: int
     world_size: int
     device: torch.device
+    local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -61,6 +63,8 @@ def init_from_env(device: torch.device | str = "cpu") -> RankInfo:
         raise ValueError(f"RANK={rank} / WORLD_SIZE={world} are inconsistent: launch with torchrun")
     if world == 1:
         return RankInfo(0, 1, device)
+    if not dist.is_available():
+        raise RuntimeError("this torch build has no torch.distributed; run one process")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("--device cuda asked for but CUDA is not available; use --device cpu")
@@ -71,7 +75,7 @@ def init_from_env(device: torch.device | str = "cpu") -> RankInfo:
             dist.init_process_group("nccl", rank=rank, world_size=world, device_id=device)
         else:
             dist.init_process_group("gloo", rank=rank, world_size=world)
-    return RankInfo(rank, world, device)
+    return RankInfo(rank, world, device, local)
 
 
 def barrier() -> None:
@@ -96,6 +100,8 @@ def shard_bounds(count: int, rank: int, world_size: int) -> tuple[int, int]:
         raise ValueError(f"world size must be >= 1, got {world_size}")
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
-    base, extra = divmod(max(int(count), 0), world_size)
+    if count < 0:
+        raise ValueError(f"item count must be >= 0, got {count}")
+    base, extra = divmod(int(count), world_size)
     start = rank * base + min(rank, extra)
     return start, start + base + (1 if rank < extra else 0)
