@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from merpo_agent.cli import main
+from merpo_agent.cli import build_parser, main, train_config
 
 PRW = "merpo/PointRobotWind-v0"
 
@@ -29,6 +29,7 @@ def _run(capsys, argv):
         (["train", "--env", PRW, "--set", "novalue"], "key=value"),
         (["train", "--env", PRW, "--config", "/nonexistent/c.yaml"], "does not exist"),
         (["train", "--env", PRW, "--device", "tpu"], "device"),
+        (["train", "--env", PRW, "--cuda-graphs"], "--cuda-graphs (rac.cuda_graphs) needs"),
     ],
 )
 def test_bad_train_input(capsys, tmp_path, argv, expected):
@@ -82,3 +83,10 @@ def test_console_entry_point_prints_no_traceback(tmp_path):
         "beha-only, combo3, cql"
     ]
     assert "Traceback" not in result.stderr
+
+
+def test_compile_and_cuda_graph_flags_set_the_rac_config():
+    plain = train_config(build_parser().parse_args(["train", "--env", PRW, "--preset", "smoke"]))
+    assert not plain.rac.compile and not plain.rac.cuda_graphs
+    args = build_parser().parse_args(["train", "--env", PRW, "--preset", "smoke", "--compile"])
+    assert train_config(args).rac.compile

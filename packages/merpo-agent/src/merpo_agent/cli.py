@@ -3,6 +3,7 @@
     merpo-agent train --env merpo/PointRobotWind-v0 [--preset table2|table1|small|smoke]
         [--algo merpo|merpo-adp|combo|beha-only|combo3|cql] [--device cpu|cuda] [--seed N]
         [--run-dir DIR] [--set key=value ...] [--config FILE.yaml|FILE.toml]
+        [--compile] [--cuda-graphs]
     torchrun --nproc-per-node N -m merpo_agent train ...   # ranks split the task batch
     merpo-agent evaluate RUN_DIR      # meta-test table of the run's latest checkpoint
     merpo-agent plot RUN_DIR          # PNG learning curves into RUN_DIR/plots
@@ -50,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config field, e.g. --set meta.iterations=50 (repeatable)",
     )
     train.add_argument("--config", default=None, help="YAML or TOML file of config overrides")
+    train.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the RAC update math (rac.compile; same results, opt-in)",
+    )
+    train.add_argument(
+        "--cuda-graphs", action="store_true",
+        help="replay each RAC update as one CUDA graph (rac.cuda_graphs; CUDA only, opt-in)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
         "--threads", type=int, default=None,
@@ -99,14 +108,11 @@ def _train(args: argparse.Namespace) -> int:
         return _train_focal(args)
     from dataclasses import replace
 
-    from merpo_agent.config import build_config
     from merpo_agent.distributed import destroy_distributed, init_distributed
     from merpo_agent.plots import plot_run
     from merpo_agent.trainer import MetaTrainer
 
-    cfg = build_config(
-        args.env, args.preset, args.algo, args.config, args.overrides, args.seed, args.device
-    )
+    cfg = train_config(args)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(
         cfg.env, cfg.preset, cfg.algo, cfg.seed
     )
@@ -125,6 +131,19 @@ def _train(args: argparse.Namespace) -> int:
     finally:
         destroy_distributed()
     return 0
+
+
+def train_config(args: argparse.Namespace):
+    """The resolved config of ``train``'s arguments (``--compile`` / ``--cuda-graphs`` are
+    opt-ins that leave the math unchanged: they set ``rac.compile`` / ``rac.cuda_graphs``)."""
+    from merpo_agent.config import build_config
+
+    overrides = list(args.overrides)
+    overrides += ["rac.compile=true"] if args.compile else []
+    overrides += ["rac.cuda_graphs=true"] if args.cuda_graphs else []
+    return build_config(
+        args.env, args.preset, args.algo, args.config, overrides, args.seed, args.device
+    )
 
 
 def _set_threads(threads: int) -> None:

@@ -188,6 +188,8 @@ def build_config(
         items.append(("device", device))
     cfg = apply_overrides(cfg, items)
     check_device(cfg.device)
+    if cfg.rac.cuda_graphs and not cfg.device.startswith("cuda"):
+        raise ConfigError("--cuda-graphs (rac.cuda_graphs) needs --device cuda; drop it on a CPU")
     return cfg
 
 
