@@ -112,7 +112,6 @@ def test_cuda_graphs_on_a_cpu_device_is_a_clear_error():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("algo", ["merpo", "cql"])
 def test_cuda_graph_updates_equal_eager_updates(algo):
     # 3 eager warmup steps, capture at step 3, replays after; init_from_meta at step 5 zeroes
@@ -123,7 +122,6 @@ def test_cuda_graph_updates_equal_eager_updates(algo):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_compiled_cuda_graph_updates_equal_eager_updates():
     eager = run(config(), steps=6, device="cuda")
     both = run(config(compile=True, cuda_graphs=True), steps=6, device="cuda")
