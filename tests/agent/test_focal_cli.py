@@ -1,4 +1,4 @@
-"""`merpo-agent train --algo focal`: the FOCAL baseline through the CLI."""
+"""`merpo-agent train --algo focal|cbcq`: the FOCAL and contextual BCQ baselines (CLI)."""
 
 import json
 
@@ -51,3 +51,52 @@ def test_focal_cli_missing_dataset_names_the_generate_command(tmp_path, capsys):
                  "--set", "test_tasks=[48]"])
     err = capsys.readouterr().err
     assert code == 2 and "merpo-data generate" in err
+
+
+# ---- the same run-directory code path for contextual BCQ (--algo cbcq) ------------------
+
+
+def test_cbcq_cli_trains_and_writes_a_run_directory(point_robot_store, tmp_path, capsys):
+    run_dir = tmp_path / "cbcq"
+    code = main([
+        "train", "--env", ENV, "--algo", "cbcq", "--preset", "smoke", "--seed", "0",
+        "--run-dir", str(run_dir), "--no-progress",
+        "--set", "train_tasks=[0,1,2,3]", "--set", "test_tasks=[40,41]",
+        "--set", "steps=50", "--set", "eval_every=25", "--set", "num_samples=5",
+    ])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Contextual BCQ beats the behavior policy on" in out
+    assert (run_dir / "checkpoints" / "cbcq.pt").is_file()
+    config = json.loads((run_dir / "cbcq_config.json").read_text())
+    assert config["run"]["steps"] == 50 and config["cbcq"]["hidden"] == 32
+    assert config["cbcq"]["num_samples"] == 5 and config["algo"] == "cbcq"
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    final = [r for r in records if r["phase"] == "final"]
+    assert len(final) == 1 and set(final[0]["tasks"]) == {"40", "41"}
+    assert set(final[0]["tasks"]["40"]) == {"cbcq", "behavior"}
+    assert [r["iteration"] for r in records if r["phase"] == "meta_test"] == [25, 50]
+    assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--set", "behavior_steps=5"], "unknown Contextual BCQ override 'behavior_steps'"),
+        (["--preset", "table1"], "Contextual BCQ has presets"),
+        (["--set", "lam=2"], "bad Contextual BCQ setting"),
+    ],
+)
+def test_cbcq_cli_bad_input_is_one_line(extra, message, tmp_path, capsys):
+    code = main(["train", "--env", ENV, "--algo", "cbcq", "--run-dir", str(tmp_path / "r"),
+                 *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_baseline_names_match_the_run_table():
+    from merpo_agent.baselines.run import BASELINES
+    from merpo_agent.cli import BASELINE_ALGOS
+
+    assert set(BASELINE_ALGOS) == set(BASELINES)

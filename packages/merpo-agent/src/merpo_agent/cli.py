@@ -1,8 +1,8 @@
 """``merpo-agent``: train, evaluate and plot MerPO runs.
 
     merpo-agent train --env merpo/PointRobotWind-v0 [--preset table2|table1|small|smoke]
-        [--algo merpo|merpo-adp|combo|beha-only|combo3|cql] [--device cpu|cuda] [--seed N]
-        [--run-dir DIR] [--set key=value ...] [--config FILE.yaml|FILE.toml]
+        [--algo merpo|merpo-adp|combo|beha-only|combo3|cql|focal|cbcq] [--device cpu|cuda]
+        [--seed N] [--run-dir DIR] [--set key=value ...] [--config FILE.yaml|FILE.toml]
         [--compile] [--cuda-graphs]
     torchrun --nproc-per-node N -m merpo_agent train ...   # ranks split the task batch
     merpo-agent evaluate RUN_DIR      # meta-test table of the run's latest checkpoint
@@ -22,6 +22,8 @@ from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 1
+# --algo names trained by merpo_agent.baselines.run (kept here: --help needs no torch import)
+BASELINE_ALGOS = ("focal", "cbcq")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="table2", help=f"one of {', '.join(PRESETS)}")
     train.add_argument(
         "--algo", default=None,
-        help=f"one of {', '.join(ALGOS)} (default merpo), or focal (the FOCAL baseline)",
+        help=f"one of {', '.join(ALGOS)} (default merpo), or a baseline: focal (FOCAL), "
+        "cbcq (contextual BCQ)",
     )
     train.add_argument("--device", default=None, help="cpu (default) or cuda")
     train.add_argument("--seed", type=int, default=None)
@@ -80,23 +83,26 @@ def default_run_dir(env: str, preset: str, algo: str, seed: int) -> Path:
     return Path("runs") / f"{name}-{preset}-{algo}-s{seed}"
 
 
-def _train_focal(args: argparse.Namespace) -> int:
-    """``--algo focal``: the FOCAL baseline on the same datasets and test tasks."""
-    from merpo_agent.baselines.focal_run import format_table, train_focal_run
+def _train_baseline(args: argparse.Namespace) -> int:
+    """``--algo focal|cbcq``: a baseline (FOCAL, contextual BCQ) on the same datasets and
+    test tasks, through one run-directory code path (``baselines/run.py``)."""
+    from merpo_agent.baselines.run import format_table, train_baseline_run
     from merpo_agent.config import ConfigError
 
+    algo = args.algo
     if args.config is not None:
-        raise ConfigError("--config is not supported with --algo focal; use --set KEY=VALUE")
+        raise ConfigError(f"--config is not supported with --algo {algo}; use --set KEY=VALUE")
     preset = args.preset
     seed = 0 if args.seed is None else args.seed
     device = args.device or "cpu"
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(
-        args.env, preset, "focal", seed
+        args.env, preset, algo, seed
     )
-    table = train_focal_run(
-        args.env, preset, args.overrides, seed, device, run_dir, progress=not args.no_progress
+    table = train_baseline_run(
+        algo, args.env, preset, args.overrides, seed, device, run_dir,
+        progress=not args.no_progress,
     )
-    print(format_table(table))
+    print(format_table(algo, table))
     print(f"run directory: {run_dir}")
     return 0
 
@@ -104,8 +110,8 @@ def _train_focal(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     if args.threads is not None:
         _set_threads(args.threads)
-    if args.algo == "focal":
-        return _train_focal(args)
+    if args.algo in BASELINE_ALGOS:
+        return _train_baseline(args)
     from dataclasses import replace
 
     from merpo_agent.distributed import destroy_distributed, init_distributed

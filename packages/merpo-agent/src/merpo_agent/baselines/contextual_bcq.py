@@ -1,0 +1,639 @@
+"""Contextual BCQ: batch-constrained Q-learning with a task latent in the state.
+
+BCQ is Fujimoto, Meger, Precup, ICML 2019 ("Off-Policy Deep Reinforcement Learning without
+Exploration", Alg. 1); the contextual variant is one of the MerPO paper's baselines (SPEC §8):
+the state is augmented with a task latent z inferred from a context of the task's own
+transitions, as in PEARL trained offline. One module, top to bottom: config, networks,
+losses, the update, the training loop, meta-test evaluation, save / load.
+
+The method:
+
+1. A deterministic, permutation-invariant context encoder (FOCAL's ``ContextEncoder``: the
+   mean of per-transition embeddings of (s, a, r, s')) maps a task's context to z. It is
+   trained end to end through the critics' Bellman loss (PEARL's critic-driven encoder); z
+   is detached for the VAE and the perturbation network, and in the Bellman target.
+2. A conditional VAE G(s, z) models the dataset's actions (BCQ §4: reconstruction + 0.5 KL);
+   its decoder, fed a clipped latent in [-0.5, 0.5], proposes in-distribution actions.
+3. A perturbation network xi(s, a, z) moves each proposal by at most Phi (0.05 of the
+   [-1, 1] action range) and is trained to maximise Q_1 (BCQ Eq. 11 / 12).
+4. Twin critics with BCQ's soft clipped double-Q target (Eq. 13): for n sampled actions at
+   s', lam * min_i Q'_i + (1 - lam) * max_i Q'_i, maximised over the n actions.
+5. Acting (Eq. 10): n proposals perturbed by xi, the one with the highest Q_1 is taken.
+
+Every network is shared across tasks and fed the (T * B) flattened batch with z
+concatenated; batches come from ``TaskSampler.sample`` as (T, B, ...), so one update is one
+set of matmuls whatever the number of tasks. Inputs are normalized with training-data
+statistics (kept in the agent): observations by mean / std, actions mapped from the env box
+onto [-1, 1] (``merpo_agent.action_scaling``), context rewards by mean / std.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from merpo_data.networks import StackedMLP
+from merpo_data.sampler import TaskSampler
+from merpo_envs import get_meta_info
+from torch import nn
+
+from merpo_agent.action_scaling import from_unit_actions, to_unit_actions
+from merpo_agent.baselines.focal import ContextEncoder, TwinCritic
+from merpo_agent.checkpoint import load_checkpoint, save_checkpoint
+from merpo_agent.env_eval import evaluate_in_env
+from merpo_agent.presets import TABLE2_PER_ENV
+from merpo_agent.transitions import TransitionBatch
+
+# log_fn(step, metrics): called every ``log_every`` updates with plain floats.
+LogFn = Callable[[int, dict[str, float]], None]
+
+FORMAT_VERSION = 1
+# BCQ's code: the VAE's log-std is clamped to [-4, 15] and its prior latent to [-0.5, 0.5].
+VAE_LOG_STD_MIN, VAE_LOG_STD_MAX = -4.0, 15.0
+VAE_PRIOR_CLIP = 0.5
+
+
+# ---- config -----------------------------------------------------------------------------
+
+
+@dataclass
+class ContextualBCQConfig:
+    """BCQ's hyperparameters (paper §5 and its code) plus the context encoder's (FOCAL's
+    sizes). ``discount`` comes from the env (``for_env``)."""
+
+    latent_dim: int = 5  # task latent z
+    hidden: int = 300  # perturbation network and critics (BCQ: 400, 300)
+    hidden_layers: int = 2
+    vae_hidden: int = 750  # BCQ's VAE: 750, 750
+    vae_layers: int = 2
+    vae_latent_dim: int | None = None  # None: 2 * act_dim (BCQ)
+    encoder_hidden: int = 200
+    encoder_layers: int = 3
+    batch_size: int = 256  # RL transitions per task per update
+    context_size: int = 64  # transitions averaged into z during training
+    task_batch_size: int | None = 16  # None: every training task
+    discount: float = 0.99
+    tau: float = 0.005  # Polyak rate of the target actor and critics
+    lam: float = 0.75  # soft clipped double-Q weight (BCQ Eq. 13)
+    phi: float = 0.05  # perturbation bound in [-1, 1] action units
+    num_samples: int = 10  # n: actions sampled in the target and when acting
+    actor_lr: float = 1e-3
+    critic_lr: float = 1e-3
+    vae_lr: float = 1e-3
+    encoder_lr: float = 3e-4
+    kl_weight: float = 0.5  # BCQ's VAE loss: reconstruction + 0.5 KL
+    reward_scale: float = 1.0  # rewards are scaled in the Bellman target only
+    eval_context_size: int = 256  # meta-test: transitions of the unseen task averaged into z
+    log_every: int = 1000
+
+    def __post_init__(self) -> None:
+        positive = (
+            "latent_dim", "hidden", "hidden_layers", "vae_hidden", "vae_layers",
+            "encoder_hidden", "encoder_layers", "batch_size", "context_size", "num_samples",
+            "eval_context_size", "log_every",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"ContextualBCQConfig.{name} must be >= 1, got {getattr(self, name)}"
+                )
+        for name in ("task_batch_size", "vae_latent_dim"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(
+                    f"ContextualBCQConfig.{name} must be >= 1 or None, got {value}"
+                )
+        if not 0.0 <= self.discount < 1.0:
+            raise ValueError(
+                f"ContextualBCQConfig.discount must be in [0, 1), got {self.discount}"
+            )
+        if not 0.0 <= self.lam <= 1.0:
+            raise ValueError(f"ContextualBCQConfig.lam must be in [0, 1], got {self.lam}")
+        if not 0.0 <= self.phi <= 2.0:
+            raise ValueError(f"ContextualBCQConfig.phi must be in [0, 2], got {self.phi}")
+
+    @classmethod
+    def for_env(cls, env_id: str, **overrides: Any) -> ContextualBCQConfig:
+        """Defaults with the env's Table 2 discount (0.9 Point-Robot-Wind, else 0.99)."""
+        env = get_meta_info(env_id).env_id
+        discount = TABLE2_PER_ENV.get(env, {}).get("discount", 0.99)
+        return cls(**{"discount": discount, **overrides})
+
+    @classmethod
+    def smoke(cls, env_id: str | None = None, **overrides: Any) -> ContextualBCQConfig:
+        """Tiny networks and batches for tests (seconds on a CPU); a faster target (tau
+        0.02) and encoder (3e-3) so that a few hundred updates show learning."""
+        tiny = dict(
+            hidden=32, hidden_layers=2, vae_hidden=32, vae_layers=2, encoder_hidden=32,
+            encoder_layers=2, batch_size=64, context_size=32, task_batch_size=None,
+            eval_context_size=128, log_every=25, tau=0.02, encoder_lr=3e-3,
+        )
+        tiny.update(overrides)
+        return cls.for_env(env_id, **tiny) if env_id is not None else cls(**tiny)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ContextualBCQConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown ContextualBCQConfig field(s) {unknown}; known: {sorted(known)}"
+            )
+        return cls(**data)
+
+
+# ---- networks ---------------------------------------------------------------------------
+
+
+def _shared(net: StackedMLP, x: torch.Tensor) -> torch.Tensor:
+    """Apply a stack-of-one network to (..., N, features): all leading axes flattened."""
+    lead = x.shape[:-1]
+    return net(x.reshape(1, -1, x.shape[-1])).reshape(*lead, -1)
+
+
+class ActionVAE(nn.Module):
+    """BCQ's conditional VAE G(s, z) of dataset actions (in [-1, 1]), conditioned on the
+    normalized state with the task latent appended (``cond``)."""
+
+    def __init__(self, cond_dim: int, act_dim: int, latent: int, hidden: int, layers: int):
+        super().__init__()
+        self.latent = latent
+        self.encoder = StackedMLP((1,), cond_dim + act_dim, 2 * latent, hidden, layers)
+        self.decoder = StackedMLP((1,), cond_dim + latent, act_dim, hidden, layers)
+
+    def encode(self, cond: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = _shared(self.encoder, torch.cat([cond, action], -1)).chunk(2, -1)
+        return mean, log_std.clamp(VAE_LOG_STD_MIN, VAE_LOG_STD_MAX)
+
+    def decode(self, cond: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(_shared(self.decoder, torch.cat([cond, latent], -1)))
+
+    def sample(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decoded actions for the prior latent clipped to [-0.5, 0.5] (BCQ's sampling)."""
+        shape = (*cond.shape[:-1], self.latent)
+        noise = torch.randn(shape, device=cond.device, generator=generator)
+        return self.decode(cond, noise.clamp(-VAE_PRIOR_CLIP, VAE_PRIOR_CLIP))
+
+    def forward(
+        self, cond: torch.Tensor, action: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(reconstruction, mean, log_std) with the latent mean + std * noise."""
+        mean, log_std = self.encode(cond, action)
+        return self.decode(cond, mean + log_std.exp() * noise), mean, log_std
+
+
+class Perturbation(nn.Module):
+    """xi_phi(s, a, z): a + phi * tanh(net(s, a, z)), clipped to [-1, 1] (BCQ §4)."""
+
+    def __init__(self, cond_dim: int, act_dim: int, phi: float, hidden: int, layers: int):
+        super().__init__()
+        self.phi = phi
+        self.net = StackedMLP((1,), cond_dim + act_dim, act_dim, hidden, layers)
+
+    def forward(self, cond: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        shift = self.phi * torch.tanh(_shared(self.net, torch.cat([cond, action], -1)))
+        return (action + shift).clamp(-1.0, 1.0)
+
+
+def select_best(candidates: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The candidate with the highest Q: candidates (..., n, act_dim), q (..., n) ->
+    (..., act_dim) (BCQ Eq. 10's argmax, a gather: no host copy)."""
+    best = q.argmax(dim=-1, keepdim=True)  # (..., 1)
+    index = best.unsqueeze(-1).expand(*best.shape, candidates.shape[-1])
+    return candidates.gather(-2, index).squeeze(-2)
+
+
+def soft_clipped_double_q(q: torch.Tensor, lam: float) -> torch.Tensor:
+    """BCQ Eq. 13's inner value, lam * min_i Q_i + (1 - lam) * max_i Q_i, then the max over
+    the n sampled actions: q (2, ..., n) -> (...)."""
+    soft = lam * q.min(0).values + (1.0 - lam) * q.max(0).values
+    return soft.max(dim=-1).values
+
+
+class ContextualBCQAgent(nn.Module):
+    """What meta-test needs: normalizer, context encoder, VAE, perturbation net and critics.
+
+    ``infer_latent(context)`` takes transitions as the task sampler gives them (env-unit
+    actions, raw rewards); ``act`` returns actions in [-1, 1] (``env_actions`` maps them to
+    the env box).
+    """
+
+    def __init__(
+        self,
+        config: ContextualBCQConfig,
+        obs_dim: int,
+        act_dim: int,
+        action_low: torch.Tensor,
+        action_high: torch.Tensor,
+        device: str | torch.device = "cpu",
+    ):
+        super().__init__()
+        self.config, self.obs_dim, self.act_dim = config, obs_dim, act_dim
+        self.register_buffer("action_low", torch.as_tensor(action_low, dtype=torch.float32))
+        self.register_buffer("action_high", torch.as_tensor(action_high, dtype=torch.float32))
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+        self.register_buffer("reward_mean", torch.zeros(()))
+        self.register_buffer("reward_std", torch.ones(()))
+        cond = obs_dim + config.latent_dim
+        vae_latent = config.vae_latent_dim or 2 * act_dim
+        self.encoder = ContextEncoder(
+            obs_dim, act_dim, config.latent_dim, config.encoder_hidden, config.encoder_layers
+        )
+        self.vae = ActionVAE(cond, act_dim, vae_latent, config.vae_hidden, config.vae_layers)
+        self.actor = Perturbation(cond, act_dim, config.phi, config.hidden, config.hidden_layers)
+        self.critic = TwinCritic(
+            obs_dim, act_dim, config.latent_dim, config.hidden, config.hidden_layers
+        )
+        self.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.action_low.device
+
+    @torch.no_grad()
+    def set_normalizer(self, sampler: TaskSampler) -> None:
+        """Observation and reward statistics of the training data (all tasks pooled)."""
+        obs = torch.cat([sampler.observations, sampler.next_observations]).to(self.device)
+        self.obs_mean.copy_(obs.mean(0))
+        self.obs_std.copy_(obs.std(0).clamp_min(1e-3))
+        rewards = sampler.rewards.to(self.device)
+        self.reward_mean.copy_(rewards.mean())
+        self.reward_std.copy_(rewards.std().clamp_min(1e-3))
+
+    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.obs_mean) / self.obs_std
+
+    def unit_actions(self, env_actions: torch.Tensor) -> torch.Tensor:
+        return to_unit_actions(env_actions, self.action_low, self.action_high)
+
+    def env_actions(self, unit_actions: torch.Tensor) -> torch.Tensor:
+        return from_unit_actions(unit_actions, self.action_low, self.action_high)
+
+    def context_features(self, context: TransitionBatch) -> torch.Tensor:
+        """(..., C, 2 * obs_dim + act_dim + 1): normalized s, unit a, normalized r, s'."""
+        reward = ((context.rewards - self.reward_mean) / self.reward_std).unsqueeze(-1)
+        return torch.cat(
+            [
+                self.normalize_obs(context.observations),
+                self.unit_actions(context.actions),
+                reward,
+                self.normalize_obs(context.next_observations),
+            ],
+            dim=-1,
+        )
+
+    def infer_latent(self, context: TransitionBatch) -> torch.Tensor:
+        """Task latents (T, latent_dim) from contexts (T, C, ...) in env units."""
+        if context.observations.dim() != 3:
+            raise ValueError(
+                "infer_latent needs a context with a task axis, (T, C, obs_dim); got shape "
+                f"{tuple(context.observations.shape)} (use TaskSampler.sample(C))"
+            )
+        return self.encoder(self.context_features(context))
+
+    def candidates(
+        self,
+        norm_obs: torch.Tensor,
+        z: torch.Tensor,
+        generator: torch.Generator | None = None,
+        actor: Perturbation | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """n perturbed VAE proposals per state: norm_obs (T, N, obs_dim), z (T, N, L) ->
+        (repeated states (T, N * n, obs_dim), their z (T, N * n, L), actions (T, N * n, act))
+        with the n candidates of a state adjacent (``actor``: e.g. the target network)."""
+        n = self.config.num_samples
+        obs_rep = norm_obs.repeat_interleave(n, dim=1)
+        z_rep = z.repeat_interleave(n, dim=1)
+        cond = torch.cat([obs_rep, z_rep], -1)
+        proposals = self.vae.sample(cond, generator)
+        return obs_rep, z_rep, (actor or self.actor)(cond, proposals)
+
+    @torch.no_grad()
+    def act(
+        self, obs: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """BCQ's policy (Eq. 10): of n perturbed proposals the argmax of Q_1; raw
+        observations (T, N, obs_dim), z (T, L) -> actions in [-1, 1] (T, N, act_dim)."""
+        if obs.dim() != 3 or z.dim() != 2 or z.shape[0] != obs.shape[0]:
+            raise ValueError(
+                f"act needs obs (T, N, obs_dim) and z (T, latent); got {tuple(obs.shape)} and "
+                f"{tuple(z.shape)}"
+            )
+        t, n_states, _ = obs.shape
+        z = z.unsqueeze(1).expand(-1, n_states, -1)
+        obs_rep, z_rep, actions = self.candidates(self.normalize_obs(obs), z, generator)
+        q = self.critic(obs_rep, actions, z_rep)[0]  # (T, N * n)
+        n = self.config.num_samples
+        return select_best(
+            actions.reshape(t, n_states, n, self.act_dim), q.reshape(t, n_states, n)
+        )
+
+
+# ---- losses -----------------------------------------------------------------------------
+
+
+def vae_loss(
+    recon: torch.Tensor,
+    action: torch.Tensor,
+    mean: torch.Tensor,
+    log_std: torch.Tensor,
+    kl_weight: float,
+) -> torch.Tensor:
+    """BCQ's VAE objective: MSE reconstruction + kl_weight * KL(N(mean, std) || N(0, 1))."""
+    recon_loss = (recon - action).pow(2).mean()
+    kl = -0.5 * (1.0 + 2.0 * log_std - mean.pow(2) - (2.0 * log_std).exp()).mean()
+    return recon_loss + kl_weight * kl
+
+
+# ---- the learner ------------------------------------------------------------------------
+
+
+class ContextualBCQLearner(nn.Module):
+    """Training state: the agent, target actor and critics, optimizers."""
+
+    def __init__(self, agent: ContextualBCQAgent, generator: torch.Generator):
+        super().__init__()
+        cfg = agent.config
+        self.agent, self.config, self.generator = agent, cfg, generator
+        self.target_actor = Perturbation(
+            agent.obs_dim + cfg.latent_dim, agent.act_dim, cfg.phi, cfg.hidden, cfg.hidden_layers
+        )
+        self.target_critic = TwinCritic(
+            agent.obs_dim, agent.act_dim, cfg.latent_dim, cfg.hidden, cfg.hidden_layers
+        )
+        self.target_actor.load_state_dict(agent.actor.state_dict())
+        self.target_critic.load_state_dict(agent.critic.state_dict())
+        self.target_actor.requires_grad_(False)
+        self.target_critic.requires_grad_(False)
+        self.to(agent.device)
+        self.vae_optimizer = torch.optim.Adam(agent.vae.parameters(), lr=cfg.vae_lr)
+        self.actor_optimizer = torch.optim.Adam(agent.actor.parameters(), lr=cfg.actor_lr)
+        self.critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=cfg.critic_lr)
+        self.encoder_optimizer = torch.optim.Adam(agent.encoder.parameters(), lr=cfg.encoder_lr)
+
+    @torch.no_grad()
+    def bellman_target(
+        self,
+        rewards: torch.Tensor,
+        norm_next_obs: torch.Tensor,
+        terminations: torch.Tensor,
+        z: torch.Tensor,
+    ) -> torch.Tensor:
+        """y = r_scaled + gamma (1 - term) max_j [lam min_i Q'_i + (1 - lam) max_i Q'_i]
+        (s', a_j, z) over n target-perturbed VAE proposals a_j at s' (BCQ Eq. 13); (T, B)."""
+        cfg, agent = self.config, self.agent
+        t, b = rewards.shape
+        obs_rep, z_rep, actions = agent.candidates(
+            norm_next_obs, z, self.generator, self.target_actor
+        )
+        q = self.target_critic(obs_rep, actions, z_rep).reshape(2, t, b, cfg.num_samples)
+        next_value = soft_clipped_double_q(q, cfg.lam)
+        return cfg.reward_scale * rewards + cfg.discount * (1.0 - terminations) * next_value
+
+    def update(self, batch: TransitionBatch, context: TransitionBatch) -> dict[str, torch.Tensor]:
+        """One BCQ step on a task batch: VAE, critics + encoder, perturbation net, targets.
+
+        ``batch`` (T', B, ...) and ``context`` (T', C, ...) come straight from
+        ``TaskSampler.sample`` for the same tasks. Returns detached scalar metrics.
+        """
+        cfg, agent = self.config, self.agent
+        t, b = batch.rewards.shape
+        z = agent.infer_latent(context).unsqueeze(1).expand(t, b, cfg.latent_dim)
+        z_fixed = z.detach()
+        norm_obs = agent.normalize_obs(batch.observations)
+        norm_next_obs = agent.normalize_obs(batch.next_observations)
+        unit_act = agent.unit_actions(batch.actions)
+        cond = torch.cat([norm_obs, z_fixed], -1)
+
+        # 1. Generative model of the dataset's actions (z detached).
+        noise = torch.randn(
+            (t, b, agent.vae.latent), device=norm_obs.device, generator=self.generator
+        )
+        recon, mean, log_std = agent.vae(cond, unit_act, noise)
+        generative_loss = vae_loss(recon, unit_act, mean, log_std, cfg.kl_weight)
+        self.vae_optimizer.zero_grad(set_to_none=True)
+        generative_loss.backward()
+        self.vae_optimizer.step()
+
+        # 2. Critics and, through z, the context encoder (the Bellman loss trains both).
+        target = self.bellman_target(batch.rewards, norm_next_obs, batch.terminations, z_fixed)
+        q = agent.critic(norm_obs, unit_act, z)
+        critic_loss = (q - target.unsqueeze(0)).pow(2).mean(dim=(1, 2)).sum()
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        self.encoder_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+        self.encoder_optimizer.step()
+
+        # 3. Perturbation network: maximise Q_1 of the perturbed proposals (critic held fixed).
+        agent.critic.requires_grad_(False)
+        with torch.no_grad():
+            proposals = agent.vae.sample(cond, self.generator)
+        perturbed = agent.actor(cond, proposals)
+        actor_loss = -agent.critic(norm_obs, perturbed, z_fixed)[0].mean()
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optimizer.step()
+        agent.critic.requires_grad_(True)
+
+        # 4. Target networks.
+        with torch.no_grad():
+            for target_net, source in (
+                (self.target_critic, agent.critic), (self.target_actor, agent.actor)
+            ):
+                for p_target, p in zip(
+                    target_net.parameters(), source.parameters(), strict=True
+                ):
+                    p_target.lerp_(p, cfg.tau)
+
+        return {
+            "vae_loss": generative_loss.detach(),
+            "critic_loss": critic_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "q_mean": q.detach().mean(),
+            "perturbation": (perturbed.detach() - proposals).abs().mean(),
+            "latent_norm": z_fixed[:, 0].norm(dim=-1).mean(),
+        }
+
+
+# ---- training loop ----------------------------------------------------------------------
+
+
+def _check_device(sampler: TaskSampler, device: str | torch.device) -> torch.device:
+    device = torch.device(device)
+    if device.type != sampler.device.type:
+        raise ValueError(
+            f"the TaskSampler lives on {sampler.device} but training was asked on {device}; "
+            f"build the sampler with device={str(device)!r}"
+        )
+    return sampler.device
+
+
+@torch.enable_grad()  # callable from inside a no_grad block (e.g. an evaluation hook)
+def train_contextual_bcq(
+    config: ContextualBCQConfig,
+    train_sampler: TaskSampler,
+    steps: int,
+    device: str | torch.device,
+    seed: int,
+    log_fn: LogFn | None = None,
+    progress_fn: Callable[[int, ContextualBCQAgent], None] | None = None,
+) -> ContextualBCQAgent:
+    """Meta-train contextual BCQ on every task of ``train_sampler`` for ``steps`` updates,
+    each on a task batch of ``config.task_batch_size`` distinct tasks.
+
+    ``log_fn(step, metrics)`` is called every ``config.log_every`` updates (and after the
+    last one) with floats; ``progress_fn(step, agent)`` at the same steps (e.g. to run
+    ``evaluate_contextual_bcq`` on the unseen tasks during training, or to save the agent).
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    device = _check_device(train_sampler, device)
+    torch.manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    agent = ContextualBCQAgent(
+        config,
+        train_sampler.obs_dim,
+        train_sampler.act_dim,
+        train_sampler.action_low,
+        train_sampler.action_high,
+        device,
+    )
+    agent.set_normalizer(train_sampler)
+    learner = ContextualBCQLearner(agent, generator)
+    num_tasks = train_sampler.num_tasks
+    task_batch = num_tasks if config.task_batch_size is None else config.task_batch_size
+    task_batch = min(task_batch, num_tasks)
+    all_tasks = torch.arange(num_tasks, device=device)
+    for step in range(1, steps + 1):
+        if task_batch < num_tasks:
+            order = torch.randperm(num_tasks, device=device, generator=generator)
+            task_indices = order[:task_batch]
+        else:
+            task_indices = all_tasks
+        batch = train_sampler.sample(config.batch_size, task_indices, generator)
+        context = train_sampler.sample(config.context_size, task_indices, generator)
+        metrics = learner.update(batch, context)
+        if step % config.log_every == 0 or step == steps:
+            if log_fn is not None:
+                log_fn(step, {k: float(v) for k, v in metrics.items()})
+            if progress_fn is not None:
+                progress_fn(step, agent)
+    agent.eval()
+    return agent
+
+
+# ---- meta-test --------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def infer_test_latents(
+    agent: ContextualBCQAgent,
+    sampler: TaskSampler,
+    context_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """z (T, latent) of every task of ``sampler`` from ``context_size`` of its transitions."""
+    size = agent.config.eval_context_size if context_size is None else context_size
+    context = sampler.sample(size, generator=generator)
+    return agent.infer_latent(TransitionBatch(*(x.to(agent.device) for x in context)))
+
+
+def evaluate_contextual_bcq(
+    agent: ContextualBCQAgent,
+    test_sampler: TaskSampler,
+    env_id: str,
+    episodes: int,
+    seed: int,
+    context_size: int | None = None,
+) -> dict[int, float]:
+    """Meta-test: infer z of each task from its offline data, run BCQ's policy in the real env.
+
+    ``episodes`` episodes per task (seeds ``seed + i``) in one Gymnasium vector env over all
+    tasks (``env_eval.evaluate_in_env``); the VAE's proposals are drawn from a generator
+    seeded with ``seed``, so a call is reproducible. Returns ``{task: mean return}``.
+    """
+    if get_meta_info(env_id).env_id != test_sampler.env_id:
+        raise ValueError(
+            f"evaluate_contextual_bcq got env_id {env_id!r} but the sampler holds "
+            f"{test_sampler.env_id!r}; pass the sampler's env"
+        )
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    generator = torch.Generator(device=test_sampler.device).manual_seed(seed)
+    z = infer_test_latents(agent, test_sampler, context_size, generator)
+    act_generator = torch.Generator(device=agent.device).manual_seed(seed)
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        return agent.act(obs, z, act_generator)
+
+    returns = evaluate_in_env(
+        env_id, test_sampler.tasks, {"cbcq": policy}, episodes, seed, agent.device
+    )["cbcq"]
+    return {task: float(r) for task, r in zip(test_sampler.tasks, returns, strict=True)}
+
+
+# ---- save / load ------------------------------------------------------------------------
+
+
+def contextual_bcq_state(agent: ContextualBCQAgent) -> dict[str, Any]:
+    """A ``weights_only``-loadable dict: config, dimensions and the agent's state_dict."""
+    return {
+        "format": "contextual_bcq",
+        "version": FORMAT_VERSION,
+        "config": asdict(agent.config),
+        "obs_dim": agent.obs_dim,
+        "act_dim": agent.act_dim,
+        "state_dict": {k: v.detach().cpu() for k, v in agent.state_dict().items()},
+    }
+
+
+def agent_from_state(
+    state: dict[str, Any], device: str | torch.device = "cpu"
+) -> ContextualBCQAgent:
+    if state.get("format") != "contextual_bcq":
+        raise ValueError(
+            "not a contextual BCQ checkpoint (no format 'contextual_bcq'); save it with "
+            "save_contextual_bcq"
+        )
+    config = ContextualBCQConfig.from_dict(state["config"])
+    sd = state["state_dict"]
+    agent = ContextualBCQAgent(
+        config, state["obs_dim"], state["act_dim"], sd["action_low"], sd["action_high"], device
+    )
+    agent.load_state_dict(sd)
+    agent.eval()
+    return agent
+
+
+def save_contextual_bcq(agent: ContextualBCQAgent, path: str | Path) -> None:
+    """Write the agent atomically (temporary file + rename)."""
+    save_checkpoint(path, contextual_bcq_state(agent))
+
+
+def load_contextual_bcq(path: str | Path, device: str | torch.device = "cpu") -> ContextualBCQAgent:
+    """Read an agent written by ``save_contextual_bcq`` (``torch.load(weights_only=True)``)."""
+    return agent_from_state(load_checkpoint(path, map_location="cpu"), device)
+
+
+__all__ = [
+    "ActionVAE",
+    "ContextualBCQAgent",
+    "ContextualBCQConfig",
+    "ContextualBCQLearner",
+    "Perturbation",
+    "agent_from_state",
+    "contextual_bcq_state",
+    "evaluate_contextual_bcq",
+    "infer_test_latents",
+    "load_contextual_bcq",
+    "save_contextual_bcq",
+    "select_best",
+    "soft_clipped_double_q",
+    "train_contextual_bcq",
+    "vae_loss",
+]
