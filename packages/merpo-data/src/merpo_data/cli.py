@@ -56,10 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
-        world = os.environ.get("WORLD_SIZE", "1")
-        where = f" (rank {os.environ.get('RANK')} of {world})" if world not in ("", "1") else ""
-        print(f"merpo-data {args.command}{where}: error: {err}", file=sys.stderr)
+        _print_error(args.command, err)
         return 2
+
+
+def _print_error(command: str, err: BaseException) -> None:
+    world = os.environ.get("WORLD_SIZE", "1")
+    where = f" (rank {os.environ.get('RANK')} of {world})" if world not in ("", "1") else ""
+    print(f"merpo-data {command}{where}: error: {err}", file=sys.stderr, flush=True)
 
 
 def _generate(args) -> int:
@@ -74,14 +78,17 @@ def _generate(args) -> int:
     from merpo_data.datasets import ensure_namespaces, generate
 
     start = time.perf_counter()
-    rank = int(os.environ.get("RANK", "0") or 0)
-    try:  # bad input fails the same way on every rank, before any process group: say it once
-        _check_request(args)
-    except ValueError:
-        if rank == 0:
-            raise
-        return 2
     ctx = distributed.init_from_env(args.device)
+    try:
+        _check_request(args)
+    except ValueError as err:
+        # Bad input fails the same way on every rank: rank 0 says it once, and the others
+        # wait until it has (torchrun stops the remaining ranks as soon as one exits).
+        if ctx.is_main:
+            _print_error(args.command, err)
+        distributed.barrier()
+        distributed.shutdown()
+        return 2
     try:
         if ctx.is_main:
             ensure_namespaces(args.env)  # one writer: Minari's namespace files are not atomic
