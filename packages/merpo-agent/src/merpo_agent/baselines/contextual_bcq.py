@@ -30,7 +30,7 @@ onto [-1, 1] (``merpo_agent.action_scaling``), context rewards by mean / std.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,18 @@ from merpo_data.sampler import TaskSampler
 from merpo_envs import get_meta_info
 from torch import nn
 
-from merpo_agent.action_scaling import from_unit_actions, to_unit_actions
-from merpo_agent.baselines.focal import ContextEncoder, TwinCritic
+from merpo_agent.baselines.context import (
+    ContextEncoder,
+    ContextualAgent,
+    agent_state,
+    check_evaluation,
+    check_sampler_device,
+    infer_test_latents,
+    report_progress,
+    task_batches,
+)
+from merpo_agent.baselines.context import agent_from_state as _agent_from_state
+from merpo_agent.baselines.focal import TwinCritic
 from merpo_agent.checkpoint import load_checkpoint, save_checkpoint
 from merpo_agent.env_eval import evaluate_in_env
 from merpo_agent.presets import TABLE2_PER_ENV
@@ -50,7 +60,6 @@ from merpo_agent.transitions import TransitionBatch
 # log_fn(step, metrics): called every ``log_every`` updates with plain floats.
 LogFn = Callable[[int, dict[str, float]], None]
 
-FORMAT_VERSION = 1
 # BCQ's code: the VAE's log-std is clamped to [-4, 15] and its prior latent to [-0.5, 0.5].
 VAE_LOG_STD_MIN, VAE_LOG_STD_MAX = -4.0, 15.0
 VAE_PRIOR_CLIP = 0.5
@@ -213,7 +222,7 @@ def soft_clipped_double_q(q: torch.Tensor, lam: float) -> torch.Tensor:
     return soft.max(dim=-1).values
 
 
-class ContextualBCQAgent(nn.Module):
+class ContextualBCQAgent(ContextualAgent):
     """What meta-test needs: normalizer, context encoder, VAE, perturbation net and critics.
 
     ``infer_latent(context)`` takes transitions as the task sampler gives them (env-unit
@@ -230,14 +239,7 @@ class ContextualBCQAgent(nn.Module):
         action_high: torch.Tensor,
         device: str | torch.device = "cpu",
     ):
-        super().__init__()
-        self.config, self.obs_dim, self.act_dim = config, obs_dim, act_dim
-        self.register_buffer("action_low", torch.as_tensor(action_low, dtype=torch.float32))
-        self.register_buffer("action_high", torch.as_tensor(action_high, dtype=torch.float32))
-        self.register_buffer("obs_mean", torch.zeros(obs_dim))
-        self.register_buffer("obs_std", torch.ones(obs_dim))
-        self.register_buffer("reward_mean", torch.zeros(()))
-        self.register_buffer("reward_std", torch.ones(()))
+        super().__init__(config, obs_dim, act_dim, action_low, action_high)
         cond = obs_dim + config.latent_dim
         vae_latent = config.vae_latent_dim or 2 * act_dim
         self.encoder = ContextEncoder(
@@ -249,51 +251,6 @@ class ContextualBCQAgent(nn.Module):
             obs_dim, act_dim, config.latent_dim, config.hidden, config.hidden_layers
         )
         self.to(device)
-
-    @property
-    def device(self) -> torch.device:
-        return self.action_low.device
-
-    @torch.no_grad()
-    def set_normalizer(self, sampler: TaskSampler) -> None:
-        """Observation and reward statistics of the training data (all tasks pooled)."""
-        obs = torch.cat([sampler.observations, sampler.next_observations]).to(self.device)
-        self.obs_mean.copy_(obs.mean(0))
-        self.obs_std.copy_(obs.std(0).clamp_min(1e-3))
-        rewards = sampler.rewards.to(self.device)
-        self.reward_mean.copy_(rewards.mean())
-        self.reward_std.copy_(rewards.std().clamp_min(1e-3))
-
-    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return (obs - self.obs_mean) / self.obs_std
-
-    def unit_actions(self, env_actions: torch.Tensor) -> torch.Tensor:
-        return to_unit_actions(env_actions, self.action_low, self.action_high)
-
-    def env_actions(self, unit_actions: torch.Tensor) -> torch.Tensor:
-        return from_unit_actions(unit_actions, self.action_low, self.action_high)
-
-    def context_features(self, context: TransitionBatch) -> torch.Tensor:
-        """(..., C, 2 * obs_dim + act_dim + 1): normalized s, unit a, normalized r, s'."""
-        reward = ((context.rewards - self.reward_mean) / self.reward_std).unsqueeze(-1)
-        return torch.cat(
-            [
-                self.normalize_obs(context.observations),
-                self.unit_actions(context.actions),
-                reward,
-                self.normalize_obs(context.next_observations),
-            ],
-            dim=-1,
-        )
-
-    def infer_latent(self, context: TransitionBatch) -> torch.Tensor:
-        """Task latents (T, latent_dim) from contexts (T, C, ...) in env units."""
-        if context.observations.dim() != 3:
-            raise ValueError(
-                "infer_latent needs a context with a task axis, (T, C, obs_dim); got shape "
-                f"{tuple(context.observations.shape)} (use TaskSampler.sample(C))"
-            )
-        return self.encoder(self.context_features(context))
 
     def candidates(
         self,
@@ -463,16 +420,6 @@ class ContextualBCQLearner(nn.Module):
 # ---- training loop ----------------------------------------------------------------------
 
 
-def _check_device(sampler: TaskSampler, device: str | torch.device) -> torch.device:
-    device = torch.device(device)
-    if device.type != sampler.device.type:
-        raise ValueError(
-            f"the TaskSampler lives on {sampler.device} but training was asked on {device}; "
-            f"build the sampler with device={str(device)!r}"
-        )
-    return sampler.device
-
-
 @torch.enable_grad()  # callable from inside a no_grad block (e.g. an evaluation hook)
 def train_contextual_bcq(
     config: ContextualBCQConfig,
@@ -492,7 +439,7 @@ def train_contextual_bcq(
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    device = _check_device(train_sampler, device)
+    device = check_sampler_device(train_sampler, device)
     torch.manual_seed(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     agent = ContextualBCQAgent(
@@ -505,42 +452,18 @@ def train_contextual_bcq(
     )
     agent.set_normalizer(train_sampler)
     learner = ContextualBCQLearner(agent, generator)
-    num_tasks = train_sampler.num_tasks
-    task_batch = num_tasks if config.task_batch_size is None else config.task_batch_size
-    task_batch = min(task_batch, num_tasks)
-    all_tasks = torch.arange(num_tasks, device=device)
-    for step in range(1, steps + 1):
-        if task_batch < num_tasks:
-            order = torch.randperm(num_tasks, device=device, generator=generator)
-            task_indices = order[:task_batch]
-        else:
-            task_indices = all_tasks
+    for step, task_indices in task_batches(
+        train_sampler, config.task_batch_size, steps, generator
+    ):
         batch = train_sampler.sample(config.batch_size, task_indices, generator)
         context = train_sampler.sample(config.context_size, task_indices, generator)
         metrics = learner.update(batch, context)
-        if step % config.log_every == 0 or step == steps:
-            if log_fn is not None:
-                log_fn(step, {k: float(v) for k, v in metrics.items()})
-            if progress_fn is not None:
-                progress_fn(step, agent)
+        report_progress(step, steps, config.log_every, metrics, agent, log_fn, progress_fn)
     agent.eval()
     return agent
 
 
 # ---- meta-test --------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def infer_test_latents(
-    agent: ContextualBCQAgent,
-    sampler: TaskSampler,
-    context_size: int | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """z (T, latent) of every task of ``sampler`` from ``context_size`` of its transitions."""
-    size = agent.config.eval_context_size if context_size is None else context_size
-    context = sampler.sample(size, generator=generator)
-    return agent.infer_latent(TransitionBatch(*(x.to(agent.device) for x in context)))
 
 
 def evaluate_contextual_bcq(
@@ -557,13 +480,7 @@ def evaluate_contextual_bcq(
     tasks (``env_eval.evaluate_in_env``); the VAE's proposals are drawn from a generator
     seeded with ``seed``, so a call is reproducible. Returns ``{task: mean return}``.
     """
-    if get_meta_info(env_id).env_id != test_sampler.env_id:
-        raise ValueError(
-            f"evaluate_contextual_bcq got env_id {env_id!r} but the sampler holds "
-            f"{test_sampler.env_id!r}; pass the sampler's env"
-        )
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    check_evaluation("evaluate_contextual_bcq", env_id, test_sampler, episodes)
     generator = torch.Generator(device=test_sampler.device).manual_seed(seed)
     z = infer_test_latents(agent, test_sampler, context_size, generator)
     act_generator = torch.Generator(device=agent.device).manual_seed(seed)
@@ -582,32 +499,16 @@ def evaluate_contextual_bcq(
 
 def contextual_bcq_state(agent: ContextualBCQAgent) -> dict[str, Any]:
     """A ``weights_only``-loadable dict: config, dimensions and the agent's state_dict."""
-    return {
-        "format": "contextual_bcq",
-        "version": FORMAT_VERSION,
-        "config": asdict(agent.config),
-        "obs_dim": agent.obs_dim,
-        "act_dim": agent.act_dim,
-        "state_dict": {k: v.detach().cpu() for k, v in agent.state_dict().items()},
-    }
+    return agent_state(agent, "contextual_bcq")
 
 
 def agent_from_state(
     state: dict[str, Any], device: str | torch.device = "cpu"
 ) -> ContextualBCQAgent:
-    if state.get("format") != "contextual_bcq":
-        raise ValueError(
-            "not a contextual BCQ checkpoint (no format 'contextual_bcq'); save it with "
-            "save_contextual_bcq"
-        )
-    config = ContextualBCQConfig.from_dict(state["config"])
-    sd = state["state_dict"]
-    agent = ContextualBCQAgent(
-        config, state["obs_dim"], state["act_dim"], sd["action_low"], sd["action_high"], device
+    return _agent_from_state(
+        state, "contextual_bcq", ContextualBCQAgent, ContextualBCQConfig, device,
+        "contextual BCQ", "save it with save_contextual_bcq",
     )
-    agent.load_state_dict(sd)
-    agent.eval()
-    return agent
 
 
 def save_contextual_bcq(agent: ContextualBCQAgent, path: str | Path) -> None:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,17 @@ from merpo_data.sampler import TaskSampler
 from merpo_envs import get_meta_info
 from torch import nn
 
-from merpo_agent.action_scaling import from_unit_actions, to_unit_actions
+from merpo_agent.baselines.context import (
+    ContextEncoder,
+    ContextualAgent,
+    agent_state,
+    check_evaluation,
+    check_sampler_device,
+    infer_test_latents,
+    report_progress,
+    task_batches,
+)
+from merpo_agent.baselines.context import agent_from_state as _agent_from_state
 from merpo_agent.behavior_cloning import BehaviorCloning
 from merpo_agent.checkpoint import load_checkpoint, save_checkpoint
 from merpo_agent.env_eval import evaluate_in_env
@@ -70,7 +80,6 @@ from merpo_agent.transitions import TransitionBatch
 # log_fn(step, metrics): called every ``log_every`` updates with plain floats.
 LogFn = Callable[[int, dict[str, float]], None]
 
-FORMAT_VERSION = 1
 
 
 # ---- config -----------------------------------------------------------------------------
@@ -170,35 +179,7 @@ class FocalConfig:
 # ---- encoder and networks ---------------------------------------------------------------
 
 
-def mlp(in_features: int, out_features: int, hidden: int, hidden_layers: int) -> nn.Sequential:
-    sizes = [in_features] + [hidden] * hidden_layers
-    layers: list[nn.Module] = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
-    layers.append(nn.Linear(sizes[-1], out_features))
-    return nn.Sequential(*layers)
-
-
-class ContextEncoder(nn.Module):
-    """FOCAL's deterministic encoder: per-transition embeddings q(s, a, r, s'), averaged.
-
-    Input features (..., C, 2 * obs_dim + act_dim + 1) already normalized; output the task
-    latent (..., latent_dim), the mean over the C context transitions (so the order of the
-    context does not matter).
-    """
-
-    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: int, layers: int):
-        super().__init__()
-        self.net = mlp(2 * obs_dim + act_dim + 1, latent_dim, hidden, layers)
-
-    def embed(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(features)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.embed(features).mean(dim=-2)
-
-
-class FocalAgent(nn.Module):
+class FocalAgent(ContextualAgent):
     """What meta-test needs: normalizer, context encoder and the latent-conditioned policy.
 
     ``infer_latent(context)`` takes transitions as the task sampler gives them (env-unit
@@ -215,14 +196,7 @@ class FocalAgent(nn.Module):
         action_high: torch.Tensor,
         device: str | torch.device = "cpu",
     ):
-        super().__init__()
-        self.config, self.obs_dim, self.act_dim = config, obs_dim, act_dim
-        self.register_buffer("action_low", torch.as_tensor(action_low, dtype=torch.float32))
-        self.register_buffer("action_high", torch.as_tensor(action_high, dtype=torch.float32))
-        self.register_buffer("obs_mean", torch.zeros(obs_dim))
-        self.register_buffer("obs_std", torch.ones(obs_dim))
-        self.register_buffer("reward_mean", torch.zeros(()))
-        self.register_buffer("reward_std", torch.ones(()))
+        super().__init__(config, obs_dim, act_dim, action_low, action_high)
         self.encoder = ContextEncoder(
             obs_dim, act_dim, config.latent_dim, config.encoder_hidden, config.encoder_layers
         )
@@ -231,48 +205,6 @@ class FocalAgent(nn.Module):
             (1,), obs_dim + config.latent_dim, act_dim, config.hidden, config.hidden_layers
         )
         self.to(device)
-
-    @property
-    def device(self) -> torch.device:
-        return self.action_low.device
-
-    @torch.no_grad()
-    def set_normalizer(self, sampler: TaskSampler) -> None:
-        """Observation and reward statistics of the training data (all tasks pooled)."""
-        obs = torch.cat([sampler.observations, sampler.next_observations]).to(self.device)
-        self.obs_mean.copy_(obs.mean(0))
-        self.obs_std.copy_(obs.std(0).clamp_min(1e-3))
-        rewards = sampler.rewards.to(self.device)
-        self.reward_mean.copy_(rewards.mean())
-        self.reward_std.copy_(rewards.std().clamp_min(1e-3))
-
-    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return (obs - self.obs_mean) / self.obs_std
-
-    def unit_actions(self, env_actions: torch.Tensor) -> torch.Tensor:
-        return to_unit_actions(env_actions, self.action_low, self.action_high)
-
-    def context_features(self, context: TransitionBatch) -> torch.Tensor:
-        """(..., C, 2 * obs_dim + act_dim + 1): normalized s, unit a, normalized r, s'."""
-        reward = ((context.rewards - self.reward_mean) / self.reward_std).unsqueeze(-1)
-        return torch.cat(
-            [
-                self.normalize_obs(context.observations),
-                self.unit_actions(context.actions),
-                reward,
-                self.normalize_obs(context.next_observations),
-            ],
-            dim=-1,
-        )
-
-    def infer_latent(self, context: TransitionBatch) -> torch.Tensor:
-        """Task latents (T, latent_dim) from contexts (T, C, ...) in env units."""
-        if context.observations.dim() != 3:
-            raise ValueError(
-                "infer_latent needs a context with a task axis, (T, C, obs_dim); got shape "
-                f"{tuple(context.observations.shape)} (use TaskSampler.sample(C))"
-            )
-        return self.encoder(self.context_features(context))
 
     def policy_distribution(
         self, norm_obs: torch.Tensor, z: torch.Tensor
@@ -303,10 +235,6 @@ class FocalAgent(nn.Module):
             return torch.tanh(mean)
         noise = torch.randn(mean.shape, device=mean.device, generator=generator)
         return tanh_gaussian_rsample(mean, log_std, noise)[0]
-
-    def env_actions(self, unit_actions: torch.Tensor) -> torch.Tensor:
-        return from_unit_actions(unit_actions, self.action_low, self.action_high)
-
 
 class TwinCritic(nn.Module):
     """Q_1, Q_2 (s, a, z): one StackedMLP with stack (2,), shared across tasks."""
@@ -570,16 +498,6 @@ class FocalLearner(nn.Module):
 # ---- training loop ----------------------------------------------------------------------
 
 
-def _check_device(sampler: TaskSampler, device: str | torch.device) -> torch.device:
-    device = torch.device(device)
-    if device.type != sampler.device.type:
-        raise ValueError(
-            f"the TaskSampler lives on {sampler.device} but training was asked on {device}; "
-            f"build the sampler with device={str(device)!r}"
-        )
-    return sampler.device
-
-
 @torch.enable_grad()  # callable from inside a no_grad block (e.g. an evaluation hook)
 def train_focal(
     config: FocalConfig,
@@ -601,7 +519,7 @@ def train_focal(
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    device = _check_device(train_sampler, device)
+    device = check_sampler_device(train_sampler, device)
     torch.manual_seed(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     agent = FocalAgent(
@@ -619,43 +537,20 @@ def train_focal(
     if log_fn is not None:
         log_fn(0, {"behavior_nll": float(nll.mean())})
 
-    task_batch = num_tasks if config.task_batch_size is None else config.task_batch_size
-    task_batch = min(task_batch, num_tasks)
-    all_tasks = torch.arange(num_tasks, device=device)
-    for step in range(1, steps + 1):
-        if task_batch < num_tasks:
-            order = torch.randperm(num_tasks, device=device, generator=generator)
-            task_indices = order[:task_batch]
-        else:
-            task_indices = all_tasks
+    for step, task_indices in task_batches(
+        train_sampler, config.task_batch_size, steps, generator
+    ):
         batch = train_sampler.sample(config.batch_size, task_indices, generator)
         context = train_sampler.sample(2 * config.context_size, task_indices, generator)
         context_a = TransitionBatch(*(x[:, : config.context_size] for x in context))
         context_b = TransitionBatch(*(x[:, config.context_size :] for x in context))
         metrics = learner.update(batch, context_a, context_b, task_indices)
-        if step % config.log_every == 0 or step == steps:
-            if log_fn is not None:
-                log_fn(step, {k: float(v) for k, v in metrics.items()})
-            if progress_fn is not None:
-                progress_fn(step, agent)
+        report_progress(step, steps, config.log_every, metrics, agent, log_fn, progress_fn)
     agent.eval()
     return agent
 
 
 # ---- meta-test --------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def infer_test_latents(
-    agent: FocalAgent,
-    sampler: TaskSampler,
-    context_size: int | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """z (T, latent) of every task of ``sampler`` from ``context_size`` of its transitions."""
-    size = agent.config.eval_context_size if context_size is None else context_size
-    context = sampler.sample(size, generator=generator)
-    return agent.infer_latent(TransitionBatch(*(x.to(agent.device) for x in context)))
 
 
 @torch.no_grad()
@@ -697,13 +592,7 @@ def evaluate_focal(
     Gymnasium vector env over all tasks (``env_eval.evaluate_in_env``). Returns
     ``{task: mean undiscounted return}``.
     """
-    if get_meta_info(env_id).env_id != test_sampler.env_id:
-        raise ValueError(
-            f"evaluate_focal got env_id {env_id!r} but the sampler holds {test_sampler.env_id!r}; "
-            "pass the sampler's env"
-        )
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    check_evaluation("evaluate_focal", env_id, test_sampler, episodes)
     generator = torch.Generator(device=test_sampler.device).manual_seed(seed)
     z = infer_test_latents(agent, test_sampler, context_size, generator)
 
@@ -721,27 +610,13 @@ def evaluate_focal(
 
 def focal_state(agent: FocalAgent) -> dict[str, Any]:
     """A ``weights_only``-loadable dict: config, dimensions and the agent's state_dict."""
-    return {
-        "format": "focal",
-        "version": FORMAT_VERSION,
-        "config": asdict(agent.config),
-        "obs_dim": agent.obs_dim,
-        "act_dim": agent.act_dim,
-        "state_dict": {k: v.detach().cpu() for k, v in agent.state_dict().items()},
-    }
+    return agent_state(agent, "focal")
 
 
 def agent_from_state(state: dict[str, Any], device: str | torch.device = "cpu") -> FocalAgent:
-    if state.get("format") != "focal":
-        raise ValueError("not a FOCAL checkpoint (no format 'focal'); save it with save_focal")
-    config = FocalConfig.from_dict(state["config"])
-    sd = state["state_dict"]
-    agent = FocalAgent(
-        config, state["obs_dim"], state["act_dim"], sd["action_low"], sd["action_high"], device
+    return _agent_from_state(
+        state, "focal", FocalAgent, FocalConfig, device, "FOCAL", "save it with save_focal"
     )
-    agent.load_state_dict(sd)
-    agent.eval()
-    return agent
 
 
 def save_focal(agent: FocalAgent, path: str | Path) -> None:
