@@ -169,7 +169,8 @@ def rac_updates(
     config = learners.config
     low, high = data.sampler.action_low, data.sampler.action_high
     metrics: dict[str, torch.Tensor] = {}
-    last_batch: TransitionBatch | None = None
+    real: TransitionBatch | None = None
+    model_batch: TransitionBatch | None = None
     for step in range(steps):
         model_batch = None
         if config.use_model:
@@ -185,12 +186,12 @@ def rac_updates(
         metrics = learners.update(real, model_batch, meta_policy, bc_policy, noise=noise)
         if on_update is not None:
             on_update(metrics)
-        if model_batch is None:
-            last_batch = real
-        else:
-            last_batch = TransitionBatch(
-                *(torch.cat([r, m], dim=1) for r, m in zip(real, model_batch, strict=True))
-            )
+    if real is None or model_batch is None:  # no step, or the model-free variant
+        return metrics, real
+    # only the last step's mixed batch is returned: concatenate it once, after the loop
+    last_batch = TransitionBatch(
+        *(torch.cat([r, m], dim=1) for r, m in zip(real, model_batch, strict=True))
+    )
     return metrics, last_batch
 
 
