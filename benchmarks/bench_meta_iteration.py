@@ -62,8 +62,7 @@ class MetaIteration:
 
     def inner_loop(self):
         """Slots <- (pi_c, Q_meta); J RAC steps with rollouts. Returns rho_n's states."""
-        self.learners.init_from_meta(self.meta.policy, self.meta.q,
-                                     torch.arange(self.num_tasks, device=self.device))
+        self.learners.init_from_meta(self.meta.policy, self.meta.q)
         self.buffer.clear()
         _, last = rac_updates(self.learners, self.data, self.buffer, self.inner_steps,
                               self.rollout_cfg, self.meta.policy, self.bc, self.generator)

@@ -87,7 +87,7 @@ def test_meta_networks_initialise_task_learners_and_meta_q_averages_them_back():
     torch.manual_seed(0)
     meta = MetaLearner(CFG, OBS, ACT)
     learners = TaskLearners(CFG, OBS, ACT, num_slots=2)
-    learners.init_from_meta(meta.policy, meta.q, torch.arange(2))
+    learners.init_from_meta(meta.policy, meta.q)
     for dst, src in zip(learners.critic.parameters(), meta.q.parameters(), strict=True):
         assert torch.equal(dst, src.expand_as(dst))
     # tasks unchanged since the copy: the meta-Q step is a fixed point

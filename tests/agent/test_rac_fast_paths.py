@@ -17,7 +17,8 @@ import torch
 from merpo_agent.behavior_cloning import BehaviorCloning
 from merpo_agent.meta_policy import MetaLearner
 from merpo_agent.rac_config import RACConfig
-from merpo_agent.task_learners import TaskLearners, adam_options
+from merpo_agent.optimizers import adam_options
+from merpo_agent.task_learners import TaskLearners
 from merpo_agent.transitions import TransitionBatch
 
 OBS, ACT, T = 3, 2, 3
@@ -60,7 +61,7 @@ def run(cfg: RACConfig, steps: int, device: str = "cpu", reinit_at: int | None =
     history = []
     for step in range(steps):
         if step == reinit_at:  # a new meta-iteration: new slots, fresh optimizers
-            learners.init_from_meta(meta.policy, meta.q, torch.tensor([2, 0, 1]))
+            learners.init_from_meta(meta.policy, meta.q)
         real = random_batch(cfg.real_batch_size, g, device)
         model = random_batch(cfg.model_batch_size, g, device) if cfg.use_model else None
         bc_policy = bc.select(torch.arange(T))  # a new module each call, as in the trainer

@@ -95,20 +95,21 @@ def test_importance_sampled_logsumexp_runs_over_the_sampled_actions_axis():
         for c in range(2):
             for s in range(n):
                 w = q[i, c, s] - log_density[i, 0, s]
-                ref = torch.log(torch.exp(w).mean())
+                ref = torch.log(torch.exp(w).sum())  # CQL/COMBO convention: no log K
                 assert out[i, c, s].item() == pytest.approx(ref.item(), abs=1e-5)
     # the known trap: reducing over the states axis instead gives other numbers
-    wrong = torch.logsumexp(q - log_density, dim=-2) - math.log(n)
+    wrong = torch.logsumexp(q - log_density, dim=-2)
     assert not torch.allclose(out[..., : min(n, k)], wrong[..., : min(n, k)], atol=1e-3)
 
 
-def test_logsumexp_estimate_is_unbiased_for_a_constant_q_under_a_uniform_proposal():
-    # Q = c everywhere on [-1, 1]^d: log integral exp(Q) da = c + d log 2, exactly.
+def test_logsumexp_follows_cql_convention_for_a_constant_q_under_a_uniform_proposal():
+    # Q = c everywhere on [-1, 1]^d: log integral exp(Q) da = c + d log 2; CQL's and COMBO's
+    # code (and so Table 2's threshold tau) keep the + log K of the K = 20 samples.
     d, c = 3, 1.7
     q = torch.full((1, 2, 4, 20), c)
     log_density = torch.full((1, 1, 4, 20), -d * math.log(2.0))
     out = L.importance_sampled_logsumexp(q, log_density)
-    assert torch.allclose(out, torch.full((1, 2, 4), c + d * math.log(2.0)))
+    assert torch.allclose(out, torch.full((1, 2, 4), c + d * math.log(2.0) + math.log(20)))
 
 
 def test_conservative_gap_and_critic_loss_hand_values():

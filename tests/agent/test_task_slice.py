@@ -78,7 +78,7 @@ def test_rac_updates_of_slices_equal_the_whole_batch(point_robot_store):
     def run(lo: int, hi: int):
         learners = TaskLearners(rac, obs_dim, act_dim, hi - lo,
                                 generator=torch.Generator().manual_seed(11))
-        learners.init_from_meta(meta.policy, meta.q, torch.arange(hi - lo))
+        learners.init_from_meta(meta.policy, meta.q)
         part = models.empty_like(hi - lo)
         part.copy_from_(models, torch.arange(lo, hi))
         cut = None if (lo, hi) == (0, 3) else TaskSlice(lo, hi, 3)

@@ -71,11 +71,13 @@ def test_two_gloo_processes_match_one_process(point_robot_store, tmp_path, capsy
     assert any(k.startswith("policy.") for k in meta_a) and any(k.startswith("q.") for k in meta_a)
     for key in meta_a:
         torch.testing.assert_close(meta_b[key], meta_a[key], rtol=0, atol=ATOL, msg=key)
-    # the per-task duals (beta, lambda, temperature) merged from both ranks: the same table
-    torch.testing.assert_close(
-        b["learners"]["module"]["task_duals"], a["learners"]["module"]["task_duals"],
-        rtol=0, atol=ATOL,
-    )
+    # every task's persistent learner (networks, duals, Adam) merged from both ranks: the
+    # same table as one process
+    table_a, table_b = a["table"]["module"], b["table"]["module"]
+    for key in table_a:
+        torch.testing.assert_close(table_b[key], table_a[key], rtol=0, atol=ATOL, msg=key)
+    for name, state in a["table"]["optimizers"].items():
+        torch.testing.assert_close(b["table"]["optimizers"][name]["steps"], state["steps"])
 
     # the comparison means something: meta-training moved pi_c far beyond the tolerance
     cfg = build_config(PRW, "smoke", "merpo", overrides=OVERRIDES)

@@ -7,6 +7,8 @@
     torchrun --nproc-per-node N -m merpo_agent train ...   # ranks split the task batch
     merpo-agent evaluate RUN_DIR      # meta-test table of the run's latest checkpoint
     merpo-agent plot RUN_DIR          # PNG learning curves into RUN_DIR/plots
+    merpo-agent reproduce fig4|fig5|fig6|fig7 --env ENV [--seeds N] [--quick] [--out DIR]
+        [--jobs N] [--quality medium|expert|...]   # the paper's comparisons, with a report
 
 Bad input (unknown env, algo or preset, bad override, missing dataset, CUDA where there is
 none, an unreadable checkpoint) prints one line on stderr and exits with status 2; a NaN
@@ -75,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot", help="PNG learning curves of a run directory")
     plot.add_argument("run_dir")
+
+    repro = sub.add_parser(
+        "reproduce", help="a figure of the paper: every method, same tasks, data and budget, "
+        "several seeds, then a report with CIs and the paper's claims",
+    )
+    repro.add_argument("experiment", help="fig4, fig5, fig6 or fig7")
+    repro.add_argument("--env", default="merpo/PointRobotWind-v0")
+    repro.add_argument("--seeds", type=int, default=5)
+    repro.add_argument("--quick", action="store_true", help="a tiny version (smoke sizes)")
+    repro.add_argument("--quality", default="medium", help="dataset quality (default medium)")
+    repro.add_argument("--out", default="runs/reproduce", help="runs and report go here")
+    repro.add_argument("--jobs", type=int, default=None,
+                       help="runs trained at once (default: one per CPU core)")
     return parser
 
 
@@ -185,13 +200,27 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from merpo_agent.config import check_device
+    from merpo_agent.reproduce import reproduce
+
+    check_device("cpu")
+    report = reproduce(
+        args.experiment, args.env, args.seeds, Path(args.out), quick=args.quick,
+        quality=args.quality, jobs=args.jobs,
+    )
+    print(report.read_text())
+    print(f"report: {report}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from merpo_agent.checkpoint import CheckpointError
     from merpo_agent.config import ConfigError
     from merpo_agent.trainer import RunError, TrainingDiverged
 
     args = build_parser().parse_args(argv)
-    handlers = {"train": _train, "evaluate": _evaluate, "plot": _plot}
+    handlers = {"train": _train, "evaluate": _evaluate, "plot": _plot, "reproduce": _reproduce}
     try:
         return handlers[args.command](args)
     except (ConfigError, RunError, CheckpointError, FileNotFoundError) as err:

@@ -80,6 +80,13 @@ class MetaTrainConfig:
     eval_every: int = 50  # meta-test on the unseen tasks every ... iterations (not given)
     log_every: int = 10  # metrics are read to the host once per this many iterations
     checkpoint_every: int = 50
+    # The meta-policy pi_c: "learned" (Eq. 10, MerPO) or FIXED for single-task RAC (Alg. 1,
+    # §5.1): "random" (its random initialization), "combo:N" (distilled from COMBO learners
+    # trained N updates on the training tasks: §5.1's meta-policy "learnt after 200
+    # episodes"), or "run:DIR" (the pi_c of a finished run). With a fixed pi_c there is no
+    # Eq. 10 or meta-Q step, the task learners start from random networks, and every
+    # evaluation also reports each learner's return on its own training task.
+    meta_policy: str = "learned"
 
     def __post_init__(self) -> None:
         for name in ("iterations", "task_batch_size", "inner_steps", "log_every",
@@ -88,21 +95,50 @@ class MetaTrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.eval_every < 0:
             raise ValueError(f"eval_every={self.eval_every} must be >= 0 (0: only at the end)")
+        kind, _, arg = self.meta_policy.partition(":")
+        ok = (self.meta_policy in ("learned", "random") or (kind == "combo" and arg.isdigit())
+              or (kind == "run" and bool(arg)))
+        if not ok:
+            raise ValueError(
+                f"meta_policy={self.meta_policy!r}: use learned, random, combo:N (N updates) "
+                "or run:DIR"
+            )
+
+    @property
+    def fixed_meta_policy(self) -> bool:
+        return self.meta_policy != "learned"
 
 
 @dataclass(frozen=True)
 class MetaTestConfig:
-    """Meta-test on each unseen task (§4.3, SPEC §5)."""
+    """Meta-test on each unseen task (§4.3, Proposition 1)."""
 
     adaptation_steps: int = 100  # Table 2 "testing adaptation steps"
     lr: float = 8e-5  # App. A.2.2: Q and policy lr for a single new task
     episodes: int = 4  # real-env episodes (seeds) per task (the paper: 4 random seeds)
-    compare_combo: bool = True  # COMBO from scratch on the same data and steps
+    # COMBO (single-task offline RL from scratch on the unseen task's own data, the rival of
+    # Fig. 1 and Fig. 7d) with a FULL budget: ``combo_steps`` RAC updates (0 = as many as one
+    # training task received during meta-training, at least ``adaptation_steps``) at
+    # ``combo_lr`` (0 = the run's inner critic / actor lr, those of every training task's
+    # learner: a COMBO given 100 steps at 8e-5 would be a straw man).
+    compare_combo: bool = True
+    combo_steps: int = 0
+    combo_lr: float = 0.0
     compare_beha_only: bool = True  # "With beha only" (alpha = 1) from the meta-init
 
     def __post_init__(self) -> None:
         if self.adaptation_steps < 0 or self.episodes < 1 or self.lr <= 0:
             raise ValueError("need adaptation_steps >= 0, episodes >= 1 and lr > 0")
+        if self.combo_steps < 0 or self.combo_lr < 0:
+            raise ValueError("need test.combo_steps >= 0 and test.combo_lr >= 0 (0 = automatic)")
+
+    def combo_budget(self, meta: MetaTrainConfig, num_train_tasks: int) -> int:
+        """COMBO's RAC updates at meta-test: ``combo_steps``, or the expected number of
+        updates one training task got in meta-training (iterations x J x B / N)."""
+        if self.combo_steps > 0:
+            return self.combo_steps
+        per_task = meta.iterations * meta.inner_steps * meta.task_batch_size
+        return max(self.adaptation_steps, -(-per_task // max(1, num_train_tasks)))
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,18 @@ For every test task j at once (a task axis, no loop over tasks):
 1. the task model adapted from phi_m* (Eq. 4) and the behavior-cloning fit pi_hat_beta,j are
    computed once per run by the trainer (phi_m* is fixed after Alg. 2 line 8) and passed in;
 2. **MerPO (adapted)**: pi_j <- pi_c*, Q_j <- Q_meta, then ``test.adaptation_steps`` RAC
-   updates with pi_c* fixed, critic and actor lr ``test.lr`` (8e-5, App. A.2.2). The dual
+   updates with pi_c* fixed, critic and actor lr ``test.lr`` (8e-5, App. A.2.2); MerPO-Adp
+   also takes its Eq. 11 alpha step once per ``meta.inner_steps`` updates, as it does once
+   per meta-iteration in training. The dual
    variables (SAC temperature, beta, lambda) start at the training tasks' mean learned
    values (``initial_duals``), as pi and Q start from what meta-training learned: the paper
    does not say; fresh defaults (temperature 1, lambda 5) pulled the meta-initialised
    policies back towards the behavior policy within the 100 steps (a quickstart run:
    adapted -15.7 against the meta-policy's -13.9 on tasks 40-43; -14.5 with these duals);
-3. **COMBO**: the same code with lam = 0 and no meta-policy (SPEC §3), from a fresh random
-   init, on the same data, models and number of steps;
+3. **COMBO**: the same code with lam = 0 and no meta-policy, from a fresh random init, on
+   the same data and models, with a full single-task budget (``MetaTestConfig.combo_budget``:
+   as many updates as one training task received in meta-training) at the run's inner
+   learning rates;
 4. **With beha only**: as 2. with alpha = 1 (only the behavior regularizer);
 5. each policy's deterministic (tanh of the mean) action is run in the real environment of
    its task (``gymnasium.make(env_id, task=j)``, a vector env over tasks x seeds).
@@ -68,6 +72,8 @@ class MetaTestResult:
     tasks: tuple[int, ...]
     iteration: int
     returns: dict[str, np.ndarray] = field(default_factory=dict)
+    # RAC updates each variant's learners took (read off their optimizers' step counts)
+    updates: dict[str, int] = field(default_factory=dict)
 
     @property
     def safe(self) -> np.ndarray:
@@ -122,16 +128,19 @@ class MetaTestResult:
         return "\n".join(lines)
 
 
-def _test_rac_config(rac: RACConfig, lr: float, variant: str) -> RACConfig:
-    """RAC settings of a meta-test variant: the run's RAC at the single-new-task lr."""
-    base = rac.replace(critic_lr=lr, actor_lr=lr, adaptive_alpha=False)
+def _test_rac_config(cfg: Config, variant: str) -> RACConfig:
+    """RAC settings of a meta-test variant: MerPO and "With beha only" adapt at the
+    single-new-task lr; COMBO trains from scratch at ``test.combo_lr`` (0: the inner lrs)."""
+    rac, lr = cfg.rac, cfg.test.lr
     if variant == "adapted":
-        return base
+        return rac.replace(critic_lr=lr, actor_lr=lr)
     if variant == "combo":
-        return base.replace(**ALGO_SETTINGS["combo"], use_model=rac.use_model,
-                            real_data_ratio=rac.real_data_ratio)
+        combo_lr = cfg.test.combo_lr
+        lrs = dict(critic_lr=combo_lr, actor_lr=combo_lr) if combo_lr > 0 else {}
+        return rac.replace(**ALGO_SETTINGS["combo"], **lrs, adaptive_alpha=False,
+                           use_model=rac.use_model, real_data_ratio=rac.real_data_ratio)
     if variant == "beha_only":
-        return base.replace(alpha=1.0)
+        return rac.replace(critic_lr=lr, actor_lr=lr, alpha=1.0, adaptive_alpha=False)
     raise ValueError(f"unknown meta-test variant {variant!r}")
 
 
@@ -153,6 +162,7 @@ def meta_test(
     terminated_fn,
     initial_duals: torch.Tensor | None = None,
     task_slice: TaskSlice | None = None,
+    num_train_tasks: int | None = None,
 ) -> MetaTestResult:
     """Run the meta-test of the module docstring; returns the per-task returns.
 
@@ -162,7 +172,8 @@ def meta_test(
 
     ``task_slice`` (torchrun): meta-test only the test tasks ``[start, stop)`` of the
     sampler; ``test_models`` and ``bc_policy`` then hold just those tasks, and the result
-    lists just those tasks.
+    lists just those tasks. ``num_train_tasks`` sets COMBO's budget (default: the config's
+    training tasks, else the test tasks' count).
     """
     device = torch.device(cfg.device)
     total = test_sampler.num_tasks
@@ -185,32 +196,43 @@ def meta_test(
             terminated_fn=terminated_fn,
             task_slice=None if task_slice.is_whole else task_slice,
         )
-        slots = torch.arange(num_tasks, device=device)  # rows of the learners' dual table
+        if num_train_tasks is None:
+            num_train_tasks = len(cfg.data.train_tasks) or total
+        updates: dict[str, int] = {}
         for variant in variants:
-            rac = _test_rac_config(cfg.rac, cfg.test.lr, variant)
+            rac = _test_rac_config(cfg, variant)
             learners = TaskLearners(
                 rac, test_sampler.obs_dim, test_sampler.act_dim, num_tasks, device=device,
                 generator=torch.Generator(device).manual_seed(seed + 1),
             )
-            if variant != "combo":  # COMBO starts from scratch (random init)
-                if initial_duals is not None:
-                    with torch.no_grad():
-                        learners.task_duals[:2] = initial_duals[:2, None].to(device)
-                        if rac.use_meta_regularizer:
-                            learners.task_duals[2] = initial_duals[2].to(device)
-                learners.init_from_meta(meta.policy, meta.q, slots)
+            if variant == "combo":  # from scratch (random init, the config's initial duals)
+                steps = cfg.test.combo_budget(cfg.meta, num_train_tasks)
+            else:
+                steps = cfg.test.adaptation_steps
+                duals = TaskLearners.initial_duals(rac)
+                if initial_duals is not None:  # temperature, beta, lam; alpha: the config's
+                    duals[:3] = initial_duals[:3].to(duals)
+                learners.init_from_meta(meta.policy, meta.q, duals)
             buffer = (
                 ModelBuffer(num_tasks, cfg.rollout.capacity, test_sampler.obs_dim,
                             test_sampler.act_dim, device)
                 if rac.use_model else None
             )
             regularized = rac.use_meta_regularizer
-            rac_updates(
-                learners, data, buffer, cfg.test.adaptation_steps, cfg.rollout,
-                meta.policy if regularized else None,
-                bc_policy if regularized and rac.auto_tune_lambda else None,
-                generator,
-            )
+            # MerPO-Adp: one Eq. 11 step per J updates, as once per meta-iteration in training
+            chunk = cfg.meta.inner_steps if rac.adaptive_alpha else max(1, steps)
+            done = 0
+            while done < steps:
+                n = min(chunk, steps - done)
+                metrics, _ = rac_updates(
+                    learners, data, buffer, n, cfg.rollout,
+                    meta.policy if regularized else None,
+                    bc_policy if regularized and rac.auto_tune_lambda else None,
+                    generator,
+                )
+                learners.adapt_alpha(metrics["d_beta_prime"], metrics["d_meta"])
+                done += n
+            updates[variant] = int(learners.critic_optimizer.steps[0].item())
             policies[variant] = _deterministic(learners)
         policies = {"meta_policy": meta.policy.deterministic, **policies}
         # the seeds are laid out task-major: a slice's tasks keep their seeds
@@ -221,7 +243,7 @@ def meta_test(
     behavior = task_slice.take(test_sampler.dataset_returns.detach())
     returns = {"behavior": behavior.cpu().numpy().astype(float)}
     returns.update(env_returns)
-    return MetaTestResult(cfg.env, tasks, iteration, returns)
+    return MetaTestResult(cfg.env, tasks, iteration, returns, updates)
 
 
 def _deterministic(learners: TaskLearners):

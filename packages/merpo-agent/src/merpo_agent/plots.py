@@ -31,7 +31,8 @@ RETURN_CURVES = (
 )
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def save_figure(fig: plt.Figure, path: Path) -> None:
+    """Write ``fig`` as a PNG at ``path`` (a temporary name, then renamed into place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -91,7 +92,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ax.legend()
     ax.grid(alpha=0.3)
     path = out / "meta_test_return.png"
-    _save(fig, path)
+    save_figure(fig, path)
     written.append(path)
 
     train = [r for r in records if r.get("phase") == "train"]
@@ -112,6 +113,6 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         fig.supxlabel("meta-iteration")
         fig.tight_layout()
         path = out / "training.png"
-        _save(fig, path)
+        save_figure(fig, path)
         written.append(path)
     return written

@@ -71,7 +71,7 @@ from merpo_agent.dynamics import DynamicsConfig
 from merpo_agent.overrides import ConfigError
 from merpo_agent.rac_config import RACConfig
 
-PRESETS = ("table2", "table1", "small", "smoke")
+PRESETS = ("table2", "table1", "small", "repro", "smoke")
 
 # Table 2, per environment (table2.yaml): the rows that differ between environments.
 TABLE2_PER_ENV: dict[str, dict[str, float]] = {
@@ -212,6 +212,15 @@ def small(env: str) -> Config:
     )
 
 
+def repro(env: str) -> Config:
+    """``small``'s sizes on the env's whole train / test split (``merpo-agent reproduce``)."""
+    cfg = small(env)
+    data = replace(cfg.data, train_tasks=(), test_tasks=())
+    meta = replace(cfg.meta, iterations=600, eval_every=100, checkpoint_every=100,
+                   task_batch_size=table2(env).meta.task_batch_size)
+    return replace(cfg, preset="repro", data=data, meta=meta)
+
+
 def smoke(env: str) -> Config:
     cfg = table2(env)
     info = get_meta_info(cfg.env)
@@ -261,7 +270,8 @@ def smoke(env: str) -> Config:
     )
 
 
-_BUILDERS = {"table2": table2, "table1": table1, "small": small, "smoke": smoke}
+_BUILDERS = {"table2": table2, "table1": table1, "small": small, "repro": repro,
+             "smoke": smoke}
 
 
 def make_preset(env: str, preset: str = "table2") -> Config:

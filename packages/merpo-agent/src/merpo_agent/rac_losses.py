@@ -20,8 +20,6 @@ Equations (paper numbering):
 
 from __future__ import annotations
 
-import math
-
 import torch
 from merpo_data.networks import tanh_gaussian_log_prob
 
@@ -65,13 +63,14 @@ def importance_sampled_logsumexp(
     the sampled-actions axis); log_density: (T, 1 or 2, N, K), log density of the proposal
     each action came from (uniform: -act_dim log 2; policy: log pi(a|s)). Returns (T, 2, N).
 
-    ``log mean_k exp(Q_k - log p_k)`` is the importance-sampled estimate when each proposal
-    contributes the same number of samples (10 uniform + 10 policy, an equal mixture). The
-    reduction MUST run over the sampled-actions axis (K, last): reducing over states or
-    critics is the known CQL trap (a dropped reshape) and gives a different number.
+    ``logsumexp_k (Q_k - log p_k)`` over the concatenated, importance-corrected samples,
+    WITHOUT subtracting log K: the convention of CQL's and COMBO's code, with which the
+    paper's Q difference threshold tau (Table 2) was tuned, so the gap fed to the beta dual
+    (App. A.2.2) uses it too. The critic's gradient is the same either way (log K is a
+    constant). The reduction MUST run over the sampled-actions axis (K, last): reducing over
+    states or critics is the known CQL trap (a dropped reshape) and gives another number.
     """
-    k = q_samples.shape[-1]
-    return torch.logsumexp(q_samples - log_density, dim=-1) - math.log(k)
+    return torch.logsumexp(q_samples - log_density, dim=-1)
 
 
 def conservative_gap(logsumexp_q: torch.Tensor, data_q: torch.Tensor) -> torch.Tensor:

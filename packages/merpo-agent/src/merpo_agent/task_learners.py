@@ -19,11 +19,12 @@ Every loss is SUMMED over tasks, so each slot's gradient is exactly its single-t
 gradient; Adam is per-element, so one optimizer over the stacked parameters equals T
 separate optimizers (a test checks batched == T single-task updates).
 
-Dual variables persist per task across meta-iterations: a table ``task_duals`` (4, N) over
-all N tasks the learners may hold; ``init_from_meta`` loads the rows of the tasks put in
-the slots and every ``update`` writes them back. (With 10 inner steps per meta-iteration
-and log_beta lr 1e-3, duals reset each iteration could never move; Adam moments are
-reset with the networks, since a slot then holds another task.)
+Persistence (Alg. 2 line 1): each training task's learner (networks, targets, Adam moments
+and step counts, duals) lives for the whole meta-training in a ``learner_table.LearnerTable``;
+a meta-iteration gathers its batch's rows into these slots and writes them back after the J
+updates. ``persistent_tensors`` lists every such tensor (task axis first). Adam is
+``optimizers.TaskAdam``: one step count per task, so a task's bias correction follows its
+own number of updates whichever tasks shared its batch.
 
 lam is kept >= 0 by projection (clamp after each dual step), not by a log
 parameterisation: with Table 2's lambda lr of 1.0 and initial values 5 / 100, a log-scale
@@ -32,8 +33,8 @@ step would multiply lam by e per step, while a projected step moves it by about 
 Actions are in [-1, 1] (``action_scaling``). No ``.item()`` or host copy: metrics are
 detached (T,) tensors.
 
-Speed (issue 5): the critics run once per step on the mixed batch and the CQL(H) samples
-together; Adam is the fused kernel (CPU and CUDA; step counts stay on the device); opt-in
+Speed: the critics run once per step on the mixed batch and the CQL(H) samples together;
+Adam's moments and step counts stay on the device; opt-in
 ``RACConfig.compile`` compiles the pure loss math and ``RACConfig.cuda_graphs`` replays the
 whole step as a CUDA graph (``merpo_agent.update_graph``), both with the eager results.
 """
@@ -55,7 +56,7 @@ from torch import nn
 
 from merpo_agent import rac_losses as L
 from merpo_agent.alpha_adaptation import adaptive_alpha_step
-from merpo_agent.optimizers import adam_options
+from merpo_agent.optimizers import TaskAdam
 from merpo_agent.rac_config import RACConfig
 from merpo_agent.transitions import TransitionBatch
 
@@ -121,37 +122,29 @@ class TaskLearners(nn.Module):
         obs_dim: int,
         act_dim: int,
         num_slots: int,
-        num_tasks: int | None = None,
         device: torch.device | str = "cpu",
         generator: torch.Generator | None = None,
     ):
-        """``num_slots`` T tasks are learned at once; ``num_tasks`` N (>= T, default T) is
-        the number of tasks whose dual variables are remembered (e.g. all training tasks).
-        Parameters are initialised from torch's global RNG; ``generator`` (on ``device``)
-        drives the update noise (default: a new one seeded 0)."""
+        """``num_slots`` T tasks are learned at once. Parameters are initialised from
+        torch's global RNG; ``generator`` (on ``device``) drives the update noise (default: a
+        new one seeded 0)."""
         super().__init__()
-        num_tasks = num_slots if num_tasks is None else num_tasks
-        if num_slots < 1 or num_tasks < num_slots:
-            raise ValueError("TaskLearners: need num_slots >= 1 and num_tasks >= num_slots")
+        if num_slots < 1:
+            raise ValueError("TaskLearners: need num_slots >= 1")
         self.config = config
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.num_slots, self.num_tasks = num_slots, num_tasks
+        self.num_slots = num_slots
         self.device = torch.device(device)
         t, h, layers = num_slots, config.hidden, config.hidden_layers
 
         self.actor = StackedTanhGaussianPolicy((t,), obs_dim, act_dim, h, layers)
         self.critic = StackedMLP((t, 2), obs_dim + act_dim, 1, h, layers)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
-        lam0 = config.lambda_initial if config.use_meta_regularizer else 0.0
-        initial = torch.tensor(
-            [config.log_entropy_initial, config.log_beta_initial, lam0, config.alpha]
-        )
+        initial = self.initial_duals(config)
         self.log_alpha_ent = nn.Parameter(initial[_LOG_ALPHA_ENT].repeat(t))
         self.log_beta = nn.Parameter(initial[_LOG_BETA].repeat(t))
         self.lam = nn.Parameter(initial[_LAM].repeat(t))
         self.register_buffer("alpha", initial[_ALPHA].repeat(t))
-        self.register_buffer("task_indices", torch.arange(t))
-        self.register_buffer("task_duals", initial[:, None].repeat(1, num_tasks))
         self.to(self.device)
 
         self.target_entropy = config.target_entropy(act_dim)
@@ -162,58 +155,69 @@ class TaskLearners(nn.Module):
                 "pass device='cuda' or set cuda_graphs=False"
             )
         self._graph = None  # UpdateGraph, built at the first update with cuda_graphs
-        self.reset_optimizers()
-
-    # ------------------------------------------------------------------ setup
-    def reset_optimizers(self) -> None:
-        """Fresh Adam states (the slots now hold other tasks or freshly copied networks).
-
-        Adam is the fused kernel where the device has one (CPU and CUDA: one kernel per
-        optimizer step instead of a few per parameter; same update rule), else foreach;
-        ``capturable`` (step counts on the device) with ``cuda_graphs``. Once a CUDA graph
-        has captured the optimizers, their states are zeroed in place instead (the graph
-        holds their addresses); zeroed moments and step counts step exactly as fresh ones.
-        """
-        c = self.config
         self._actor_parameters = list(self.actor.parameters())
         self._critic_parameters = list(self.critic.parameters())
         self._target_parameters = list(self.target_critic.parameters())
-        if self._graph is not None and self._graph.captured:
-            for name in self._optimizer_names:
-                for state in getattr(self, name).state.values():
-                    for value in state.values():
-                        if isinstance(value, torch.Tensor):
-                            value.zero_()
-            return
-        options = adam_options(self.device, capturable=c.cuda_graphs)
+        c = self.config
+        self.critic_optimizer = TaskAdam(self._critic_parameters, c.critic_lr, t)
+        self.actor_optimizer = TaskAdam(self._actor_parameters, c.actor_lr, t)
+        self.entropy_optimizer = TaskAdam([self.log_alpha_ent], c.entropy_lr, t)
+        self.beta_optimizer = TaskAdam([self.log_beta], c.log_beta_lr, t)
+        self.lambda_optimizer = TaskAdam([self.lam], c.lambda_lr, t)
 
-        def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
-            return torch.optim.Adam(params, lr=lr, **options)
+    @staticmethod
+    def initial_duals(config: RACConfig) -> torch.Tensor:
+        """(log SAC temperature, log beta, lam, alpha) of a new task learner, shape (4,)."""
+        lam0 = config.lambda_initial if config.use_meta_regularizer else 0.0
+        return torch.tensor(
+            [config.log_entropy_initial, config.log_beta_initial, lam0, config.alpha]
+        )
 
-        self.critic_optimizer = adam(self._critic_parameters, c.critic_lr)
-        self.actor_optimizer = adam(self._actor_parameters, c.actor_lr)
-        self.entropy_optimizer = adam([self.log_alpha_ent], c.entropy_lr)
-        self.beta_optimizer = adam([self.log_beta], c.log_beta_lr)
-        self.lambda_optimizer = adam([self.lam], c.lambda_lr)
+    # ------------------------------------------------------------------ state
+    def duals(self) -> torch.Tensor:
+        """The slots' (log temperature, log beta, lam, alpha), shape (4, T), detached."""
+        return torch.stack([self.log_alpha_ent, self.log_beta, self.lam, self.alpha]).detach()
+
+    @torch.no_grad()
+    def set_duals(self, duals: torch.Tensor) -> None:
+        """Set every slot's duals from (4,) or (4, T) (lam stays 0 without the regularizer)."""
+        duals = torch.as_tensor(duals, device=self.device, dtype=torch.float32)
+        if duals.dim() == 1:
+            duals = duals[:, None].expand(-1, self.num_slots)
+        for i, target in enumerate((self.log_alpha_ent, self.log_beta, self.lam, self.alpha)):
+            target.copy_(duals[i])
+        if not self.config.use_meta_regularizer:
+            self.lam.zero_()
+
+    def persistent_tensors(self) -> list[torch.Tensor]:
+        """Everything a task's learner carries from one visit to the next, each (T, ...):
+        actor, critics, target critics, duals, and every optimizer's moments and steps."""
+        tensors = [
+            *self._actor_parameters, *self._critic_parameters, *self._target_parameters,
+            self.log_alpha_ent, self.log_beta, self.lam, self.alpha,
+        ]
+        for name in self._optimizer_names:
+            tensors += getattr(self, name).state_tensors()
+        return tensors
+
+    def reset_optimizers(self) -> None:
+        """Fresh Adam states, zeroed in place (a CUDA graph holds their addresses)."""
+        for name in self._optimizer_names:
+            getattr(self, name).reset()
 
     @torch.no_grad()
     def init_from_meta(
         self,
         meta_policy: StackedTanhGaussianPolicy | None,
         meta_q: StackedMLP | None,
-        task_indices: torch.Tensor,
+        duals: torch.Tensor | None = None,
     ) -> None:
-        """Put tasks ``task_indices`` (T,) (rows of the dual table, 0..N-1) in the slots:
+        """New task learners from the meta-learned ones: pi_n <- pi_c and Q_n <- Q_meta
+        (broadcast into every slot; None leaves that network as it is), targets <- Q_n,
+        duals <- ``duals`` ((4,) or (4, T); None: the config's initial values), fresh Adam.
 
-        pi_n <- pi_c and Q_n <- Q_meta (broadcast into every slot; None leaves that network
-        as it is), targets <- Q_n, duals <- the tasks' remembered duals, fresh optimizers.
-        """
-        task_indices = torch.as_tensor(task_indices, device=self.device, dtype=torch.long)
-        if task_indices.shape != (self.num_slots,):
-            raise ValueError(
-                f"init_from_meta: task_indices must have shape ({self.num_slots},), "
-                f"got {tuple(task_indices.shape)}"
-            )
+        Alg. 2 line 1 (every training task starts from the initial pi_c and Q_meta) and the
+        meta-test (§4.3: an unseen task starts from pi_c* and Q_meta)."""
         if meta_policy is not None:
             for dst, src in zip(self.actor.parameters(), meta_policy.parameters(), strict=True):
                 dst.copy_(src.expand_as(dst))
@@ -224,12 +228,7 @@ class TaskLearners(nn.Module):
             self.target_critic.parameters(), self.critic.parameters(), strict=True
         ):
             dst.copy_(src)
-        self.task_indices.copy_(task_indices)
-        duals = self.task_duals.index_select(1, task_indices)
-        self.log_alpha_ent.copy_(duals[_LOG_ALPHA_ENT])
-        self.log_beta.copy_(duals[_LOG_BETA])
-        self.lam.copy_(duals[_LAM])
-        self.alpha.copy_(duals[_ALPHA])
+        self.set_duals(self.initial_duals(self.config) if duals is None else duals)
         self.reset_optimizers()
 
     # ------------------------------------------------------------------ acting
@@ -380,9 +379,8 @@ class TaskLearners(nn.Module):
             with torch.no_grad():
                 self.lam.clamp_(min=0.0)  # projection: lam >= 0
 
-        # ---- 4. targets and the remembered duals -----------------------------------------
+        # ---- 4. targets ------------------------------------------------------------------
         self.update_targets()
-        self._store_duals()
 
         return {
             "critic_loss": critic_loss.detach(),
@@ -483,11 +481,6 @@ class TaskLearners(nn.Module):
         )
 
     @torch.no_grad()
-    def _store_duals(self) -> None:
-        duals = torch.stack([self.log_alpha_ent, self.log_beta, self.lam, self.alpha])
-        self.task_duals.index_copy_(1, self.task_indices, duals)
-
-    @torch.no_grad()
     def adapt_alpha(self, d_beta_prime: torch.Tensor, d_meta: torch.Tensor) -> torch.Tensor:
         """MerPO-Adp (Eq. 11), once per meta-iteration; a no-op when alpha is fixed.
 
@@ -501,7 +494,6 @@ class TaskLearners(nn.Module):
                     self.alpha, d_beta_prime, d_meta, c.alpha_adp_lr, c.alpha_min, c.alpha_max
                 )
             )
-            self._store_duals()
         return self.alpha.clone()
 
     # ------------------------------------------------------------------ checkpoints
@@ -516,7 +508,7 @@ class TaskLearners(nn.Module):
         }
 
     def load_training_state(self, state: dict) -> None:
-        self._graph = None  # loaded optimizer states are new tensors: capture again
+        """In place (tensor addresses kept, so a captured CUDA graph stays valid)."""
         self.load_state_dict(state["module"])
         for name in self._optimizer_names:
             getattr(self, name).load_state_dict(state["optimizers"][name])
@@ -531,4 +523,4 @@ class TaskLearners(nn.Module):
     )
 
 
-__all__ = ["TaskLearners", "UpdateNoise", "adam_options", "twin_q_values"]
+__all__ = ["TaskLearners", "UpdateNoise", "twin_q_values"]

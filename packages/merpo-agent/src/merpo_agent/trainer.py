@@ -7,16 +7,20 @@ Setup (once per run, then checkpointed):
 3. task models adapted from phi_m* (Eq. 4, line 8) for the training tasks and, since phi_m*
    is fixed from here on, once for the test tasks too; the log shows each adapted model's
    held-out MSE beside a from-scratch model's trained for the same steps;
-4. behavior-cloning models pi_hat_beta per task (SPEC §3, for lambda's D_beta').
+4. behavior-cloning models pi_hat_beta per task (for lambda's D_beta', App. A.2.2);
+5. Alg. 2 line 1: one RAC learner per training task (``learner_table.LearnerTable``), every
+   actor a copy of the initial pi_c and every critic a copy of the initial Q_meta. These
+   learners persist for the whole run: a task sampled again continues from where its
+   learner stopped (parameters, targets, Adam moments and step counts, duals).
 
 Meta-iterations k (Alg. 2 lines 9-18), every tensor with a task axis:
 
 - sample a task batch B (``meta.task_batch_size``) of the training tasks;
-- ``TaskLearners.init_from_meta``: pi_n <- pi_c, Q_n <- Q_meta (and each task's duals);
+- gather the batch's learners from the table into the working slots;
 - J = ``meta.inner_steps`` RAC updates (``rac_loop.rac_updates``: model rollouts into the
   model buffer, Eq. 1, Eq. 9) with pi_c fixed;
 - the meta-policy step (Eq. 10) on the states of the last batch, the meta-Q step, and, for
-  MerPO-Adp, the alpha step (Eq. 11);
+  MerPO-Adp, the alpha step (Eq. 11); write the batch's learners back to the table;
 - every ``meta.eval_every`` iterations (and at the end) the meta-test on the unseen tasks
   (``evaluation.meta_test``).
 
@@ -32,8 +36,8 @@ this same code: rank r holds the slots ``shard_bounds(B, r, world)`` of each tas
 (its task learners, slot models and model buffer are that size) while the task batch and
 every random draw are made for the whole batch on every rank and cut (``task_slice``), so
 the ranks together compute what one process computes. pi_c's gradient and the meta-Q step
-are all-reduced (``MetaLearner``), the per-task dual table is merged after each
-meta-iteration, the non-finite check stops all ranks together, the meta-test splits the
+are all-reduced (``MetaLearner``), every rank holds the whole learner table and the batch's
+rows are merged after each meta-iteration, the non-finite check stops all ranks together, the meta-test splits the
 test tasks. The setup (meta-model, task models, behavior cloning) runs on every rank from
 the same seed and rank 0's result is broadcast. Rank 0 alone writes the run directory
 (config, metrics, checkpoints), printing and the progress bar.
@@ -66,7 +70,6 @@ from merpo_agent.checkpoint import (
 from merpo_agent.config import Config, ConfigError, load_run_config
 from merpo_agent.distributed import (
     all_gather_objects,
-    all_reduce_sum_,
     any_rank,
     barrier,
     broadcast_module_,
@@ -76,6 +79,7 @@ from merpo_agent.distributed import (
 )
 from merpo_agent.dynamics import DynamicsEnsemble, HoldoutSplit
 from merpo_agent.evaluation import MetaTestResult, meta_test
+from merpo_agent.learner_table import LearnerTable
 from merpo_agent.meta_model import adapt, meta_train
 from merpo_agent.meta_policy import MetaLearner
 from merpo_agent.metrics import MetricsWriter, to_host
@@ -212,10 +216,11 @@ class MetaTrainer:
         self.meta = MetaLearner(rac, obs_dim, act_dim, device)
         self.learners = self._per_slot(
             lambda slots: TaskLearners(
-                rac, obs_dim, act_dim, slots, self.num_train, device,
-                generator=self.learner_generator,
+                rac, obs_dim, act_dim, slots, device, generator=self.learner_generator
             )
         )
+        # Alg. 2 line 1: every training task's own learner (filled by ``setup``)
+        self.table = LearnerTable(TaskLearners(rac, obs_dim, act_dim, self.num_train, device))
         self.buffer = (
             ModelBuffer(self.num_slots, buffer_capacity(cfg.meta.inner_steps, cfg.rollout),
                         obs_dim, act_dim, device)
@@ -230,7 +235,7 @@ class MetaTrainer:
         from torch's global RNG, which later modules and the setup draw from too: under
         torchrun the RNG is left as a single process building all the slots leaves it (the
         local module is built on a forked RNG, then a throwaway one of the whole batch; the
-        slots' weights are overwritten at every meta-iteration anyway)."""
+        slots' weights are overwritten from the learner table at every meta-iteration)."""
         if self.task_slice is None:
             return make(self.num_slots)
         devices = [self.device] if self.device.type == "cuda" else []
@@ -293,7 +298,70 @@ class MetaTrainer:
         for module in (self.meta_model, self.task_models, self.test_models, self.bc_train,
                        self.bc_test, self.meta):
             broadcast_module_(module)
+        self.table.initialize(self.meta.policy, self.meta.q)  # Alg. 2 line 1
+        if cfg.meta.fixed_meta_policy:
+            self._set_fixed_meta_policy()
         self.say(f"setup done in {time.perf_counter() - t0:.0f} s")
+
+    def _set_fixed_meta_policy(self) -> None:
+        """Single-task RAC (Alg. 1, §5.1): pi_c fixed at the random init, a finished run's
+        pi_c, or a distillation of COMBO learners trained on the training tasks."""
+        cfg = self.cfg
+        kind, _, arg = cfg.meta.meta_policy.partition(":")
+        if kind == "run":
+            path = Path(arg) / CHECKPOINT_DIR / LATEST
+            if not path.is_file():
+                raise RunError(f"meta.meta_policy={cfg.meta.meta_policy}: no checkpoint at "
+                               f"{path}; train that run first")
+            saved = load_checkpoint(path, map_location=self.device)["meta"]["module"]
+            policy = {k.removeprefix("policy."): v for k, v in saved.items()
+                      if k.startswith("policy.")}
+            try:
+                self.meta.policy.load_state_dict(policy)
+            except RuntimeError:
+                raise RunError(f"meta.meta_policy={cfg.meta.meta_policy}: that run's "
+                               "meta-policy has other network sizes; use the same preset") from None
+        elif kind == "combo":
+            self._distil_combo_meta_policy(int(arg))
+
+    def _distil_combo_meta_policy(self, steps: int, distil_steps: int = 500) -> None:
+        """pi_c <- a distillation (Eq. 10's KL, unit weights) of COMBO learners trained for
+        ``steps`` updates on every training task (one learner per task, batched)."""
+        from merpo_agent.rac_config import ALGO_SETTINGS
+
+        cfg, gen = self.cfg, self.generator
+        rac = cfg.rac.replace(**ALGO_SETTINGS["combo"], adaptive_alpha=False)
+        n = self.num_train
+        combo = TaskLearners(rac, self.train_data.obs_dim, self.train_data.act_dim, n,
+                             self.device, generator=torch.Generator(self.device).manual_seed(
+                                 cfg.seed + 3))
+        buffer = (ModelBuffer(n, cfg.rollout.capacity, self.train_data.obs_dim,
+                              self.train_data.act_dim, self.device) if rac.use_model else None)
+        data = TaskData(self.train_data, torch.arange(n, device=self.device),
+                        self.task_models if rac.use_model else None, self.info.terminated_torch)
+        rac_updates(combo, data, buffer, steps, cfg.rollout, None, None, gen)
+        ones, zeros = torch.ones(n, device=self.device), torch.zeros(n, device=self.device)
+        for _ in range(distil_steps):
+            states = self.train_data.sample(cfg.rac.batch_size, None, gen).observations
+            self.meta.update_policy(combo.actor, states, ones, zeros)
+        self.say(f"fixed meta-policy: distilled from {n} COMBO learners after {steps} updates")
+
+    def own_task_record(self) -> dict[str, Any]:
+        """Each training task's learner on its OWN task's real env (single-task RAC)."""
+        from merpo_agent.env_eval import evaluate_in_env
+
+        tasks = list(self.train_data.tasks)
+        learners = self.table.learners
+        returns = evaluate_in_env(
+            self.cfg.env, tasks, {"own": lambda obs: learners.act(obs, deterministic=True)},
+            self.cfg.test.episodes, self.cfg.seed * 1_000_003 + self.iteration + 17,
+            self.device,
+        )["own"]
+        return {
+            "iteration": self.iteration, "phase": "own_tasks", "tasks": tasks,
+            "own_task_return": [float(x) for x in returns],
+            "behavior_return": [float(x) for x in self.train_data.dataset_returns.tolist()],
+        }
 
     # ------------------------------------------------------------------ one meta-iteration
     def meta_iteration(self) -> dict[str, torch.Tensor]:
@@ -303,7 +371,7 @@ class MetaTrainer:
         # the whole task batch, the same on every rank; this rank's slots hold `local`
         idx = torch.randperm(self.num_train, device=self.device, generator=gen)[: self.batch_size]
         local = idx if self.task_slice is None else self.task_slice.take(idx)
-        self.learners.init_from_meta(self.meta.policy, self.meta.q, local)
+        self.table.gather_into(self.learners, local)  # each task continues its own learner
         if self.buffer is not None:
             self.buffer.clear()
             self.slot_models.copy_from_(self.task_models, local)
@@ -312,6 +380,7 @@ class MetaTrainer:
             self.info.terminated_torch, task_slice=self.task_slice,
         )
         regularized = rac.use_meta_regularizer
+        learned = not cfg.meta.fixed_meta_policy  # single-task RAC: pi_c stays fixed
         bc = self.bc_train.select(local) if regularized and rac.auto_tune_lambda else None
 
         def watch(metrics: dict[str, torch.Tensor]) -> None:
@@ -323,32 +392,19 @@ class MetaTrainer:
             self.meta.policy if regularized else None, bc, gen, on_update=watch,
         )
         out = dict(metrics)
-        if regularized:  # Eq. 10: only the KL term depends on pi_c
+        if regularized and learned:  # Eq. 10: only the KL term depends on pi_c
             out["meta_policy_loss"] = self.meta.update_policy(
                 self.learners.actor, last.observations, self.learners.lam.detach(),
                 self.learners.alpha,
             )
             self._bad |= ~torch.isfinite(out["meta_policy_loss"])
-        self.meta.update_q(self.learners.critic)
+        if learned:
+            self.meta.update_q(self.learners.critic)
         out["alpha"] = self.learners.adapt_alpha(metrics["d_beta_prime"], metrics["d_meta"])
-        self._merge_task_duals(idx, local)
+        self.table.scatter_from(self.learners, local)
+        if self.task_slice is not None:
+            self.table.merge_ranks_(idx, local)
         return out
-
-    @torch.no_grad()
-    def _merge_task_duals(self, idx: torch.Tensor, local: torch.Tensor) -> None:
-        """torchrun: every rank wrote its own tasks' columns of the dual table; give every
-        rank every column. The ranks' tasks are disjoint, so a sum of each rank's columns
-        (zero elsewhere) is exact; columns outside the batch keep their value."""
-        if self.task_slice is None:
-            return
-        duals = self.learners.task_duals
-        mine = torch.zeros(duals.shape[1], dtype=torch.bool, device=duals.device)
-        mine[local] = True
-        merged = torch.where(mine, duals, torch.zeros_like(duals))
-        all_reduce_sum_([merged])
-        in_batch = torch.zeros_like(mine)
-        in_batch[idx] = True
-        duals.copy_(torch.where(in_batch, merged, duals))
 
     def _gather_metrics(self, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """torchrun: the whole batch's metrics on every rank (per-slot (T,) metrics of the
@@ -370,7 +426,7 @@ class MetaTrainer:
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
         return {
-            "format": 1,
+            "format": 2,
             "iteration": self.iteration,
             "config": self.cfg.to_dict(),
             "meta_model": self.meta_model.state_dict(),
@@ -379,7 +435,8 @@ class MetaTrainer:
             "bc_train": self.bc_train.state_dict(),
             "bc_test": self.bc_test.state_dict(),
             "meta": self.meta.training_state(),
-            "learners": self.learners.training_state(),
+            "table": self.table.training_state(),
+            "learner_noise": self.learners.generator.get_state(),
             "rng": rng_state({"data": self.generator}),
         }
 
@@ -399,7 +456,8 @@ class MetaTrainer:
             self.bc_train.load_state_dict(state["bc_train"])
             self.bc_test.load_state_dict(state["bc_test"])
             self.meta.load_training_state(state["meta"])
-            self._load_learners(state["learners"])
+            self.table.load_training_state(state["table"])
+            self.learners.generator.set_state(state["learner_noise"])
         except (KeyError, RuntimeError, ValueError) as err:
             first = str(err).strip().splitlines()[0]
             raise CheckpointError(
@@ -409,37 +467,17 @@ class MetaTrainer:
         self.iteration = int(state["iteration"])
         set_rng_state(state["rng"], {"data": self.generator})
 
-    def _load_learners(self, saved: dict[str, Any]) -> None:
-        """The learners' state; when the checkpoint's slots differ from this process's (it
-        was written under another number of processes), only what outlives a
-        meta-iteration: the dual table and the noise generator (``init_from_meta`` resets
-        the slots' networks, duals and optimizers at every meta-iteration anyway)."""
-        mine = self.learners.state_dict()
-        theirs = saved["module"]
-        if mine.keys() == theirs.keys() and all(
-            mine[k].shape == theirs[k].shape for k in mine
-        ):
-            self.learners.load_training_state(saved)
-            return
-        if theirs["task_duals"].shape != mine["task_duals"].shape:
-            raise ValueError(
-                f"task_duals shape {tuple(theirs['task_duals'].shape)} != "
-                f"{tuple(mine['task_duals'].shape)}"
-            )
-        with torch.no_grad():
-            self.learners.task_duals.copy_(theirs["task_duals"])
-        self.learners.generator.set_state(saved["generator"])
-
     # ------------------------------------------------------------------ meta-test
     def evaluate(self) -> MetaTestResult:
         """The meta-test (§4.3) with the current meta-policy and meta-Q."""
         # the duals the training tasks learned (their mean) start the test tasks' duals;
         # before the first meta-iteration they are the config's initial values
-        initial_duals = self.learners.task_duals.mean(dim=1)
+        initial_duals = self.table.duals().mean(dim=1)
         if self.world_size == 1:
             result = meta_test(
                 self.cfg, self.meta, self.test_data, self.test_models, self.bc_test.policy,
                 self.iteration, self.info.terminated_torch, initial_duals=initial_duals,
+                num_train_tasks=self.num_train,
             )
         else:
             result = self._sharded_meta_test(initial_duals)
@@ -460,7 +498,7 @@ class MetaTrainer:
             result = meta_test(
                 self.cfg, self.meta, self.test_data, models, self.bc_test.select(local),
                 self.iteration, self.info.terminated_torch, initial_duals=initial_duals,
-                task_slice=TaskSlice(lo, hi, count),
+                task_slice=TaskSlice(lo, hi, count), num_train_tasks=self.num_train,
             )
             returns = result.returns
         parts = [part for part in all_gather_objects(returns) if part]
@@ -527,6 +565,8 @@ class MetaTrainer:
                         )
                 if log_now:
                     writer.log(k, "train", self._gather_metrics(metrics))
+                if eval_now and meta_cfg.fixed_meta_policy and self.is_main:
+                    writer.log_record(self.own_task_record())
                 if eval_now:
                     result = self.evaluate()
                     means = result.means()

@@ -1,0 +1,384 @@
+"""``merpo-agent reproduce EXPERIMENT``: the paper's comparisons as fair, seeded runs (§5).
+
+An experiment (Fig. 4, 5, 6 or 7 of the paper) is a set of RUNS, each a ``merpo-agent
+train`` command, trained for every seed, and ROWS, each a column of a run's final table
+(e.g. a MerPO run gives "MerPO" from its adapted policy and "With beha only" / "COMBO"
+from its meta-test's comparison columns). Every run of an experiment shares the env, the
+training and test tasks, the dataset quality (unless the run is about quality) and the
+budget of gradient steps (``budget``: MerPO's meta-iterations x inner steps = a baseline's
+steps), so that a comparison is fair.
+
+Each (run, seed) is its own run directory ``OUT/<experiment>/<run>/seed-<s>``: a killed
+``reproduce`` continues where it stopped (MerPO runs resume from their checkpoints;
+a finished run's ``result.json`` is reused, not retrained). Runs go to ``--jobs`` worker
+processes (``merpo-agent train --threads 1``, one per CPU core by default). Then
+``merpo_agent.report`` writes the report: tables with rliable's statistics, curves, and one
+verdict line per paper claim.
+
+Sizes: ``--quick`` is a tiny version (smoke networks, 2 seeds, a few tasks) that a test
+runs; the default is the ``repro`` sizes, chosen so that ``reproduce fig6 --env
+merpo/PointRobotWind-v0 --seeds 5`` takes at most 90 minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from merpo_agent.checkpoint import atomic_write_text
+from merpo_agent.config import ConfigError
+from merpo_agent.trainer import RunError
+
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One ``merpo-agent train`` command of an experiment (trained once per seed)."""
+
+    key: str  # directory name
+    algo: str
+    overrides: tuple[str, ...] = ()
+    quality: str | None = None  # None: the experiment's quality
+
+
+@dataclass(frozen=True)
+class Row:
+    """A reported method: column ``column`` of run ``run``'s final per-task table."""
+
+    label: str
+    run: str
+    column: str
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    title: str
+    runs: tuple[RunSpec, ...]
+    rows: tuple[Row, ...]
+    claims: tuple[str, ...]
+    # rows evaluated on the TRAINING tasks' own envs (single-task RAC, Fig. 4 and 5)
+    single_task: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+
+BASELINE_ALGOS = ("focal", "mbml", "batch-pearl", "cbcq")
+BASELINE_LABELS = {
+    "focal": "FOCAL", "mbml": "MBML", "batch-pearl": "Batch PEARL", "cbcq": "Contextual BCQ",
+}
+
+
+def available_baselines() -> tuple[str, ...]:
+    """The rivals of Fig. 6 that this installation has (``baselines.run.BASELINES``)."""
+    from merpo_agent.baselines.run import BASELINES
+
+    return tuple(a for a in BASELINE_ALGOS if a in BASELINES)
+
+
+def _single_task_runs(prefix: str, source: str, alphas: dict[str, float]) -> list[RunSpec]:
+    runs = []
+    for key, alpha in alphas.items():
+        overrides = (f"meta.meta_policy={source}",)
+        if alpha is not None:
+            overrides += (f"rac.alpha={alpha}",)
+        runs.append(RunSpec(f"{prefix}-{key}", "merpo", overrides))
+    return runs
+
+
+def experiments() -> dict[str, Experiment]:
+    rivals = available_baselines()
+    fig6 = Experiment(
+        name="fig6",
+        title="Fig. 6: MerPO against the offline meta-RL baselines on unseen tasks",
+        runs=(
+            RunSpec("merpo-adp", "merpo-adp"),
+            RunSpec("merpo", "merpo"),
+            *(RunSpec(a, a) for a in rivals),
+        ),
+        rows=(
+            Row("MerPO-Adp", "merpo-adp", "adapted"),
+            Row("MerPO", "merpo", "adapted"),
+            *(Row(BASELINE_LABELS[a], a, a) for a in rivals),
+            Row("meta-policy (MerPO)", "merpo", "meta_policy"),
+            Row("behavior", "merpo", "behavior"),
+        ),
+        claims=("C3", "C7"),
+    )
+    fig7 = Experiment(
+        name="fig7",
+        title="Fig. 7: ablations: no model, Eq. 5 alone, meta vs behavior regularizer, "
+        "data quality",
+        runs=(
+            RunSpec("merpo", "merpo"),
+            RunSpec("cql", "cql"),
+            RunSpec("combo3", "combo3"),
+            RunSpec("merpo-expert", "merpo", quality="expert"),
+        ),
+        rows=(
+            Row("MerPO", "merpo", "adapted"),
+            Row("No model (CQL)", "cql", "adapted"),
+            Row("Eq. 5 alone (alpha = 0)", "combo3", "adapted"),
+            Row("With beha only (medium)", "merpo", "beha_only"),
+            Row("COMBO (medium)", "merpo", "combo"),
+            Row("MerPO (expert)", "merpo-expert", "adapted"),
+            Row("With beha only (expert)", "merpo-expert", "beha_only"),
+            Row("COMBO (expert)", "merpo-expert", "combo"),
+        ),
+        claims=("C4", "C5", "C6"),
+    )
+    good = "combo:2000"  # §5.1: a meta-policy "learnt after 200 episodes" of COMBO
+    fig4 = Experiment(
+        name="fig4",
+        title="Fig. 4: single-task RAC against a fixed good or random meta-policy",
+        runs=(
+            RunSpec("combo", "combo", ("meta.meta_policy=random",)),
+            *_single_task_runs("rac", good, {"good": None}),
+            *_single_task_runs("rac", "random", {"random": None}),
+            *_single_task_runs("combo3", good, {"good": 0.0}),
+            *_single_task_runs("combo3", "random", {"random": 0.0}),
+        ),
+        rows=(
+            Row("COMBO", "combo", "own_task"),
+            Row("RAC, good meta-policy", "rac-good", "own_task"),
+            Row("RAC, random meta-policy", "rac-random", "own_task"),
+            Row("COMBO-3, good meta-policy", "combo3-good", "own_task"),
+            Row("COMBO-3, random meta-policy", "combo3-random", "own_task"),
+        ),
+        claims=("C1",),
+        single_task=True,
+    )
+    fig5 = Experiment(
+        name="fig5",
+        title="Fig. 5: single-task RAC with a good meta-policy, alpha in {0, 0.4, 0.7, 1}",
+        runs=tuple(
+            _single_task_runs("alpha", good, {"0": 0.0, "0.4": 0.4, "0.7": 0.7, "1": 1.0})
+        ),
+        rows=tuple(
+            Row(f"alpha = {a}", f"alpha-{a}", "own_task") for a in ("0", "0.4", "0.7", "1")
+        ),
+        claims=("C2",),
+        single_task=True,
+    )
+    return {e.name: e for e in (fig4, fig5, fig6, fig7)}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What every run of an experiment shares: presets, tasks, budget, evaluation."""
+
+    merpo_preset: str
+    baseline_preset: str
+    iterations: int  # MerPO meta-iterations; budget = iterations x inner steps
+    inner_steps: int
+    eval_every: int
+    train_tasks: tuple[int, ...] | None  # None: the env's train split
+    test_tasks: tuple[int, ...] | None
+    single_task_tasks: tuple[int, ...]  # Fig. 4/5: each its own single-task RAC
+    episodes: int
+
+    @property
+    def budget(self) -> int:
+        """Gradient steps of every method's actor and critic."""
+        return self.iterations * self.inner_steps
+
+
+def sizes_for(env_id: str, quick: bool) -> Sizes:
+    from merpo_envs import get_meta_info
+
+    info = get_meta_info(env_id)
+    if quick:
+        return Sizes("smoke", "smoke", iterations=4, inner_steps=2, eval_every=2,
+                     train_tasks=tuple(info.train_tasks[:4]),
+                     test_tasks=tuple(info.test_tasks[:2]),
+                     single_task_tasks=tuple(info.train_tasks[:2]), episodes=1)
+    return Sizes("repro", "small", iterations=600, inner_steps=10, eval_every=100,
+                 train_tasks=None, test_tasks=None,
+                 single_task_tasks=tuple(info.train_tasks[:4]), episodes=4)
+
+
+def _task_list(tasks: tuple[int, ...]) -> str:
+    return "[" + ",".join(str(t) for t in tasks) + "]"
+
+
+def train_command(
+    env_id: str, experiment: Experiment, run: RunSpec, seed: int, quality: str, sizes: Sizes,
+    run_dir: Path,
+) -> list[str]:
+    """The ``merpo-agent train`` command of one (run, seed), with the shared settings."""
+    quality = run.quality or quality
+    baseline = run.algo in BASELINE_ALGOS
+    command = [
+        sys.executable, "-m", "merpo_agent", "train", "--env", env_id, "--algo", run.algo,
+        "--seed", str(seed), "--run-dir", str(run_dir), "--no-progress", "--threads", "1",
+        "--preset", sizes.baseline_preset if baseline else sizes.merpo_preset,
+    ]
+    train_tasks = sizes.single_task_tasks if experiment.single_task else sizes.train_tasks
+    if baseline:
+        settings = [f"steps={sizes.budget}", f"eval_every={sizes.eval_every * sizes.inner_steps}",
+                    f"quality={quality}", f"eval_episodes={sizes.episodes}"]
+        if train_tasks is not None:
+            settings.append(f"train_tasks={_task_list(train_tasks)}")
+        if sizes.test_tasks is not None:
+            settings.append(f"test_tasks={_task_list(sizes.test_tasks)}")
+    else:
+        settings = [f"meta.iterations={sizes.iterations}",
+                    f"meta.inner_steps={sizes.inner_steps}",
+                    f"meta.eval_every={sizes.eval_every}", f"data.quality={quality}",
+                    f"test.episodes={sizes.episodes}"]
+        if train_tasks is not None:
+            settings.append(f"data.train_tasks={_task_list(train_tasks)}")
+            settings.append(f"meta.task_batch_size={len(train_tasks)}" if experiment.single_task
+                            else f"meta.task_batch_size={min(len(train_tasks), 8)}")
+        if sizes.test_tasks is not None:
+            settings.append(f"data.test_tasks={_task_list(sizes.test_tasks)}")
+    settings += list(run.overrides)
+    for item in settings:
+        command += ["--set", item]
+    return command
+
+
+def read_result(run_dir: Path, algo: str) -> dict:
+    """The final per-task table of a finished run: ``{"tasks": [...], column: [...]}`` and
+    its learning curve ``{"curve": [[gradient_steps, mean return], ...]}``."""
+    from merpo_agent.metrics import read_metrics
+
+    records = read_metrics(run_dir)
+    out: dict = {"curve": []}
+    if algo in BASELINE_ALGOS:
+        final = [r for r in records if r.get("phase") == "final"]
+        if not final:
+            raise RunError(f"{run_dir}: no final record in metrics.jsonl")
+        table = final[-1]["tasks"]
+        tasks = sorted(int(t) for t in table)
+        out["tasks"] = tasks
+        out[algo] = [float(table[str(t)][algo]) for t in tasks]
+        out["behavior"] = [float(table[str(t)]["behavior"]) for t in tasks]
+        out["curve"] = [[int(r["iteration"]), float(r["test_return"])]
+                        for r in records if r.get("phase") == "meta_test" and "test_return" in r]
+        return out
+    config = json.loads(json.dumps(_read_yaml(run_dir / "config.yaml")))
+    inner = int(config["meta"]["inner_steps"])
+    per_task = [r for r in records if r.get("phase") == "meta_test_tasks"]
+    if not per_task:
+        raise RunError(f"{run_dir}: no meta-test record in metrics.jsonl")
+    last = per_task[-1]
+    out["tasks"] = [int(t) for t in last["tasks"]]
+    for name, values in last.items():
+        if name.endswith("_return"):
+            out[name.removesuffix("_return")] = [float(v) for v in values]
+    own = [r for r in records if r.get("phase") == "own_tasks"]
+    if own:
+        out["own_task"] = [float(v) for v in own[-1]["own_task_return"]]
+        out["own_tasks"] = [int(t) for t in own[-1]["tasks"]]
+        out["own_behavior"] = [float(v) for v in own[-1]["behavior_return"]]
+    out["curve"] = [[int(r["iteration"]) * inner, float(r["adapted_return"])]
+                    for r in records if r.get("phase") == "meta_test" and "adapted_return" in r]
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def run_one(command: list[str], run_dir: Path, algo: str, log) -> dict:
+    """Train (or resume) one run unless its result is there; returns its result."""
+    result_path = run_dir / RESULT_FILE
+    shown = shlex.join(command[2:])
+    if result_path.is_file():
+        saved = json.loads(result_path.read_text())
+        if saved.get("command") == shown:
+            return saved
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(run_dir / "train.log", "a") as out:
+        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+    if code != 0:
+        tail = (run_dir / "train.log").read_text().strip().splitlines()[-1:]
+        raise RunError(
+            f"run {run_dir} failed (exit {code}): {tail[0] if tail else ''}; "
+            f"see {run_dir / 'train.log'}; reproduce again to resume"
+        )
+    result = read_result(run_dir, algo)
+    result.update(command=shown, wall_s=time.perf_counter() - start, algo=algo)
+    atomic_write_text(result_path, json.dumps(result, indent=1))
+    log(f"done {run_dir} in {result['wall_s']:.0f} s")
+    return result
+
+
+def reproduce(
+    name: str,
+    env_id: str,
+    seeds: int,
+    out_dir: Path,
+    quick: bool = False,
+    quality: str = "medium",
+    jobs: int | None = None,
+    log=print,
+) -> Path:
+    """Train every (run, seed) of experiment ``name`` (reusing finished ones), then write
+    the report; returns the report's path."""
+    from merpo_agent.report import write_report
+
+    table = experiments()
+    if name not in table:
+        raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(table)}")
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    experiment = table[name]
+    sizes = sizes_for(env_id, quick)
+    _ensure_datasets(env_id, experiment, sizes, quality)
+    base = out_dir / name
+    jobs = jobs or max(1, os.cpu_count() or 1)
+    work = []
+    for run in experiment.runs:
+        for seed in range(seeds):
+            run_dir = base / run.key / f"seed-{seed}"
+            command = train_command(env_id, experiment, run, seed, quality, sizes, run_dir)
+            work.append((run, seed, run_dir, command))
+    log(f"{name}: {len(work)} runs ({len(experiment.runs)} methods x {seeds} seeds), "
+        f"{jobs} at a time, budget {sizes.budget} gradient steps each")
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [
+            pool.submit(run_one, command, run_dir, run.algo, log)
+            for run, _, run_dir, command in work
+        ]
+        results: dict[str, list[dict]] = {run.key: [] for run in experiment.runs}
+        for (run, _, _, _), future in zip(work, futures, strict=True):
+            results[run.key].append(future.result())
+    wall = time.perf_counter() - start
+    command = (f"merpo-agent reproduce {name} --env {env_id} --seeds {seeds}"
+               + (" --quick" if quick else "") + (f" --quality {quality}" if quality != "medium"
+                                                  else ""))
+    return write_report(experiment, env_id, quality, sizes, results, base, command, wall)
+
+
+def _ensure_datasets(env_id: str, experiment: Experiment, sizes: Sizes, quality: str) -> None:
+    """Build the missing datasets of the experiment's tasks and qualities (merpo-data's
+    default preset), as ``data.build_missing`` would; existing ones are used as they are."""
+    import merpo_data
+    from merpo_data.datasets import is_local
+    from merpo_envs import get_meta_info
+
+    info = get_meta_info(env_id)
+    tasks = set(sizes.single_task_tasks if experiment.single_task
+                else (sizes.train_tasks or info.train_tasks))
+    tasks |= set(sizes.test_tasks or info.test_tasks)
+    for q in sorted({run.quality or quality for run in experiment.runs}):
+        missing = [t for t in sorted(tasks) if not is_local(merpo_data.dataset_id(env_id, t, q))]
+        if missing:
+            merpo_data.generate(env_id, tasks=missing, qualities=[q], progress=False)
+
+
+__all__ = ["Experiment", "Row", "RunSpec", "Sizes", "experiments", "reproduce", "sizes_for"]

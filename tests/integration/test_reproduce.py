@@ -1,0 +1,63 @@
+"""``merpo-agent reproduce --quick``: every run trained, a report with every section."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from merpo_agent import cli
+from merpo_agent.report import combine, compare
+from merpo_agent.reproduce import experiments
+
+PRW = "merpo/PointRobotWind-v0"
+
+
+def test_compare_and_combine_read_confidence_intervals():
+    assert compare((2.0, 1.5, 2.5), (1.0, 0.5, 1.4)) == "holds"
+    assert compare((1.0, 0.5, 1.4), (2.0, 1.5, 2.5)) == "fails"
+    assert compare((2.0, 1.0, 2.5), (1.5, 0.5, 1.8)) == "ties"
+    assert combine(["holds", "holds"]) == "holds"
+    assert combine(["holds", "ties"]) == "ties"
+    assert combine(["holds", "fails"]) == "fails"
+
+
+def test_every_experiment_compares_its_methods_on_shared_runs():
+    table = experiments()
+    assert set(table) == {"fig4", "fig5", "fig6", "fig7"}
+    for experiment in table.values():
+        keys = {run.key for run in experiment.runs}
+        assert all(row.run in keys for row in experiment.rows), experiment.name
+    fig6 = {row.label for row in table["fig6"].rows}
+    assert {"MerPO", "MerPO-Adp", "FOCAL", "Contextual BCQ"} <= fig6
+
+
+@pytest.mark.slow
+def test_reproduce_quick_writes_a_report_with_every_section(point_robot_store, tmp_path, capsys):
+    out = tmp_path / "repro"
+    code = cli.main(["reproduce", "fig6", "--env", PRW, "--seeds", "2", "--quick",
+                     "--out", str(out), "--jobs", "2"])
+    assert code == 0
+    report = (out / "fig6" / "report.md").read_text()
+    for section in ("- command:", "- commit:", "- wall time:", "- budget:", "| MerPO |",
+                    "| MerPO-Adp |", "| FOCAL |", "| Contextual BCQ |", "## Per task",
+                    "## The paper's claims", "## Learning curves"):
+        assert section in report, section
+    for claim in ("C3", "C7"):
+        line = next(x for x in report.splitlines() if x.startswith(f"- {claim}:"))
+        assert any(v in line for v in ("**holds**", "**ties**", "**fails**")), line
+    assert (out / "fig6" / "curves.png").stat().st_size > 1000
+    stats = json.loads((out / "fig6" / "stats.json").read_text())
+    lo, hi = stats["returns"]["MerPO"]["mean"][1:]
+    assert lo <= stats["returns"]["MerPO"]["mean"][0] <= hi
+    # every method got the same budget of gradient steps
+    results = [json.loads(p.read_text()) for p in (out / "fig6").glob("*/seed-*/result.json")]
+    assert len(results) == 2 * len(experiments()["fig6"].runs)
+    merpo = [r for r in results if r["algo"] == "merpo"][0]
+    assert "meta.iterations=4" in merpo["command"] and "meta.inner_steps=2" in merpo["command"]
+    focal = [r for r in results if r["algo"] == "focal"][0]
+    assert "steps=8" in focal["command"]
+    # a second call reuses every finished run (nothing retrained)
+    mtimes = {p: p.stat().st_mtime for p in (out / "fig6").glob("*/seed-*/result.json")}
+    assert cli.main(["reproduce", "fig6", "--env", PRW, "--seeds", "2", "--quick",
+                     "--out", str(out)]) == 0
+    assert all(p.stat().st_mtime == t for p, t in mtimes.items())
