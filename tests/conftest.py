@@ -36,6 +36,14 @@ def isolated_minari_store(tmp_path_factory):
         os.environ["MINARI_DATASETS_PATH"] = before
 
 
+@pytest.fixture
+def umask_022():
+    """The usual umask 022 for one test (file-mode tests), whatever the shell's."""
+    before = os.umask(0o022)
+    yield
+    os.umask(before)
+
+
 @pytest.fixture(scope="session")
 def point_robot_store(tmp_path_factory):
     """Path of a Minari store with Point-Robot-Wind test datasets (env var set for the session)."""
