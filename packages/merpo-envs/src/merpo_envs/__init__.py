@@ -7,7 +7,7 @@ Without making an env, :func:`get_meta_info` gives an id's task list, train/test
 task parameters and batched termination function.
 """
 
-from merpo_envs.meta_info import MetaEnvInfo, env_ids, get_meta_info
+from merpo_envs.meta_info import MetaEnvInfo, env_ids, format_tasks, get_meta_info
 from merpo_envs.registration import register_all
 from merpo_envs.vector import make_vec
 
@@ -15,4 +15,12 @@ register_all()
 
 ENV_IDS = env_ids()
 
-__all__ = ["ENV_IDS", "MetaEnvInfo", "env_ids", "get_meta_info", "make_vec", "register_all"]
+__all__ = [
+    "ENV_IDS",
+    "MetaEnvInfo",
+    "env_ids",
+    "format_tasks",
+    "get_meta_info",
+    "make_vec",
+    "register_all",
+]
