@@ -25,15 +25,6 @@ from merpo_agent.transitions import TransitionBatch
 ENV = "merpo/PointRobotWind-v0"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks: one thread is fastest, and CI's other tests keep the other core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_agent(seed: int = 0, **overrides) -> FocalAgent:
     torch.manual_seed(seed)
     config = FocalConfig.smoke(ENV, **overrides)

@@ -23,14 +23,6 @@ from merpo_agent.transitions import TransitionBatch
 OBS, ACT, T = 3, 2, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def config(algo: str = "merpo", **overrides) -> RACConfig:
     base = dict(hidden=16, hidden_layers=2, batch_size=16, critic_lr=3e-3, actor_lr=3e-3)
     return RACConfig.for_algo(algo, **{**base, **overrides})

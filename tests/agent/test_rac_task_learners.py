@@ -19,15 +19,6 @@ from merpo_data.networks import tanh_gaussian_rsample
 OBS, ACT = 3, 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks: one thread is fastest, and CI's other tests keep the other core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small_config(algo: str = "merpo", **overrides) -> RACConfig:
     base = dict(hidden=16, hidden_layers=2, batch_size=16, critic_lr=3e-3, actor_lr=3e-3)
     return RACConfig.for_algo(algo, **{**base, **overrides})

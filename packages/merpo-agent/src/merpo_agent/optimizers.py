@@ -1,4 +1,4 @@
-"""Adam as the hot paths build it: the fused kernel where the device has one (issue 5).
+"""Adam as the hot paths build it: the fused kernel where the device has one.
 
 Fused Adam is one kernel per optimizer step for all parameters (instead of a few per
 parameter), and keeps its step counts on the device (no per-step host tensors); it applies

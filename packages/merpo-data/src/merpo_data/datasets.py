@@ -1,6 +1,6 @@
 """Minari datasets per task and quality, built from the behavior-policy checkpoints.
 
-Qualities (SPEC §7; App. A.2.2 of the paper):
+Qualities (the paper's App. A.2.2, "Data collection"):
 - ``random``: uniform actions in the action box;
 - ``medium``: the checkpoint whose evaluated return is closest to halfway between the
   random policy's and the expert checkpoint's;

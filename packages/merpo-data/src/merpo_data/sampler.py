@@ -1,4 +1,4 @@
-"""The task sampler: the only way the agent reads data (DESIGN.md, "Task sampler").
+"""The task sampler: the only way the agent reads data.
 
 Loads the transitions of T tasks once onto a torch device as flat tensors with per-task
 offsets, and draws batches with a leading task axis, indices drawn on the device:
