@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from agent_helpers import DEVICES
 from merpo_agent.dynamics import (
     DynamicsConfig,
     DynamicsEnsemble,
@@ -16,7 +17,6 @@ from merpo_agent.dynamics import (
 from merpo_agent.rollout import rollout
 from merpo_agent.transitions import TransitionBatch
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 OBS, ACT = 3, 2
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from agent_helpers import DEVICES
 from merpo_agent.dynamics import (
     DynamicsConfig,
     DynamicsEnsemble,
@@ -18,7 +19,6 @@ from merpo_agent.transitions import TransitionBatch
 from merpo_data import TaskSampler
 from merpo_envs import get_meta_info
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 OBS, ACT = 3, 2
 
 
