@@ -7,6 +7,7 @@
     torchrun --nproc-per-node N -m merpo_agent train ...   # ranks split the task batch
     merpo-agent evaluate RUN_DIR      # meta-test table of the run's latest checkpoint
     merpo-agent plot RUN_DIR          # PNG learning curves into RUN_DIR/plots
+    merpo-agent --version             # versions of merpo and its dependencies
 
 Bad input (unknown env, algo or preset, bad override, missing dataset, CUDA where there is
 none, an unreadable checkpoint) prints one line on stderr and exits with status 2; a NaN

@@ -7,6 +7,7 @@
     merpo-data info ID
     merpo-data download ID
     merpo-data plot ENV [--output FILE]
+    merpo-data --version
 
 Bad input (unknown env or id, bad task range) ends with one error line, exit status 2.
 """
