@@ -1,4 +1,4 @@
-"""Benchmark 3: model rollouts and dynamics-ensemble training (SPEC §2, Alg. 1 line 3).
+"""Benchmark 3: model rollouts and dynamics-ensemble training (Section 4.1, Alg. 1 line 3).
 
 - Rollouts: 50,000 start states x rollout length (Table 2: 1; Table 1: 5) through a task
   model (7 members x 4 x 256, SiLU; Walker dims) with a Table 2 policy (5 x 300):

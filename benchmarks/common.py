@@ -13,12 +13,12 @@ import os
 import platform
 import resource
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from merpo_data.atomic import atomic_write_text
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -67,10 +67,7 @@ def write_results(name: str, results: dict) -> Path:
     """Write ``results`` as JSON to benchmarks/results/<name>.json atomically; return the path."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    fd, tmp = tempfile.mkstemp(dir=RESULTS_DIR, prefix=f".{name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(results, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True))
     return path
 
 

@@ -1,6 +1,6 @@
 """Matmul FLOPs of one RAC update, counted analytically (benchmark 2).
 
-Every linear layer evaluated in ``TaskLearners.update`` (SPEC §3, Eq. 1 and Eq. 9), with
+Every linear layer evaluated in ``TaskLearners.update`` (Section 4.2.2, Eq. 1 and Eq. 9), with
 n rows through a layer of i inputs and o outputs costing 2 n i o FLOPs per matmul:
 forward once; backward twice where both the weight gradient and the input gradient are
 needed, once where only one is (the critics inside the actor step give input gradients

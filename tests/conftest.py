@@ -1,5 +1,8 @@
 """Shared test fixtures.
 
+``one_torch_thread`` (autouse): each test runs on one torch thread. ``umask_022``: the usual
+umask for the tests of file modes.
+
 ``point_robot_store``: a temporary Minari store holding the Point-Robot-Wind datasets of
 tasks 0, 1, 2, 3, 40, 41 in every quality, built once per test session with the "test"
 preset (tens of seconds on 2 CPU cores). ``MINARI_DATASETS_PATH`` points at it for the
@@ -24,6 +27,17 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts on one torch thread, whatever the test before it set (the one
+    place for it: no test file needs its own copy)."""
+    import torch
+
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_minari_store(tmp_path_factory):
     """No test ever writes into the user's own Minari store (~/.minari/datasets)."""
@@ -34,6 +48,14 @@ def isolated_minari_store(tmp_path_factory):
         os.environ.pop("MINARI_DATASETS_PATH", None)
     else:
         os.environ["MINARI_DATASETS_PATH"] = before
+
+
+@pytest.fixture
+def umask_022():
+    """The usual umask 022 for one test (file-mode tests), whatever the shell's."""
+    before = os.umask(0o022)
+    yield
+    os.umask(before)
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ def _run(capsys, argv):
     [
         (["train", "--env", "merpo/Nope-v0"], "unknown env id 'merpo/Nope-v0'"),
         (["train", "--env", PRW, "--algo", "ppo"], "unknown algo 'ppo'; choose one of merpo"),
+        (["train", "--env", PRW, "--algo", "ppo"], "cql, focal, cbcq"),
         (["train", "--env", PRW, "--preset", "huge"], "unknown preset 'huge'"),
         (["train", "--env", PRW, "--set", "rac.actr_lr=1"], "did you mean rac.actor_lr"),
         (["train", "--env", PRW, "--set", "meta.iterations=many"], "expected an integer"),
@@ -53,6 +54,7 @@ def test_missing_dataset_names_the_generate_command(capsys, tmp_path, monkeypatc
                               str(tmp_path / "run"), "--no-progress"])
     assert code == 2
     assert "merpo-data generate merpo/PointRobotWind-v0" in err and err.count("\n") == 1
+    assert "--set data.build_missing=true" in err  # the CLI form, not a Python keyword
 
 
 def test_evaluate_and_plot_of_a_non_run(capsys, tmp_path):
@@ -80,7 +82,7 @@ def test_console_entry_point_prints_no_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "merpo-agent: error: unknown algo 'nope'; choose one of merpo, merpo-adp, combo, "
-        "beha-only, combo3, cql"
+        "beha-only, combo3, cql, focal, cbcq"
     ]
     assert "Traceback" not in result.stderr
 
@@ -90,3 +92,25 @@ def test_compile_and_cuda_graph_flags_set_the_rac_config():
     assert not plain.rac.compile and not plain.rac.cuda_graphs
     args = build_parser().parse_args(["train", "--env", PRW, "--preset", "smoke", "--compile"])
     assert train_config(args).rac.compile
+
+
+
+@pytest.mark.parametrize(
+    "cli, dist, first_dependency",
+    [
+        ("merpo_agent.cli", "merpo-agent", "merpo-data"),
+        ("merpo_data.cli", "merpo-data", "merpo-envs"),
+    ],
+)
+def test_version_of_both_clis_names_the_package_and_its_dependencies(
+    capsys, cli, dist, first_dependency
+):
+    import importlib
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        importlib.import_module(cli).main(["--version"])
+    assert info.value.code == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{dist} {version(dist)} ({first_dependency} ")
+    assert "torch " in line and "python " in line and "\n" not in line

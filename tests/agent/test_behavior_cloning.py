@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from merpo_agent.behavior_cloning import BehaviorCloning
 from merpo_agent.transitions import TransitionBatch
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks: one thread is fastest, and CI's other tests keep the other core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 TARGETS = torch.tensor([-0.6, 0.0, 0.5])  # each task's behavior: a = TARGETS[t] + 0.3 s + noise
 

@@ -103,3 +103,75 @@ def test_metrics_jsonl_is_rewritten_atomically_and_truncated_on_resume(tmp_path)
     resumed.truncate_after(2)
     assert [r["iteration"] for r in read_metrics(tmp_path)] == [1, 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+def test_saving_over_latest_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / ckpt.LATEST
+    for k in (1, 2, 3):
+        ckpt.save_checkpoint(path, {"iteration": k})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ckpt.LATEST, ckpt.PREVIOUS]
+    assert ckpt.load_checkpoint(path)["iteration"] == 3
+    assert ckpt.load_checkpoint(tmp_path / ckpt.PREVIOUS)["iteration"] == 2
+
+
+def test_a_damaged_latest_falls_back_to_the_previous_with_one_line(tmp_path):
+    path = tmp_path / ckpt.LATEST
+    ckpt.save_checkpoint(path, {"iteration": 1})
+    ckpt.save_checkpoint(path, {"iteration": 2})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a torn copy, a full disk
+    lines = []
+    assert ckpt.load_checkpoint(path, say=lines.append)["iteration"] == 1
+    assert len(lines) == 1 and str(path) in lines[0] and ckpt.PREVIOUS in lines[0]
+    # a damaged latest is never kept as the previous one: the good one stays
+    ckpt.save_checkpoint(path, {"iteration": 3})
+    assert ckpt.load_checkpoint(tmp_path / ckpt.PREVIOUS)["iteration"] == 1
+    assert ckpt.load_checkpoint(path)["iteration"] == 3
+
+
+def test_fallback_line_goes_to_stderr_by_default_and_both_damaged_is_an_error(
+    tmp_path, capsys
+):
+    path = tmp_path / ckpt.LATEST
+    ckpt.save_checkpoint(path, {"iteration": 1})
+    ckpt.save_checkpoint(path, {"iteration": 2})
+    path.write_bytes(b"junk")
+    assert ckpt.load_checkpoint(path)["iteration"] == 1
+    assert "resuming from" in capsys.readouterr().err
+    (tmp_path / ckpt.PREVIOUS).write_bytes(b"junk")
+    with pytest.raises(ckpt.CheckpointError, match="damaged too") as info:
+        ckpt.load_checkpoint(path)
+    assert str(path) in str(info.value) and "delete it" in str(info.value)
+
+
+def test_load_errors_name_the_file_and_never_advise_weights_only_false(tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"x": _Evil()}, evil)
+    truncated = tmp_path / "truncated.pt"
+    ckpt.save_checkpoint(truncated, {"x": torch.zeros(1000)})
+    truncated.write_bytes(truncated.read_bytes()[:-200])
+    for path in (evil, truncated):
+        with pytest.raises(ckpt.CheckpointError) as info:
+            ckpt.load_checkpoint(path)
+        message = str(info.value)
+        assert str(path) in message and "delete it" in message and "\n" not in message
+        assert "weights_only" not in message and "False" not in message
+    with pytest.raises(ckpt.CheckpointError, match="pickled Python code"):
+        ckpt.load_checkpoint(evil)
+
+
+def test_written_files_are_group_readable(tmp_path, umask_022):
+    from merpo_agent.plots import plot_run
+
+    ckpt.save_checkpoint(tmp_path / ckpt.LATEST, {"iteration": 1})
+    ckpt.save_checkpoint(tmp_path / ckpt.LATEST, {"iteration": 2})
+    ckpt.atomic_write_text(tmp_path / "config.yaml", "seed: 0\n")
+    writer = MetricsWriter(tmp_path, tensorboard=False)
+    writer.log(1, "meta_test", {"adapted_return": 1.0})
+    writer.log(2, "meta_test", {"adapted_return": 2.0})
+    plot_run(tmp_path)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"latest.pt", "previous.pt", "config.yaml",
+                                       "metrics.jsonl", "meta_test_return.png"}
+    for p in files:
+        assert p.stat().st_mode & 0o777 == 0o644, p

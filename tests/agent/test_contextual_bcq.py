@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from agent_helpers import wind_context
 from merpo_agent.baselines.contextual_bcq import (
     ContextualBCQAgent,
     ContextualBCQConfig,
@@ -29,16 +30,6 @@ def make_agent(seed: int = 0, **overrides) -> ContextualBCQAgent:
     torch.manual_seed(seed)
     config = ContextualBCQConfig.smoke(ENV, **overrides)
     return ContextualBCQAgent(config, 2, 2, torch.full((2,), -0.1), torch.full((2,), 0.1))
-
-
-def wind_context(winds: torch.Tensor, size: int, generator: torch.Generator) -> TransitionBatch:
-    """Point-Robot-Wind-like transitions (T, size, ...): s' = s + a + wind_t."""
-    t = winds.shape[0]
-    obs = torch.rand(t, size, 2, generator=generator) * 2 - 0.5
-    act = (torch.rand(t, size, 2, generator=generator) * 2 - 1) * 0.1
-    nxt = obs + act + winds[:, None, :]
-    reward = -(nxt - torch.tensor([1.0, 0.0])).norm(dim=-1)
-    return TransitionBatch(obs, act, reward, nxt, torch.zeros(t, size))
 
 
 WINDS = torch.tensor([[0.05, 0.0], [0.0, 0.05], [-0.04, -0.03]])

@@ -1,4 +1,4 @@
-"""Dynamics ensemble (SPEC §2): shapes, NLL, normalizer, held-out split, elites, step, rollout."""
+"""Dynamics ensemble (Section 4.1): shapes, NLL, normalizer, held-out split, elites, rollout."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from agent_helpers import DEVICES
 from merpo_agent.dynamics import (
     DynamicsConfig,
     DynamicsEnsemble,
@@ -16,18 +17,6 @@ from merpo_agent.dynamics import (
 from merpo_agent.rollout import rollout
 from merpo_agent.transitions import TransitionBatch
 
-
-@pytest.fixture(autouse=True)
-def _single_cpu_thread():
-    # These models are tiny: intra-op threads only add synchronisation (and stall badly when
-    # the cores are shared with other processes). Restored after each test.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 OBS, ACT = 3, 2
 
 

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from agent_helpers import wind_context
 from merpo_agent.baselines.focal import (
     FocalAgent,
     FocalConfig,
@@ -25,29 +26,10 @@ from merpo_agent.transitions import TransitionBatch
 ENV = "merpo/PointRobotWind-v0"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks: one thread is fastest, and CI's other tests keep the other core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_agent(seed: int = 0, **overrides) -> FocalAgent:
     torch.manual_seed(seed)
     config = FocalConfig.smoke(ENV, **overrides)
     return FocalAgent(config, 2, 2, torch.full((2,), -0.1), torch.full((2,), 0.1))
-
-
-def wind_context(winds: torch.Tensor, size: int, generator: torch.Generator) -> TransitionBatch:
-    """Point-Robot-Wind-like transitions (T, size, ...): s' = s + a + wind_t."""
-    t = winds.shape[0]
-    obs = torch.rand(t, size, 2, generator=generator) * 2 - 0.5
-    act = (torch.rand(t, size, 2, generator=generator) * 2 - 1) * 0.1
-    nxt = obs + act + winds[:, None, :]
-    reward = -(nxt - torch.tensor([1.0, 0.0])).norm(dim=-1)
-    return TransitionBatch(obs, act, reward, nxt, torch.zeros(t, size))
 
 
 # ---- encoder ----------------------------------------------------------------------------

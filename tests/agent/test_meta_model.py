@@ -1,9 +1,10 @@
-"""Meta-model (Eq. 3, Alg. 2 lines 2-7) and task-model adaptation (Eq. 4), SPEC §2."""
+"""Meta-model (Eq. 3, Alg. 2 lines 2-7) and task-model adaptation (Eq. 4), Section 4.1."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from agent_helpers import DEVICES
 from merpo_agent.dynamics import (
     DynamicsConfig,
     DynamicsEnsemble,
@@ -18,17 +19,7 @@ from merpo_agent.transitions import TransitionBatch
 from merpo_data import TaskSampler
 from merpo_envs import get_meta_info
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 OBS, ACT = 3, 2
-
-
-@pytest.fixture(autouse=True)
-def _single_cpu_thread():
-    # Tiny models: intra-op threads only add synchronisation (and stall when cores are shared).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def task_family_sampler(sizes, device="cpu", seed=0):

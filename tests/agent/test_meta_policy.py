@@ -13,13 +13,6 @@ from merpo_data.networks import StackedMLP, StackedTanhGaussianPolicy
 OBS, ACT = 3, 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks: one thread is fastest, and CI's other tests keep the other core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 CFG = RACConfig(hidden=16, hidden_layers=2, outer_actor_lr=1e-2, meta_q_lr=0.25)
 
 

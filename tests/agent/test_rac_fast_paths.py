@@ -14,38 +14,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from agent_helpers import random_batch, small_config
 from merpo_agent.behavior_cloning import BehaviorCloning
 from merpo_agent.meta_policy import MetaLearner
 from merpo_agent.rac_config import RACConfig
 from merpo_agent.optimizers import adam_options
 from merpo_agent.task_learners import TaskLearners
-from merpo_agent.transitions import TransitionBatch
 
 OBS, ACT, T = 3, 2, 3
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def config(algo: str = "merpo", **overrides) -> RACConfig:
-    base = dict(hidden=16, hidden_layers=2, batch_size=16, critic_lr=3e-3, actor_lr=3e-3)
-    return RACConfig.for_algo(algo, **{**base, **overrides})
-
-
-def random_batch(n: int, g: torch.Generator, device: str) -> TransitionBatch:
-    batch = TransitionBatch(
-        observations=torch.randn(T, n, OBS, generator=g),
-        actions=torch.rand(T, n, ACT, generator=g) * 2 - 1,
-        rewards=torch.randn(T, n, generator=g),
-        next_observations=torch.randn(T, n, OBS, generator=g),
-        terminations=(torch.rand(T, n, generator=g) < 0.2).float(),
-    )
-    return TransitionBatch(*(x.to(device) for x in batch))
 
 
 def run(cfg: RACConfig, steps: int, device: str = "cpu", reinit_at: int | None = None):
@@ -62,8 +38,8 @@ def run(cfg: RACConfig, steps: int, device: str = "cpu", reinit_at: int | None =
     for step in range(steps):
         if step == reinit_at:  # a new meta-iteration: new slots, fresh optimizers
             learners.init_from_meta(meta.policy, meta.q)
-        real = random_batch(cfg.real_batch_size, g, device)
-        model = random_batch(cfg.model_batch_size, g, device) if cfg.use_model else None
+        real = random_batch(T, cfg.real_batch_size, g, device=device)
+        model = random_batch(T, cfg.model_batch_size, g, device=device) if cfg.use_model else None
         bc_policy = bc.select(torch.arange(T))  # a new module each call, as in the trainer
         history.append(learners.update(real, model, meta.policy, bc_policy))
     return learners.state_dict(), history
@@ -80,10 +56,10 @@ def assert_same(a, b, atol=1e-5, rtol=1e-4):
 
 @pytest.mark.slow
 def test_compiled_loss_math_gives_the_eager_updates():
-    eager = run(config(), steps=3)
-    compiled = run(config(compile=True), steps=3)
+    eager = run(small_config(), steps=3)
+    compiled = run(small_config(compile=True), steps=3)
     assert_same(eager, compiled)
-    moved = run(config(), steps=4)  # the comparison can tell one more step apart
+    moved = run(small_config(), steps=4)  # the comparison can tell one more step apart
     assert not torch.allclose(
         moved[0]["actor.trunk.net.0.weight"], eager[0]["actor.trunk.net.0.weight"]
     )
@@ -107,9 +83,9 @@ def test_fused_adam_steps_like_the_reference_adam():
 
 def test_cuda_graphs_on_a_cpu_device_is_a_clear_error():
     with pytest.raises(ValueError, match="cuda_graphs=True needs a CUDA device"):
-        TaskLearners(config(cuda_graphs=True), OBS, ACT, num_slots=T, device="cpu")
+        TaskLearners(small_config(cuda_graphs=True), OBS, ACT, num_slots=T, device="cpu")
     with pytest.raises(ValueError, match="cuda_graph_warmup"):
-        config(cuda_graph_warmup=0)
+        small_config(cuda_graph_warmup=0)
 
 
 @pytest.mark.gpu
@@ -117,13 +93,13 @@ def test_cuda_graphs_on_a_cpu_device_is_a_clear_error():
 def test_cuda_graph_updates_equal_eager_updates(algo):
     # 3 eager warmup steps, capture at step 3, replays after; init_from_meta at step 5 zeroes
     # the captured optimizers' states in place; every step passes a new bc module.
-    eager = run(config(algo), steps=8, device="cuda", reinit_at=5)
-    graphed = run(config(algo, cuda_graphs=True), steps=8, device="cuda", reinit_at=5)
+    eager = run(small_config(algo), steps=8, device="cuda", reinit_at=5)
+    graphed = run(small_config(algo, cuda_graphs=True), steps=8, device="cuda", reinit_at=5)
     assert_same(eager, graphed)
 
 
 @pytest.mark.gpu
 def test_compiled_cuda_graph_updates_equal_eager_updates():
-    eager = run(config(), steps=6, device="cuda")
-    both = run(config(compile=True, cuda_graphs=True), steps=6, device="cuda")
+    eager = run(small_config(), steps=6, device="cuda")
+    both = run(small_config(compile=True, cuda_graphs=True), steps=6, device="cuda")
     assert_same(eager, both)

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from agent_helpers import random_batch, small_config
 from merpo_agent.alpha_adaptation import adaptive_alpha_step
 from merpo_agent.behavior_cloning import BehaviorCloning
 from merpo_agent.meta_policy import MetaLearner
@@ -17,30 +18,6 @@ from merpo_agent.transitions import TransitionBatch
 from merpo_data.networks import tanh_gaussian_rsample
 
 OBS, ACT = 3, 2
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks: one thread is fastest, and CI's other tests keep the other core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def small_config(algo: str = "merpo", **overrides) -> RACConfig:
-    base = dict(hidden=16, hidden_layers=2, batch_size=16, critic_lr=3e-3, actor_lr=3e-3)
-    return RACConfig.for_algo(algo, **{**base, **overrides})
-
-
-def random_batch(t: int, n: int, g: torch.Generator) -> TransitionBatch:
-    return TransitionBatch(
-        observations=torch.randn(t, n, OBS, generator=g),
-        actions=torch.rand(t, n, ACT, generator=g) * 2 - 1,
-        rewards=torch.randn(t, n, generator=g),
-        next_observations=torch.randn(t, n, OBS, generator=g),
-        terminations=(torch.rand(t, n, generator=g) < 0.2).float(),
-    )
 
 
 def batches(cfg: RACConfig, t: int, g: torch.Generator):

@@ -34,7 +34,7 @@ def test_generate_existing_is_quick_and_reports_ids(point_robot_store, capsys):
                 "--tasks",
                 "0-1",
                 "--qualities",
-                "expert",
+                "expert,medium",
                 "--preset",
                 "test",
                 "--quiet",
@@ -42,7 +42,7 @@ def test_generate_existing_is_quick_and_reports_ids(point_robot_store, capsys):
         )
         == 0
     )
-    assert "2 datasets ready" in capsys.readouterr().out
+    assert "4 datasets ready" in capsys.readouterr().out  # 2 tasks x 2 qualities
 
 
 @pytest.mark.parametrize(
@@ -52,6 +52,7 @@ def test_generate_existing_is_quick_and_reports_ids(point_robot_store, capsys):
         (["generate", ENV, "--tasks", "9-3"], "bad task range"),
         (["generate", ENV, "--tasks", "0-60"], "out of range"),
         (["generate", ENV, "--qualities", "great"], "unknown quality"),
+        (["generate", ENV, "--qualities", "medium,great"], "unknown quality 'great'"),
         (["generate", ENV, "--preset", "huge"], "unknown preset"),
         (["info", "merpo/point-robot-wind/task-3-medium-v0"], "did you mean"),
         (["info", "cartpole"], "bad dataset id"),
@@ -85,3 +86,4 @@ def test_console_script_is_installed(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("merpo-data generate: error: unknown env id")
+

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from merpo_data import QUALITIES, dataset_id, parse_dataset_id, parse_tasks
+from merpo_data import QUALITIES, dataset_id, parse_dataset_id, parse_qualities, parse_tasks
 from merpo_data.presets import get_preset
-from merpo_envs import get_meta_info
+from merpo_envs import format_tasks, get_meta_info
 
 ENV = "merpo/PointRobotWind-v0"
 INFO = get_meta_info(ENV)
@@ -82,3 +82,24 @@ def test_presets():
         assert small.sac.iterations * small.sac.envs_per_task <= 1000
     with pytest.raises(ValueError, match="unknown preset 'huge'; valid presets: default, test"):
         get_preset(ENV, "huge")
+
+
+def test_qualities_take_commas_as_tasks_do():
+    assert parse_qualities("medium,expert") == ("medium", "expert")
+    assert parse_qualities(["medium", "expert"]) == ("medium", "expert")
+    mixed = parse_qualities(["random,medium", "medium", " expert "])
+    assert mixed == ("random", "medium", "expert")
+    assert parse_qualities(None) == parse_qualities("all") == QUALITIES
+    with pytest.raises(ValueError, match="unknown quality 'great'; valid qualities"):
+        parse_qualities("medium,great")
+    with pytest.raises(ValueError, match="empty quality list; use e.g. medium,expert"):
+        parse_qualities(",")
+
+
+@pytest.mark.parametrize(
+    "tasks, text",
+    [([0, 1, 2, 3, 40, 41], "0-3,40-41"), ([5], "5"), ([9, 3, 4, 3], "3-4,9"), (range(40), "0-39")],
+)
+def test_format_tasks_is_what_parse_tasks_reads(tasks, text):
+    assert format_tasks(tasks) == text
+    assert parse_tasks(text, INFO) == tuple(sorted(set(tasks)))

@@ -135,12 +135,9 @@ def test_trainer_learns_on_point_robot():
     )
     trainer = SACTrainer(ENV, [0, 44], cfg, seed=1)
     returns = []
-    threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
         trainer.train(lambda it, r: returns.append(r))
     finally:
-        torch.set_num_threads(threads)
         trainer.close()
     assert len(returns) == 2
     assert np.all(returns[1] > returns[0] + 8), returns

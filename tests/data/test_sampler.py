@@ -123,6 +123,17 @@ def test_missing_dataset_names_generate_command(point_robot_store):
         TaskSampler(ENV, tasks=[0, 7], quality="expert")
 
 
+def test_missing_datasets_message_gives_ranges_and_the_cli_form_of_build_missing(
+    point_robot_store,
+):
+    # tasks 0-3 and 40-41 are in the store: 4-9 and 42-44 are missing, in --tasks form
+    with pytest.raises(ValueError) as info:
+        TaskSampler(ENV, tasks=[*range(10), 40, 41, 42, 43, 44], quality="medium")
+    message = str(info.value)
+    assert "--tasks 4-9,42-44 --qualities medium`" in message
+    assert "--set data.build_missing=true" in message
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -1,4 +1,4 @@
-"""Rewards recomputed from the simulator state on sampled steps (SPEC §9 reward row)."""
+"""Rewards recomputed from the simulator state on sampled steps (App. A.1, Gymnasium v5)."""
 
 import gymnasium as gym
 import merpo_envs

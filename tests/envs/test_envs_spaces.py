@@ -1,4 +1,4 @@
-"""Spaces, horizons and Gymnasium's env checker (SPEC §9 table)."""
+"""Spaces, horizons and Gymnasium's env checker (the paper's App. A.1 on Gymnasium v5)."""
 
 import gymnasium as gym
 import merpo_envs

@@ -1,4 +1,4 @@
-"""Task lists (seeded, SPEC §9), task parameters, set_task and Walker's physics per task."""
+"""Task lists (seeded; App. A.1), task parameters, set_task and Walker's physics per task."""
 
 import json
 import os
@@ -18,7 +18,7 @@ WALKER_PARAMS = ("body_mass", "body_inertia", "dof_damping", "geom_friction")
 
 
 def _expected_walker_multipliers():
-    """Recomputed here from the SPEC's recipe (not from merpo_envs)."""
+    """Recomputed here from rand_param_envs' recipe (not from merpo_envs)."""
     model = mujoco.MjModel.from_xml_path(WALKER_XML)
     rng = np.random.RandomState(1337)
     tasks = []

@@ -169,3 +169,16 @@ def test_nan_stops_training_and_keeps_the_last_checkpoint(
     with pytest.raises(TrainingDiverged):
         trainer.train()  # resumes at 2 and diverges again; the checkpoint is still 2
     assert load_checkpoint(run_dir / "checkpoints/latest.pt")["iteration"] == 2
+
+    # the checkpoint before it is kept; a damaged latest.pt resumes from it, saying so
+    assert load_checkpoint(run_dir / "checkpoints/previous.pt")["iteration"] == 1
+    latest = run_dir / "checkpoints/latest.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])
+    capsys.readouterr()
+    resumed = MetaTrainer(_smoke("meta.checkpoint_every=1", "meta.eval_every=0"), run_dir,
+                          progress=False, say=lambda _: None, tensorboard=False)
+    resumed.build()
+    resumed.load()
+    assert resumed.iteration == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is damaged; resuming from" in err[0] and "previous.pt" in err[0]

@@ -6,7 +6,7 @@ Eq. 11 minimises ``(1 - alpha_n)(D(pi_n, pi_beta,n) - D(pi_n, pi_c))`` over alph
     alpha_n <- clip(alpha_n + lr_alpha * (D_beta' - D_meta), 0.1, 0.5)
 
 alpha grows when pi_n is closer to the meta-policy than to the behavior policy, and shrinks
-otherwise. D_beta' is the behavior-cloning divergence estimate (SPEC §3, zero when pi_n
+otherwise. D_beta' is the behavior-cloning divergence estimate (zero when pi_n
 matches pi_hat_beta) and D_meta the closed-form KL(pi_n || pi_c), both as reported by the
 last RAC update of the meta-iteration.
 """

@@ -1,4 +1,4 @@
-"""pi_hat_beta: a behavior-cloning tanh-Gaussian per task, fit once (SPEC §3, lambda tuning).
+"""pi_hat_beta: a behavior-cloning tanh-Gaussian per task, fit once (for the lambda dual).
 
 RAC's lambda dual (App. A.2.2) needs a divergence between pi_n and the unknown behavior
 policy that is zero when they agree. The reverse-KL surrogate of Eq. 9, -E_D[log pi_n],

@@ -1,83 +1,164 @@
-"""Checkpoints: atomic writes, ``weights_only=True`` loads, RNG states for exact resume.
+"""Checkpoints: atomic writes, ``weights_only=True`` loads, the previous one kept, RNG states.
 
 A checkpoint is a plain nested dict of tensors, numbers, strings, lists and dicts (module and
 optimizer ``state_dict``s, RNG states as uint8 tensors): everything
 ``torch.load(weights_only=True)`` accepts, so loading a checkpoint someone hands you runs no
-pickled code (DESIGN.md, "Reliability shape").
+pickled code.
 
-Writes go to a temporary file in the same directory, are flushed to disk, and are then
-renamed over the target with ``os.replace``: a kill at any moment leaves either the old or
-the new checkpoint, never a torn one.
+Writes go through :func:`merpo_data.atomic.atomic_write` (a temporary file in the same
+folder, flushed, renamed over the target): a kill at any moment leaves either the old or the
+new checkpoint, never a torn one. Saving over ``latest.pt`` first keeps the checkpoint it
+replaces as ``previous.pt`` (a hard link renamed into place, so both names always hold a
+complete file); a ``latest.pt`` damaged later (a full disk, a bad copy) is then replaced by
+``previous.pt`` on load, with one line saying so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-import tempfile
+import re
+import shutil
+import sys
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from merpo_data.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 
 LATEST = "latest.pt"
+PREVIOUS = "previous.pt"
 
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """``torch.save`` ``state`` atomically to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+__all__ = [
+    "LATEST",
+    "PREVIOUS",
+    "CheckpointError",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "load_checkpoint",
+    "previous_path",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read; the message names the file and the fix."""
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code from the file)."""
+def previous_path(path: str | Path) -> Path:
+    """Where the checkpoint before ``path`` is kept: ``previous.pt`` beside ``latest.pt``,
+    ``NAME.previous.pt`` beside any other ``NAME.pt``."""
+    path = Path(path)
+    if path.name == LATEST:
+        return path.with_name(PREVIOUS)
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
+
+
+def save_checkpoint(
+    path: str | Path, state: dict[str, Any], keep_previous: bool | None = None
+) -> None:
+    """``torch.save`` ``state`` atomically to ``path``.
+
+    ``keep_previous`` (default: when ``path`` is ``latest.pt``) first keeps the checkpoint
+    being replaced at :func:`previous_path`, if it is a complete torch archive.
+    """
+    path = Path(path)
+    if keep_previous is None:
+        keep_previous = path.name == LATEST
+
+    def write(handle) -> None:
+        torch.save(state, handle)
+
+    def keep() -> None:
+        if path.is_file() and zipfile.is_zipfile(path):
+            _link_over(path, previous_path(path))
+
+    atomic_write(path, write, before_replace=keep if keep_previous else None)
+
+
+def _link_over(src: Path, dest: Path) -> None:
+    """Make ``dest`` name the file ``src`` names, atomically (``dest`` is never missing)."""
+    tmp = dest.with_name(f".{dest.name}.link")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    try:
+        os.link(src, tmp)
+    except OSError:  # a filesystem without hard links: a copy, still renamed into place
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+def load_checkpoint(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    say: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code from the file).
+
+    When ``path`` is damaged and the checkpoint kept before it (:func:`previous_path`) loads,
+    that one is returned and ``say`` (default: standard error) gets one line saying so.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; train first with `merpo-agent train`")
     try:
+        return _load(path, map_location)
+    except CheckpointError as err:
+        previous = previous_path(path)
+        if not previous.is_file():
+            raise
+        try:
+            state = _load(previous, map_location)
+        except CheckpointError:
+            raise CheckpointError(
+                f"{err} (the one before it, {previous.name}, is damaged too)"
+            ) from None
+        (say or _to_stderr)(
+            f"checkpoint {path} is damaged; resuming from {previous} (one save older)"
+        )
+        return state
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+_FRESH_START = "delete it to start the run afresh"
+
+
+def _load(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"checkpoint {path} is damaged or not a torch checkpoint (no complete archive); "
+            f"{_FRESH_START}"
+        )
+    try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a corrupt or foreign file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = str(err)
+        code = re.search(r"GLOBAL (\S+)", text)
+        if code:
+            raise CheckpointError(
+                f"checkpoint {path} cannot be loaded: it holds pickled Python code "
+                f"({code.group(1)}), which merpo never writes and never runs; use a "
+                f"checkpoint merpo-agent wrote, or {_FRESH_START}"
+            ) from None
         raise CheckpointError(
-            f"checkpoint {path} cannot be loaded ({first}); delete it to start the run afresh"
+            f"checkpoint {path} cannot be loaded ({_reason(err)}); {_FRESH_START}"
         ) from None
+
+
+def _reason(err: Exception) -> str:
+    """torch's message without its advice to load with ``weights_only`` off."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    lines = [line for line in lines if "weights_only" not in line and "Weights only" not in line]
+    return lines[0][:200] if lines else type(err).__name__
 
 
 # ---- RNG states -------------------------------------------------------------------------

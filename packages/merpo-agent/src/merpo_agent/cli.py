@@ -9,6 +9,7 @@
     merpo-agent plot RUN_DIR          # PNG learning curves into RUN_DIR/plots
     merpo-agent reproduce fig4|fig5|fig6|fig7 --env ENV [--seeds N] [--quick] [--out DIR]
         [--jobs N] [--quality medium|expert|...]   # the paper's comparisons, with a report
+    merpo-agent --version             # versions of merpo and its dependencies
 
 Bad input (unknown env, algo or preset, bad override, missing dataset, CUDA where there is
 none, an unreadable checkpoint) prints one line on stderr and exits with status 2; a NaN
@@ -34,10 +35,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from merpo_envs.versions import VersionAction
+
     from merpo_agent.config import ALGOS
     from merpo_agent.presets import PRESETS
 
     parser = _Parser(prog="merpo-agent", description=__doc__.split("\n\n")[0])
+    versions = ("merpo-agent", "merpo-data", "merpo-envs", "torch")
+    parser.add_argument("--version", action=VersionAction, dists=versions)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="meta-train (resumes an existing run directory)")
@@ -122,7 +127,18 @@ def _train_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_algo(algo: str | None) -> None:
+    """An unknown ``--algo`` names every algorithm, the baselines included."""
+    from merpo_agent.config import ALGOS, ConfigError
+
+    if algo is not None and algo not in (*ALGOS, *BASELINE_ALGOS):
+        raise ConfigError(
+            f"unknown algo {algo!r}; choose one of {', '.join((*ALGOS, *BASELINE_ALGOS))}"
+        )
+
+
 def _train(args: argparse.Namespace) -> int:
+    _check_algo(args.algo)
     if args.threads is not None:
         _set_threads(args.threads)
     if args.algo in BASELINE_ALGOS:

@@ -1,4 +1,4 @@
-"""The typed configuration of a MerPO run (SPEC §6): one nested dataclass, YAML round trip.
+"""The typed configuration of a MerPO run (App. A, Tables 1-2): one nested dataclass, YAML round trip.
 
 ``Config`` nests the other modules' own configs, so every hyperparameter has exactly one
 home and one default:
@@ -7,11 +7,11 @@ home and one default:
 - ``rac``: :class:`merpo_agent.rac_config.RACConfig` (Alg. 1, Eq. 1/9/10/11);
 - ``rollout``: model rollouts into the model buffer (Alg. 1 line 3);
 - ``meta``: the meta-training loop (Alg. 2 lines 9-18);
-- ``test``: the meta-test on unseen tasks (§4.3, SPEC §5);
+- ``test``: the meta-test on unseen tasks (§4.3);
 - ``data``: which datasets (task sampler) the run reads.
 
 Presets (``merpo_agent.presets``) fill these per environment; ``--algo`` applies the
-ablation settings of SPEC §3 (``rac_config.ALGO_SETTINGS``); then ``--config FILE`` and
+ablation settings of §5 (Fig. 4, 7) (``rac_config.ALGO_SETTINGS``); then ``--config FILE`` and
 ``--set key=value`` overrides (``merpo_agent.overrides``). :func:`build_config` does all of it
 and validates the result; every problem is a :class:`ConfigError` with one line.
 """
@@ -36,7 +36,7 @@ class DataConfig:
     """Datasets of the run (``merpo_data.TaskSampler``)."""
 
     quality: str = "medium"
-    # Empty = the env's own train / test split (SPEC §9); a subset is fine (quickstart).
+    # Empty = the env's own train / test split (App. A.1); a subset is fine (quickstart).
     train_tasks: tuple[int, ...] = ()
     test_tasks: tuple[int, ...] = ()
     # Build missing datasets with merpo_data.generate instead of stopping with the command.

@@ -1,6 +1,6 @@
 """torch.distributed building blocks for running MerPO across processes (torchrun).
 
-DESIGN.md "Performance shape": one machine is the default; beyond it, training and data
+One machine is the default; beyond it, training and data
 generation shard TASKS across processes with torch.distributed (NCCL on GPUs, Gloo on
 CPUs) and the meta-updates all-reduce across ranks. No home-made process pools.
 

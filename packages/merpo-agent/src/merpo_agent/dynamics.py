@@ -1,4 +1,4 @@
-"""Probabilistic dynamics ensembles, one per task, as stacked weights (SPEC §2, App. A.2.1).
+"""Probabilistic dynamics ensembles, one per task, as stacked weights (Section 4.1, App. A.2.1).
 
 A task model T_theta(s', r | s, a) is an ensemble of E probabilistic MLPs (MBPO/MOPO style,
 Janner et al. 2019; Yu et al. 2020): each member maps normalized (s, a) to a diagonal Gaussian
@@ -479,7 +479,8 @@ class DynamicsEnsemble(nn.Module):
 
 
 class HoldoutSplit:
-    """Each task's data split into training and a held-out ``fraction`` (SPEC §2: 10%).
+    """Each task's data split into training and a held-out ``fraction`` (10%, as MBPO and
+    MOPO hold out; the paper does not say).
 
     Works on a task sampler's flat tensors (``observations`` etc. with ``offsets``/``sizes``,
     see ``merpo_data.TaskSampler``): one random permutation per task (one sort on the device,

@@ -1,4 +1,4 @@
-"""Meta-test on unseen tasks (§4.3, Proposition 1; SPEC §5), batched over the test tasks.
+"""Meta-test on unseen tasks (§4.3, Proposition 1), batched over the test tasks.
 
 For every test task j at once (a task axis, no loop over tasks):
 

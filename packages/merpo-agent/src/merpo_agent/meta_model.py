@@ -1,6 +1,6 @@
 """Offline meta-model (Eq. 3, Alg. 2 lines 2-7) and task-model adaptation (Eq. 4, line 8).
 
-Eq. 3 is solved Reptile-style with a proximal inner problem (Zhou et al. 2019), SPEC §2:
+Eq. 3 is solved Reptile-style with a proximal inner problem (Zhou et al. 2019), Section 4.1:
 
     repeat K times:
         theta_n = phi_m                                  for every training task n (in a batch)
@@ -13,7 +13,7 @@ inner solves of all tasks are one set of batched ops (summed objective => per-ta
 Eq. 4 adapts phi_m* to tasks j: t Adam steps (lr 1e-4) on NLL_j + eta * ||theta_j - phi_m*||^2,
 then elites on the held-out 10%. :func:`adapt` also trains a from-scratch model for the same
 steps and lr and reports both held-out errors: the meta-model must make adaptation beat
-training from scratch at equal steps (SPEC §2).
+training from scratch at equal steps (the point of Section 4.1).
 
 Input normalization: phi_m and every theta_n use ONE normalizer pooled over the training
 tasks' data (adapted models keep it), because phi's first-layer weights are only meaningful

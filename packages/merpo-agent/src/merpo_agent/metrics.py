@@ -3,7 +3,7 @@
 Each record is ``{"iteration": k, "phase": "...", "<name>": value, ...}``. The training loop
 keeps metric tensors on the device and hands them here once per log interval
 (:meth:`MetricsWriter.log` does the only host copy). ``metrics.jsonl`` is rewritten through a
-temporary file and ``os.replace`` on every write (DESIGN.md, "Reliability shape"): the file
+temporary file and ``os.replace`` on every write (``merpo_data.atomic``): the file
 is small (one line per log interval) and a kill never leaves a torn line. On resume,
 :meth:`MetricsWriter.truncate_after` drops records newer than the checkpoint, so a resumed
 run's log reads like an uninterrupted one.

@@ -12,14 +12,13 @@ Each file is written to a temporary name and renamed into place.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from merpo_data.atomic import atomic_write  # noqa: E402
 
 from merpo_agent.metrics import read_metrics  # noqa: E402
 
@@ -32,17 +31,13 @@ RETURN_CURVES = (
 
 
 def save_figure(fig: plt.Figure, path: Path) -> None:
-    """Write ``fig`` as a PNG at ``path`` (a temporary name, then renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """Write ``fig`` as a PNG at ``path`` (atomically: a temporary name, then renamed)."""
     try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        atomic_write(
+            path, lambda handle: fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
+        )
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:

@@ -1,7 +1,7 @@
 """Named configurations: ``table2`` and ``table1`` (the paper's), ``small`` and ``smoke``.
 
 ``table2`` (default): Table 2 of the paper for each of the four environments
-(``/work/shared/table2.yaml`` ``table2_merpo``): discount, task batch size, inner critic and
+(App. A, Table 2): discount, task batch size, inner critic and
 actor lr, lambda initial and Q difference threshold per env; the common rows (sample batch
 256, real data ratio 0.5, rollout length 1, 10 inner steps, outer actor / meta-Q lr 1e-3,
 task-model lr 1e-4, meta-model lr 5e-2, 25 adaptation steps, lambda lr 1, target divergence
@@ -50,7 +50,7 @@ Values the paper does not give (``table2.yaml`` ``not_given``) and our choices:
 - CQL(H) samples: 10 uniform + 10 policy actions (``rac.cql_uniform_actions`` /
   ``cql_policy_actions``), COMBO's custom.
 - evaluation: 4 episodes (seeds) per test task (``test.episodes``), the paper's 4 seeds.
-- behavior cloning for D_beta' (SPEC §3): 2000 Adam steps per task, 3 x 256 (``rac.bc_*``).
+- behavior cloning for D_beta' (the lambda dual's divergence estimate): 2000 Adam steps per task, 3 x 256 (``rac.bc_*``).
 """
 
 from __future__ import annotations

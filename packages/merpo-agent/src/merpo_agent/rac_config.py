@@ -1,11 +1,11 @@
 """``RACConfig``: every knob of RAC (Alg. 1) and of the meta-policy step (Eq. 10).
 
-Defaults are the paper's Table 2 for Point-Robot-Wind (``/work/shared/table2.yaml``); the
+Defaults are the paper's Table 2 for Point-Robot-Wind (App. A); the
 trainer's presets override the per-environment values (discount, learning rates,
 lambda initial, Q difference threshold). Values the paper does not give are marked
 "(not given)" with the choice made.
 
-The ablations of SPEC §3 are settings of these same fields (``RACConfig.for_algo``):
+The ablations of §5 (Fig. 4, 7) are settings of these same fields (``RACConfig.for_algo``):
 
 | algo        | setting                                                          |
 | ----------- | ---------------------------------------------------------------- |
@@ -71,7 +71,7 @@ class RACConfig:
     # --- meta-policy (Eq. 10) and meta-Q (App. A.2.2)
     outer_actor_lr: float = 1e-3
     meta_q_lr: float = 1e-3  # xi_q
-    # --- behavior cloning pi_hat_beta for D_beta' (SPEC §3; not in the paper: choices)
+    # --- behavior cloning pi_hat_beta for D_beta' (not in the paper: our choices)
     bc_hidden: int = 256
     bc_hidden_layers: int = 3
     bc_steps: int = 2000
@@ -127,7 +127,7 @@ class RACConfig:
 
     @classmethod
     def for_algo(cls, algo: str, **overrides) -> RACConfig:
-        """The config of one algorithm / ablation of SPEC §3 (see the module docstring)."""
+        """The config of one algorithm / ablation of §5 (see the module docstring)."""
         if algo not in ALGO_SETTINGS:
             raise ValueError(
                 f"unknown algo {algo!r}: choose one of {', '.join(sorted(ALGO_SETTINGS))}"

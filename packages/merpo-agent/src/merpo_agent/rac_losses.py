@@ -30,7 +30,7 @@ def diagonal_gaussian_kl(
     """KL(p || q) of two diagonal Gaussians, summed over the last (action) axis.
 
     tanh is a bijection, so this is also the KL of the two tanh-squashed policies built on
-    these Gaussians (SPEC §3): the Jacobian terms cancel inside the log-ratio.
+    these Gaussians: the Jacobian terms cancel inside the log-ratio.
     """
     var_ratio = torch.exp(2.0 * (log_std_p - log_std_q))
     mean_term = ((mean_p - mean_q) * torch.exp(-log_std_q)) ** 2
@@ -113,7 +113,7 @@ def behavior_divergence(dataset_log_prob: torch.Tensor) -> torch.Tensor:
 def behavior_divergence_estimate(
     behavior_log_prob: torch.Tensor, dataset_log_prob: torch.Tensor
 ) -> torch.Tensor:
-    """D_beta' = E_D[log pi_hat_beta(a|s) - log pi_n(a|s)] (SPEC §3), (T, N) -> (T,).
+    """D_beta' = E_D[log pi_hat_beta(a|s) - log pi_n(a|s)] (our estimate for the lambda dual of App. A.2.2), (T, N) -> (T,).
 
     Zero when pi_n equals the behavior-cloning model pi_hat_beta; used by the lambda dual
     and by MerPO-Adp (Eq. 11). No gradient.

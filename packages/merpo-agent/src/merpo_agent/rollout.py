@@ -1,8 +1,9 @@
-"""Model rollouts of a policy in the task models, batched over tasks (Alg. 1 line 3, SPEC §3.1).
+"""Model rollouts of a policy in the task models, batched over tasks (Alg. 1 line 3).
 
 A pure function of (model, policy, start states): ``length`` model steps for every start
-state of every task at once, with the environment's known termination function (SPEC §2:
-termination is not learned). Shapes are fixed: no row is ever dropped.
+state of every task at once, with the environment's known termination function (not a
+learned one: ``merpo_envs.get_meta_info(env_id).terminated_torch``). Shapes are fixed: no
+row is ever dropped.
 
 Terminated rows: once a row's transition is terminal, its trajectory does not continue; the
 row restarts from its own start state at the next step. So every returned transition is a

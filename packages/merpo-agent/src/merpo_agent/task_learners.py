@@ -12,7 +12,7 @@ One ``update`` is one RAC step for all T tasks as one set of batched ops:
    beta * (logsumexp_a Q at model states - Q at dataset (s, a)) with the CQL(H) estimate.
 2. one actor step on Eq. 9: SAC objective + lam alpha D_beta + lam (1 - alpha) D_meta.
 3. SAC temperature step (target entropy -act_dim) and lambda dual step
-   (App. A.2.2 "Tune lambda", with D_beta' from the behavior-cloning model; SPEC §3).
+   (App. A.2.2 "Tune lambda", with D_beta' from a behavior-cloning model; our choice).
 4. Polyak target update with ``torch._foreach_lerp_``.
 
 Every loss is SUMMED over tasks, so each slot's gradient is exactly its single-task

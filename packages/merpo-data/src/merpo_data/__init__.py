@@ -7,7 +7,7 @@
 """
 
 from merpo_data.datasets import generate, load_dataset
-from merpo_data.ids import QUALITIES, dataset_id, parse_dataset_id, parse_tasks
+from merpo_data.ids import QUALITIES, dataset_id, parse_dataset_id, parse_qualities, parse_tasks
 from merpo_data.sampler import TaskSampler, TransitionBatch
 
 __all__ = [
@@ -18,5 +18,6 @@ __all__ = [
     "generate",
     "load_dataset",
     "parse_dataset_id",
+    "parse_qualities",
     "parse_tasks",
 ]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from merpo_envs import get_meta_info
+from merpo_envs import format_tasks, get_meta_info
 from tqdm.auto import tqdm
 
 from merpo_data.networks import StackedTanhGaussianPolicy
@@ -179,7 +179,7 @@ def _train_group(
 
     bar = None
     if progress:
-        label = f"SAC {get_meta_info(env_id).slug} tasks {_span(tasks)}"
+        label = f"SAC {get_meta_info(env_id).slug} tasks {format_tasks(tasks)}"
         bar = tqdm(total=sac.iterations, initial=trainer.iteration, desc=label, unit="it")
     try:
         trainer.train(on_checkpoint, progress=bar)
@@ -215,10 +215,3 @@ def _random_returns(env_id, tasks, preset: DataPreset, seed: int) -> np.ndarray:
         )
     finally:
         envs.close()
-
-
-def _span(tasks: Sequence[int]) -> str:
-    tasks = list(tasks)
-    if tasks == list(range(tasks[0], tasks[-1] + 1)) and len(tasks) > 1:
-        return f"{tasks[0]}-{tasks[-1]}"
-    return ",".join(map(str, tasks))

@@ -1,12 +1,13 @@
 """``merpo-data``: generate, list, inspect, download and plot the merpo datasets.
 
-    merpo-data generate ENV [--tasks 0-9,40-49] [--qualities random expert] [--preset default]
+    merpo-data generate ENV [--tasks 0-9,40-49] [--qualities medium,expert] [--preset default]
                             [--episodes N] [--seed S] [--device cpu] [--force]
     torchrun --nproc-per-node N -m merpo_data generate ENV ...   (ranks split the tasks)
     merpo-data list
     merpo-data info ID
     merpo-data download ID
     merpo-data plot ENV [--output FILE]
+    merpo-data --version
 
 Bad input (unknown env or id, bad task range) ends with one error line, exit status 2.
 """
@@ -22,13 +23,19 @@ import numpy as np
 
 
 def _parser() -> argparse.ArgumentParser:
+    from merpo_envs.versions import VersionAction
+
     p = argparse.ArgumentParser(prog="merpo-data", description=__doc__.split("\n\n")[0])
+    versions = ("merpo-data", "merpo-envs", "minari", "torch")
+    p.add_argument("--version", action=VersionAction, dists=versions)
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="train behavior policies and write datasets")
     g.add_argument("env", help="env id, e.g. merpo/PointRobotWind-v0")
     g.add_argument("--tasks", default=None, help="e.g. 0-9,40-49, 'train' or 'test' (default: all)")
     g.add_argument(
-        "--qualities", nargs="+", default=None, help="random medium expert mixed (default: all)"
+        "--qualities", nargs="+", default=None,
+        help="e.g. medium,expert (or medium expert) of random, medium, expert, mixed "
+        "(default: all)",
     )
     g.add_argument("--preset", default="default", help="default or test")
     g.add_argument(
@@ -122,12 +129,11 @@ def _check_request(args) -> None:
     """The one-line errors of a bad env, task range, quality or preset, raised up front."""
     from merpo_envs import get_meta_info
 
-    from merpo_data.ids import check_quality, parse_tasks
+    from merpo_data.ids import parse_qualities, parse_tasks
     from merpo_data.presets import get_preset
 
     parse_tasks(args.tasks, get_meta_info(args.env))
-    for quality in args.qualities or ():
-        check_quality(quality)
+    parse_qualities(args.qualities)
     get_preset(args.env, args.preset)
     if args.episodes is not None and args.episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {args.episodes}")

@@ -1,6 +1,6 @@
 """Minari datasets per task and quality, built from the behavior-policy checkpoints.
 
-Qualities (SPEC §7; App. A.2.2 of the paper):
+Qualities (the paper's App. A.2.2, "Data collection"):
 - ``random``: uniform actions in the action box;
 - ``medium``: the checkpoint whose evaluated return is closest to halfway between the
   random policy's and the expert checkpoint's;
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import gymnasium as gym
 import minari
 import numpy as np
-from merpo_envs import get_meta_info
+from merpo_envs import format_tasks, get_meta_info
 from minari.data_collector.episode_buffer import EpisodeBuffer
 from minari.namespace import create_namespace, list_local_namespaces
 from tqdm.auto import tqdm
@@ -36,10 +36,10 @@ from merpo_data.distributed import shard_bounds
 from merpo_data.ids import (
     NAMESPACE,
     QUALITIES,
-    check_quality,
     dataset_id,
     env_namespace,
     parse_dataset_id,
+    parse_qualities,
     parse_tasks,
 )
 from merpo_data.presets import DataPreset, get_preset
@@ -88,7 +88,7 @@ def existing_recipe(dataset_id_: str) -> dict | None:
 def generate(
     env_id: str,
     tasks: str | Sequence[int] | None = None,
-    qualities: Sequence[str] | None = None,
+    qualities: str | Sequence[str] | None = None,
     preset: str = "default",
     force: bool = False,
     episodes: int | None = None,
@@ -119,7 +119,7 @@ def generate(
     task_list = parse_tasks(tasks, info)
     start, stop = shard_bounds(len(task_list), rank, world_size)
     my_tasks = set(task_list[start:stop])
-    quality_list = tuple(dict.fromkeys(check_quality(q) for q in (qualities or QUALITIES)))
+    quality_list = parse_qualities(qualities)
     data_preset = get_preset(env_id, preset)
     if episodes is not None:
         if int(episodes) < 1:
@@ -319,19 +319,10 @@ def ensure_namespaces(env_id: str) -> None:
         create_namespace(
             ns,
             description=f"{info.env_id}: {info.num_tasks} tasks "
-            f"(meta-train {_span(info.train_tasks)}, "
-            f"meta-test {_span(info.test_tasks)}), horizon {info.max_episode_steps}. Datasets "
-            f"task-<NN>-<quality>-v0; install merpo-envs to recreate the envs.",
+            f"(meta-train {format_tasks(info.train_tasks)}, "
+            f"meta-test {format_tasks(info.test_tasks)}), horizon {info.max_episode_steps}. "
+            f"Datasets task-<NN>-<quality>-v0; install merpo-envs to recreate the envs.",
         )
-
-
-def _span(tasks) -> str:
-    tasks = list(tasks)
-    return (
-        f"{tasks[0]}-{tasks[-1]}"
-        if tasks == list(range(tasks[0], tasks[-1] + 1))
-        else ",".join(map(str, tasks))
-    )
 
 
 def load_dataset(dataset_id_: str, download: bool = True) -> minari.MinariDataset:

@@ -1,6 +1,6 @@
 """Dataset ids and task ranges: the names that tie an env, a task and a quality together.
 
-A dataset id is ``merpo/<env slug>/task-<NN>-<quality>-v0`` (DESIGN.md, "Interfaces"), e.g.
+A dataset id is ``merpo/<env slug>/task-<NN>-<quality>-v0``, e.g.
 ``merpo/point-robot-wind/task-03-medium-v0``. Everything that names a dataset goes through
 :func:`dataset_id` and :func:`parse_dataset_id`, so the two never drift apart.
 """
@@ -24,6 +24,23 @@ def check_quality(quality: str) -> str:
     if quality not in QUALITIES:
         raise ValueError(f"unknown quality {quality!r}; valid qualities: {', '.join(QUALITIES)}")
     return quality
+
+
+def parse_qualities(spec: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Qualities from ``None`` or ``"all"`` (every one), ``"medium,expert"`` or a list whose
+    items may hold commas too (``--qualities medium expert`` and ``medium,expert`` agree).
+
+    Returns them in the order given, without duplicates; an unknown one is a one-line error.
+    """
+    if spec is None:
+        return QUALITIES
+    items = [spec] if isinstance(spec, str) else list(spec)
+    names = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+    if names == ["all"]:
+        return QUALITIES
+    if not names:
+        raise ValueError(f"empty quality list; use e.g. medium,expert ({', '.join(QUALITIES)})")
+    return tuple(dict.fromkeys(check_quality(q) for q in names))
 
 
 def dataset_id(env_id: str, task: int, quality: str) -> str:

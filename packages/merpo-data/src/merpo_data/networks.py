@@ -3,7 +3,7 @@
 Every parameter carries leading "stack" axes, e.g. ``(T,)`` for one network per task or
 ``(T, E)`` for an ensemble of E members per task (E = 2 twin critics, E = 7 dynamics
 members). A forward pass over inputs ``(*stack, N, in)`` is one ``baddbmm`` per layer, never
-a Python loop over tasks or members (DESIGN.md, "Performance shape").
+a Python loop over tasks or members.
 
 Shared by the behavior-policy SAC of merpo-data and by merpo-agent (RAC, dynamics).
 Also holds the tanh-squashed Gaussian policy math both of them use.
@@ -130,7 +130,7 @@ def tanh_gaussian_log_prob(
     """``log pi(a)`` of given actions in [-1, 1] (e.g. dataset actions), summed over dims.
 
     Actions are clipped to (-1 + eps, 1 - eps) before ``atanh`` so that actions at the
-    bound give a finite log-probability (SPEC §3).
+    bound give a finite log-probability (the behavior term of Eq. 9).
     """
     clipped = action.clamp(-1.0 + ATANH_EPS, 1.0 - ATANH_EPS)
     pre_tanh = torch.atanh(clipped)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import minari
 import numpy as np
 from merpo_envs import get_meta_info
 
+from merpo_data.atomic import atomic_write
 from merpo_data.datasets import is_local
 from merpo_data.ids import QUALITIES, dataset_id
 
@@ -60,14 +60,8 @@ def plot_returns(env_id: str, output: str | os.PathLike | None = None) -> Path:
     ax.set_title(f"{env_id}: dataset return per task and quality")
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".png", dir=output.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, output)
+        atomic_write(output, lambda handle: fig.savefig(handle, format="png", dpi=120))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return output

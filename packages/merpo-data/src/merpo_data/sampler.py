@@ -1,4 +1,4 @@
-"""The task sampler: the only way the agent reads data (DESIGN.md, "Task sampler").
+"""The task sampler: the only way the agent reads data.
 
 Loads the transitions of T tasks once onto a torch device as flat tensors with per-task
 offsets, and draws batches with a leading task axis, indices drawn on the device:
@@ -14,10 +14,10 @@ from typing import NamedTuple
 import minari
 import numpy as np
 import torch
-from merpo_envs import get_meta_info
+from merpo_envs import format_tasks, get_meta_info
 
 from merpo_data.datasets import generate, is_local
-from merpo_data.ids import check_quality, dataset_id
+from merpo_data.ids import QUALITIES, check_quality, dataset_id
 
 
 class TransitionBatch(NamedTuple):
@@ -120,13 +120,14 @@ class TaskSampler:
         if not missing:
             return
         if not build_missing:
-            tasks = ",".join(str(t) for t in sorted({t for t, _ in missing}))
-            quals = " ".join(sorted({q for _, q in missing}))
+            tasks = format_tasks(t for t, _ in missing)
+            quals = ",".join(q for q in QUALITIES if q in {q for _, q in missing})
             raise ValueError(
                 f"{len(missing)} dataset(s) missing, e.g. "
                 f"{dataset_id(self.env_id, *missing[0])}; run "
-                f"`merpo-data generate {self.env_id} --tasks {tasks} --qualities {quals}` "
-                f"(or pass build_missing=True)"
+                f"`merpo-data generate {self.env_id} --tasks {tasks} --qualities {quals}`, "
+                "or let training build them with `--set data.build_missing=true` "
+                "(build_missing=True in Python)"
             )
         for quality in sorted({q for _, q in missing}):
             generate(

@@ -11,13 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from minari.storage import get_dataset_path
+
+from merpo_data.atomic import atomic_torch_save
+
+__all__ = ["atomic_torch_save", "behavior_dir", "store_root", "work_root"]
 
 
 def store_root() -> Path:
@@ -36,21 +39,6 @@ def behavior_dir(slug: str, preset: str, seed: int) -> Path:
     path = work_root() / "behavior" / slug / f"{preset}-seed{seed}"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary name in the same folder, then rename into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager

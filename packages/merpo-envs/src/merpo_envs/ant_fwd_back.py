@@ -1,7 +1,7 @@
 """Ant-Fwd-Back: walk forward (task 0) or backward (task 1) (PEARL's ant-dir, 2 directions).
 
 Gymnasium's Ant-v5 without contact forces in the observation, with the forward reward
-multiplied by the task's direction (the paper, App. A.1; SPEC §9).
+multiplied by the task's direction (the paper, Appendix A.1).
 """
 
 from __future__ import annotations
@@ -100,6 +100,10 @@ class AntFwdBackEnv(MujocoTaskEnvMixin, AntEnv):
     ## Arguments
     ``task``, ``render_mode`` (``"rgb_array"``, ``"depth_array"``, ``"human"``),
     ``width``, ``height``, ``camera_id``, ``camera_name``.
+
+    ## Version History
+    * v0: initial version, on Gymnasium's Ant-v5 without contact forces (directions +1
+      and -1, horizon 200).
     """
 
     _meta_info = META_INFO

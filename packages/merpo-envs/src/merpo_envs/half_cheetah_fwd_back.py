@@ -1,7 +1,7 @@
 """Half-Cheetah-Fwd-Back: run forward (task 0) or backward (task 1) (PEARL's cheetah-dir).
 
 Gymnasium's HalfCheetah-v5 with the forward reward multiplied by the task's direction
-(the paper, App. A.1; SPEC §9).
+(the paper, Appendix A.1).
 """
 
 from __future__ import annotations
@@ -86,6 +86,10 @@ class HalfCheetahFwdBackEnv(MujocoTaskEnvMixin, HalfCheetahEnv):
     ## Arguments
     ``task``, ``render_mode`` (``"rgb_array"``, ``"depth_array"``, ``"human"``),
     ``width``, ``height``, ``camera_id``, ``camera_name``.
+
+    ## Version History
+    * v0: initial version, on Gymnasium's HalfCheetah-v5 (directions +1 and -1, control
+      cost weight 0.05, horizon 200).
     """
 
     _meta_info = META_INFO

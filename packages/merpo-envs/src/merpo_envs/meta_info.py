@@ -22,7 +22,7 @@ class MetaEnvInfo:
         env_id: the Gymnasium id, e.g. ``"merpo/PointRobotWind-v0"``.
         slug: the dataset-name form, e.g. ``"point-robot-wind"`` (Minari ids use it).
         num_tasks: length of the fixed, seeded task list; tasks are ``0 .. num_tasks - 1``.
-        train_tasks / test_tasks: the meta-train and meta-test split (SPEC §9).
+        train_tasks / test_tasks: the meta-train and meta-test split (the paper, Appendix A.1).
         max_episode_steps: the horizon (episodes are truncated there).
         obs_dim / act_dim: flat observation and action sizes.
         params_fn: task index -> that task's parameters as plain data (floats, lists).
@@ -56,8 +56,8 @@ class MetaEnvInfo:
         if not 0 <= int(task) < self.num_tasks:
             raise ValueError(
                 f"{self.env_id}: task {int(task)} is out of range; valid tasks are "
-                f"0..{self.num_tasks - 1} (train {_span(self.train_tasks)}, "
-                f"test {_span(self.test_tasks)})"
+                f"0..{self.num_tasks - 1} (train {format_tasks(self.train_tasks)}, "
+                f"test {format_tasks(self.test_tasks)})"
             )
         return int(task)
 
@@ -66,10 +66,22 @@ class MetaEnvInfo:
         return self.params_fn(self.check_task(task))
 
 
-def _span(tasks: tuple[int, ...]) -> str:
-    if tasks and list(tasks) == list(range(tasks[0], tasks[-1] + 1)):
-        return f"{tasks[0]}-{tasks[-1]}"
-    return ",".join(map(str, tasks))
+def format_tasks(tasks) -> str:
+    """Tasks in the ``--tasks`` form: runs of consecutive tasks as ranges, e.g. ``0-9,40-49``.
+
+    ``merpo_data.parse_tasks`` reads it back (sorted, without duplicates).
+    """
+    ordered = sorted({int(t) for t in tasks})
+    parts: list[str] = []
+    start = prev = None
+    for task in [*ordered, None]:
+        if prev is not None and task == prev + 1:
+            prev = task
+            continue
+        if start is not None:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = task
+    return ",".join(parts)
 
 
 _REGISTRY: dict[str, MetaEnvInfo] = {}

@@ -1,6 +1,7 @@
 """Point-Robot-Wind: a 2-D point pushed by a per-task wind (FOCAL's point-robot-wind).
 
-Tasks differ in dynamics only (the paper, App. A.1; SPEC §9).
+Tasks differ in dynamics only (the paper, Appendix A.1: the wind changes the transitions,
+the goal and the reward are shared).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 from gymnasium import spaces
 
 from merpo_envs.meta_info import MetaEnvInfo
-from merpo_envs.task_env import TaskEnvMixin
+from merpo_envs.task_env import DEFAULT_SIZE, TaskEnvMixin
 
 ENV_ID = "merpo/PointRobotWind-v0"
 NUM_TASKS = 50
@@ -20,6 +21,8 @@ HORIZON = 25
 GOAL = np.array([1.0, 0.0])
 GOAL_RADIUS = 0.2
 MAX_ACTION = 0.1
+# The rendered window of the plane: x in [-0.5, 1.5], y in [-1, 1].
+VIEW_LOW, VIEW_SIZE = np.array([-0.5, -1.0]), 2.0
 
 
 def _make_winds() -> np.ndarray:
@@ -75,21 +78,45 @@ class PointRobotWindEnv(TaskEnvMixin, gym.Env):
     (default 0); ``set_task(j)`` switches at the next reset; ``task_params`` is
     ``{"wind": [wind_x, wind_y]}``.
 
+    ## Rendering
+    ``render_mode="rgb_array"``: a ``(height, width, 3)`` uint8 top view of the plane
+    ``[-0.5, 1.5] x [-1, 1]``: the goal disc (green), the positions of the episode so far
+    (blue) and the point (red).
+
     ## Arguments
-    ``task`` only (no rendering).
+    ``task``, ``render_mode`` (``None`` or ``"rgb_array"``), ``width``, ``height``.
+
+    ## Version History
+    * v0: initial version (50 FOCAL winds, dense reward, horizon 25).
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
-    def __init__(self, task: int = TRAIN_TASKS[0], **unknown_kwargs: Any):
-        self._init_task(META_INFO, task, unknown_kwargs, ("task",))
+    def __init__(
+        self,
+        task: int = TRAIN_TASKS[0],
+        render_mode: str | None = None,
+        width: int = DEFAULT_SIZE,
+        height: int = DEFAULT_SIZE,
+        **unknown_kwargs: Any,
+    ):
+        self._init_task(META_INFO, task, unknown_kwargs, ("task", "render_mode", "width", "height"))
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(
+                f"{ENV_ID}: render_mode must be None or 'rgb_array', got {render_mode!r}"
+            )
+        self.render_mode = render_mode
+        self.width, self.height = int(width), int(height)
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
         self.action_space = spaces.Box(-MAX_ACTION, MAX_ACTION, shape=(2,), dtype=np.float32)
         self._state = np.zeros(2)
+        self._path = [self._state.copy()]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self._start_pending_task()
+        self._state = np.zeros(2)
+        self._path = [self._state.copy()]
         self._state = np.zeros(2)
         return self._state.copy(), {"task": self._task}
 
@@ -99,7 +126,27 @@ class PointRobotWindEnv(TaskEnvMixin, gym.Env):
         reward = -float(np.linalg.norm(self._state - GOAL))
         sparse = reward + 1.0 if reward >= -GOAL_RADIUS else 0.0
         info = {"sparse_reward": sparse, "task": self._task}
+        self._path.append(self._state.copy())
         return self._state.copy(), reward, False, False, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        scale = min(self.width, self.height) / VIEW_SIZE  # pixels per unit, square pixels
+        ys, xs = np.mgrid[0 : self.height, 0 : self.width]
+        # pixel centres -> plane coordinates (y up), the view centred in the frame
+        px = VIEW_LOW[0] + (xs + 0.5 - (self.width - VIEW_SIZE * scale) / 2) / scale
+        py = VIEW_LOW[1] + VIEW_SIZE - (ys + 0.5 - (self.height - VIEW_SIZE * scale) / 2) / scale
+        frame = np.full((self.height, self.width, 3), 235, dtype=np.uint8)
+
+        def disc(centre, radius, colour):
+            frame[(px - centre[0]) ** 2 + (py - centre[1]) ** 2 <= radius**2] = colour
+
+        disc(GOAL, GOAL_RADIUS, (80, 180, 80))
+        for point in self._path[:-1]:
+            disc(point, 0.015, (60, 90, 200))
+        disc(self._state, 0.04, (220, 40, 40))
+        return frame
 
 
 META_INFO = MetaEnvInfo(

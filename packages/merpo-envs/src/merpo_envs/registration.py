@@ -27,4 +27,6 @@ def register_all() -> None:
                 entry_point=entry_point,
                 max_episode_steps=info.max_episode_steps,
                 kwargs={"task": info.train_tasks[0]},
+                # gymnasium.make_vec(env_id, tasks=...): one sub-env per task (merpo_envs.vector)
+                vector_entry_point=f"merpo_envs.vector:make_vec_{info.slug.replace('-', '_')}",
             )

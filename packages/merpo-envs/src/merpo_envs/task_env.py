@@ -43,6 +43,12 @@ class TaskEnvMixin:
         unknown_kwargs: Mapping[str, Any],
         valid: tuple[str, ...],
     ) -> None:
+        if "tasks" in unknown_kwargs:
+            raise TypeError(
+                f"{info.env_id}: tasks= makes one sub-env per task; use "
+                f"merpo_envs.make_vec({info.env_id!r}, tasks=...) (or gymnasium.make_vec "
+                "without vectorization_mode), or task= for one env"
+            )
         if unknown_kwargs:
             raise TypeError(
                 f"{info.env_id}: unknown keyword argument(s) {', '.join(sorted(unknown_kwargs))}; "
@@ -63,8 +69,21 @@ class TaskEnvMixin:
         return self.info.task_params(self._task)
 
     def set_task(self, task: int) -> None:
-        """Switch to ``task``; it takes effect at the next ``reset`` (PEARL-style switching)."""
+        """Switch to ``task``; it takes effect at the next ``reset`` (PEARL-style switching).
+
+        The env then describes itself as an env of ``task``: ``spec.kwargs["task"]`` says
+        so, and a pickled or ``copy.deepcopy``-ed env runs ``task`` from its first reset.
+        (A Gymnasium wrapper keeps the spec it read first: read ``env.spec`` after
+        ``set_task``, or ``env.unwrapped.spec``.)
+        """
         self._next_task = self.info.check_task(task)
+        if self._spec is not None and "task" in self._spec.kwargs:
+            self._spec = dataclasses.replace(
+                self._spec, kwargs={**self._spec.kwargs, "task": self._next_task}
+            )
+        pickled = getattr(self, "_ezpickle_kwargs", None)
+        if pickled is not None and "task" in pickled:
+            pickled["task"] = self._next_task
 
     def _start_pending_task(self) -> bool:
         """Make the task chosen by :meth:`set_task` current; True when it changed."""
@@ -152,6 +171,17 @@ class MujocoTaskEnvMixin(TaskEnvMixin):
         # Pickling must rebuild this class from its own arguments, not the MuJoCo base's.
         EzPickle.__init__(self, task=self._task, **render_kwargs)
         self._on_task_start(self._task, changed=True)
+
+    # EzPickle rebuilds the env from its constructor arguments (``task`` follows set_task);
+    # the spec ``gymnasium.make`` gave it is carried along, so a copy keeps its id and kwargs.
+    def __getstate__(self) -> dict[str, Any]:
+        return {**EzPickle.__getstate__(self), "_merpo_spec": self._spec}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        spec = state.pop("_merpo_spec", None)
+        EzPickle.__setstate__(self, state)
+        self._spec = spec
 
     def _on_task_start(self, task: int, changed: bool) -> None:
         """Apply ``task`` to the simulation; ``changed`` is False when it ran the last

@@ -1,7 +1,7 @@
 """Walker-2D-Params: Walker2d-v5 whose physics (masses, inertias, damping, friction) vary by task.
 
-rand_param_envs' walker2d-rand-params on Gymnasium's Walker2d-v5 (the paper, App. A.1;
-SPEC §9): each task multiplies the model's default ``body_mass``, ``body_inertia`` and
+rand_param_envs' walker2d-rand-params on Gymnasium's Walker2d-v5 (the paper, Appendix A.1):
+each task multiplies the model's default ``body_mass``, ``body_inertia`` and
 ``geom_friction`` by ``1.5**U(-3, 3)`` and ``dof_damping`` by ``1.3**U(-3, 3)``, element
 by element, from one seeded random stream so task j is the same everywhere.
 """
@@ -154,6 +154,10 @@ class Walker2dParamsEnv(MujocoTaskEnvMixin, Walker2dEnv):
     ## Arguments
     ``task``, ``render_mode`` (``"rgb_array"``, ``"depth_array"``, ``"human"``),
     ``width``, ``height``, ``camera_id``, ``camera_name``.
+
+    ## Version History
+    * v0: initial version, on Gymnasium's Walker2d-v5 (25 seeded parameter sets, train
+      0-19, test 20-24, horizon 200).
     """
 
     _meta_info = META_INFO

@@ -1,0 +1,82 @@
+"""The repository explains itself: it cites the paper, not files a reader cannot open, and
+each shared idea (the atomic write, the tests' thread setting) has one home."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SKIP_DIRS = {".git", ".nox", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "runs"}
+AGENT = "packages/merpo-agent/src/merpo_agent/"
+# Files other changes are rewriting at the time of writing; each drops out of this list as
+# it is rewritten (the checks below then cover it too).
+BEING_REWRITTEN: set[str] = set()
+BEING_REWRITTEN_DIRS = (AGENT + "baselines/",)
+
+
+def _files(*suffixes: str) -> list[Path]:
+    out = []
+    for path in ROOT.rglob("*"):
+        rel = path.relative_to(ROOT)
+        if set(rel.parts) & SKIP_DIRS or not path.is_file() or path.suffix not in suffixes:
+            continue
+        name = rel.as_posix()
+        if name in BEING_REWRITTEN or name.startswith(BEING_REWRITTEN_DIRS):
+            continue
+        out.append(path)
+    return out
+
+
+# What points outside the repository: the notes it was built from, tracker issues, paths.
+# (A bare "§" is fine: it cites the paper's sections, e.g. "§4.3".)
+OUTSIDE = re.compile(r"SPEC\b|DESIGN\.md|\b[Ii]ssue #?\d|/work/|/shared/")
+
+
+def test_code_and_docs_cite_the_paper_not_files_outside_the_repository():
+    this = Path(__file__).resolve()
+    found = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for path in _files(".py", ".md", ".toml", ".yaml", ".cfg")
+        if path.resolve() != this
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if OUTSIDE.search(line)
+    ]
+    assert not found, "cite the paper (section, equation, table) instead:\n" + "\n".join(found)
+
+
+def test_files_are_written_through_the_one_atomic_write():
+    home = "packages/merpo-data/src/merpo_data/atomic.py"
+    # checkpoint.py also renames a hard link of the previous checkpoint into place
+    allowed = {"tempfile.mkstemp": {home}, "os.replace(": {home, AGENT + "checkpoint.py"}}
+    for needle, places in allowed.items():
+        users = {
+            path.relative_to(ROOT).as_posix()
+            for path in _files(".py")
+            if path.relative_to(ROOT).parts[0] in ("packages", "benchmarks")
+            and needle in path.read_text()
+        }
+        assert users <= places, f"write through merpo_data.atomic: {sorted(users - places)}"
+
+
+def _fixtures_setting_threads(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef) and any(
+            "fixture" in ast.unparse(d) for d in node.decorator_list
+        ):
+            if "set_num_threads" in ast.unparse(node):
+                found.append(node.name)
+    return found
+
+
+def test_no_test_file_has_its_own_torch_thread_fixture():
+    assert _fixtures_setting_threads(ROOT / "tests" / "conftest.py") == ["one_torch_thread"]
+    copies = {
+        path.relative_to(ROOT).as_posix(): names
+        for path in (ROOT / "tests").rglob("*.py")
+        if path != ROOT / "tests" / "conftest.py"
+        if (names := _fixtures_setting_threads(path))
+    }
+    assert not copies, f"tests/conftest.py's one_torch_thread already does it: {copies}"
