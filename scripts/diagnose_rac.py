@@ -28,8 +28,6 @@ import time
 
 import numpy as np
 import torch
-from merpo_envs.point_robot_wind import MAX_ACTION, WINDS
-
 from merpo_agent.action_scaling import from_unit_actions, to_unit_actions
 from merpo_agent.config import build_config
 from merpo_agent.env_eval import evaluate_in_env
@@ -38,6 +36,7 @@ from merpo_agent.model_buffer import ModelBuffer
 from merpo_agent.rac_loop import TaskData, rac_updates
 from merpo_agent.task_learners import TaskLearners, twin_q_values
 from merpo_agent.trainer import MetaTrainer
+from merpo_envs.point_robot_wind import MAX_ACTION, WINDS
 
 ENV = "merpo/PointRobotWind-v0"
 
@@ -134,7 +133,8 @@ def main() -> None:
         corr = [float(np.corrcoef(q[i], rtg[i])[0, 1]) for i in range(t)]
         row = {
             "step": step, "return": ret.tolist(), "return_mean": float(ret.mean()),
-            "q_data": float(q.mean()), "mc_return": float(rtg.mean()), "q_mc_corr": float(np.mean(corr)),
+            "q_data": float(q.mean()), "mc_return": float(rtg.mean()),
+            "q_mc_corr": float(np.mean(corr)),
             "model_err_data_actions": float(model_error(act).mean()),
             "model_err_policy_actions": float(model_error(pi_env).mean()),
             "dev_from_bc": float((torch.tanh(mean) - torch.tanh(bc_mean)).abs().mean()),

@@ -21,7 +21,7 @@ def test_task_adam_equals_torch_adam_per_task_and_counts_steps_per_task():
     reference = [p[i].detach().clone().requires_grad_(True) for i in range(3)]
     ours = TaskAdam([p], lr=1e-2, num_tasks=3)
     theirs = [torch.optim.Adam([r], lr=1e-2) for r in reference]
-    for step in range(4):
+    for _ in range(4):
         g = torch.randn(3, 5)
         p.grad = g.clone()
         ours.step()
@@ -163,7 +163,8 @@ def test_reinitialising_each_visit_would_differ():
             learner.update(rows(real, idx), rows(model, idx), meta.policy, bc.select(idx),
                            noise=rows(noise, idx))
     assert not torch.equal(persistent.lam, restarted.lam)
-    assert not torch.equal(persistent.actor.trunk.net[0].weight, restarted.actor.trunk.net[0].weight)
+    first = (persistent.actor.trunk.net[0].weight, restarted.actor.trunk.net[0].weight)
+    assert not torch.equal(*first)
 
 
 def test_rows_must_match_the_working_slots():

@@ -17,8 +17,8 @@ import torch
 from agent_helpers import random_batch, small_config
 from merpo_agent.behavior_cloning import BehaviorCloning
 from merpo_agent.meta_policy import MetaLearner
-from merpo_agent.rac_config import RACConfig
 from merpo_agent.optimizers import adam_options
+from merpo_agent.rac_config import RACConfig
 from merpo_agent.task_learners import TaskLearners
 
 OBS, ACT, T = 3, 2, 3

@@ -125,7 +125,8 @@ def test_every_algorithm_runs(point_robot_store, tmp_path, algo):
     assert ("beha_only" in result.returns) == (algo != "combo")
     duals = trainer.table.duals()  # (4, N): log ent temp, log beta, lam, alpha
     visited = trainer.table.learners.critic_optimizer.steps > 0  # persistent per task
-    assert visited.any() and torch.all(trainer.table.learners.critic_optimizer.steps[visited] % 2 == 0)
+    steps = trainer.table.learners.critic_optimizer.steps
+    assert visited.any() and torch.all(steps[visited] % 2 == 0)  # J = 2 per visit
     if algo == "combo":
         assert torch.all(duals[2] == 0.0)
     elif algo == "beha-only":

@@ -1,4 +1,5 @@
-"""The typed configuration of a MerPO run (App. A, Tables 1-2): one nested dataclass, YAML round trip.
+"""The typed configuration of a MerPO run (App. A, Tables 1-2): one nested dataclass,
+YAML round trip.
 
 ``Config`` nests the other modules' own configs, so every hyperparameter has exactly one
 home and one default:

@@ -163,6 +163,7 @@ def meta_test(
     initial_duals: torch.Tensor | None = None,
     task_slice: TaskSlice | None = None,
     num_train_tasks: int | None = None,
+    final: bool = True,
 ) -> MetaTestResult:
     """Run the meta-test of the module docstring; returns the per-task returns.
 
@@ -173,7 +174,9 @@ def meta_test(
     ``task_slice`` (torchrun): meta-test only the test tasks ``[start, stop)`` of the
     sampler; ``test_models`` and ``bc_policy`` then hold just those tasks, and the result
     lists just those tasks. ``num_train_tasks`` sets COMBO's budget (default: the config's
-    training tasks, else the test tasks' count).
+    training tasks, else the test tasks' count). COMBO, trained from scratch with a full
+    budget, runs only in a ``final`` meta-test (the end of training, ``merpo-agent
+    evaluate``), not at the intermediate ones.
     """
     device = torch.device(cfg.device)
     total = test_sampler.num_tasks
@@ -182,7 +185,7 @@ def meta_test(
     tasks = tuple(test_sampler.tasks)[task_slice.start : task_slice.stop]
     seed = cfg.seed * 1_000_003 + iteration
     variants = ["adapted"]
-    if cfg.test.compare_combo:
+    if cfg.test.compare_combo and final:
         variants.append("combo")
     if cfg.test.compare_beha_only and cfg.rac.use_meta_regularizer:
         variants.append("beha_only")

@@ -113,7 +113,8 @@ def behavior_divergence(dataset_log_prob: torch.Tensor) -> torch.Tensor:
 def behavior_divergence_estimate(
     behavior_log_prob: torch.Tensor, dataset_log_prob: torch.Tensor
 ) -> torch.Tensor:
-    """D_beta' = E_D[log pi_hat_beta(a|s) - log pi_n(a|s)] (our estimate for the lambda dual of App. A.2.2), (T, N) -> (T,).
+    """D_beta' = E_D[log pi_hat_beta(a|s) - log pi_n(a|s)], (T, N) -> (T,): our estimate
+    of the divergence from the behavior policy for the lambda dual of App. A.2.2.
 
     Zero when pi_n equals the behavior-cloning model pi_hat_beta; used by the lambda dual
     and by MerPO-Adp (Eq. 11). No gradient.

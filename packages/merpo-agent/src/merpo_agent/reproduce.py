@@ -67,7 +67,8 @@ class Experiment:
     claims: tuple[str, ...]
     # rows evaluated on the TRAINING tasks' own envs (single-task RAC, Fig. 4 and 5)
     single_task: bool = False
-    notes: tuple[str, ...] = field(default=())
+    # extra settings of every MerPO-family run (e.g. no meta-test columns it does not report)
+    merpo_overrides: tuple[str, ...] = field(default=())
 
 
 BASELINE_ALGOS = ("focal", "mbml", "batch-pearl", "cbcq")
@@ -111,6 +112,7 @@ def experiments() -> dict[str, Experiment]:
             Row("behavior", "merpo", "behavior"),
         ),
         claims=("C3", "C7"),
+        merpo_overrides=("test.compare_combo=false", "test.compare_beha_only=false"),
     )
     fig7 = Experiment(
         name="fig7",
@@ -154,6 +156,8 @@ def experiments() -> dict[str, Experiment]:
         ),
         claims=("C1",),
         single_task=True,
+        merpo_overrides=("test.compare_combo=false", "test.compare_beha_only=false",
+                         "test.adaptation_steps=0"),
     )
     fig5 = Experiment(
         name="fig5",
@@ -166,6 +170,8 @@ def experiments() -> dict[str, Experiment]:
         ),
         claims=("C2",),
         single_task=True,
+        merpo_overrides=("test.compare_combo=false", "test.compare_beha_only=false",
+                         "test.adaptation_steps=0"),
     )
     return {e.name: e for e in (fig4, fig5, fig6, fig7)}
 
@@ -199,7 +205,7 @@ def sizes_for(env_id: str, quick: bool) -> Sizes:
                      train_tasks=tuple(info.train_tasks[:4]),
                      test_tasks=tuple(info.test_tasks[:2]),
                      single_task_tasks=tuple(info.train_tasks[:2]), episodes=1)
-    return Sizes("repro", "small", iterations=600, inner_steps=10, eval_every=100,
+    return Sizes("repro", "small", iterations=400, inner_steps=10, eval_every=100,
                  train_tasks=None, test_tasks=None,
                  single_task_tasks=tuple(info.train_tasks[:4]), episodes=4)
 
@@ -239,6 +245,7 @@ def train_command(
                             else f"meta.task_batch_size={min(len(train_tasks), 8)}")
         if sizes.test_tasks is not None:
             settings.append(f"data.test_tasks={_task_list(sizes.test_tasks)}")
+        settings += list(experiment.merpo_overrides)
     settings += list(run.overrides)
     for item in settings:
         command += ["--set", item]

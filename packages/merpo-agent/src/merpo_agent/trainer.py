@@ -37,8 +37,8 @@ this same code: rank r holds the slots ``shard_bounds(B, r, world)`` of each tas
 every random draw are made for the whole batch on every rank and cut (``task_slice``), so
 the ranks together compute what one process computes. pi_c's gradient and the meta-Q step
 are all-reduced (``MetaLearner``), every rank holds the whole learner table and the batch's
-rows are merged after each meta-iteration, the non-finite check stops all ranks together, the meta-test splits the
-test tasks. The setup (meta-model, task models, behavior cloning) runs on every rank from
+rows are merged after each meta-iteration, the non-finite check stops all ranks together,
+the meta-test splits the test tasks. The setup (meta-model, task models, behavior cloning) runs on every rank from
 the same seed and rank 0's result is broadcast. Rank 0 alone writes the run directory
 (config, metrics, checkpoints), printing and the progress bar.
 """
@@ -468,8 +468,9 @@ class MetaTrainer:
         set_rng_state(state["rng"], {"data": self.generator})
 
     # ------------------------------------------------------------------ meta-test
-    def evaluate(self) -> MetaTestResult:
-        """The meta-test (§4.3) with the current meta-policy and meta-Q."""
+    def evaluate(self, final: bool = True) -> MetaTestResult:
+        """The meta-test (§4.3) with the current meta-policy and meta-Q (``final``: with the
+        full-budget COMBO column too)."""
         # the duals the training tasks learned (their mean) start the test tasks' duals;
         # before the first meta-iteration they are the config's initial values
         initial_duals = self.table.duals().mean(dim=1)
@@ -477,14 +478,14 @@ class MetaTrainer:
             result = meta_test(
                 self.cfg, self.meta, self.test_data, self.test_models, self.bc_test.policy,
                 self.iteration, self.info.terminated_torch, initial_duals=initial_duals,
-                num_train_tasks=self.num_train,
+                num_train_tasks=self.num_train, final=final,
             )
         else:
-            result = self._sharded_meta_test(initial_duals)
+            result = self._sharded_meta_test(initial_duals, final)
         self.last_result = result
         return result
 
-    def _sharded_meta_test(self, initial_duals: torch.Tensor) -> MetaTestResult:
+    def _sharded_meta_test(self, initial_duals: torch.Tensor, final: bool) -> MetaTestResult:
         """torchrun: each rank meta-tests its share of the test tasks; every rank gets the
         whole table (the ranks' returns gathered in task order)."""
         count = self.test_data.num_tasks
@@ -499,6 +500,7 @@ class MetaTrainer:
                 self.cfg, self.meta, self.test_data, models, self.bc_test.select(local),
                 self.iteration, self.info.terminated_torch, initial_duals=initial_duals,
                 task_slice=TaskSlice(lo, hi, count), num_train_tasks=self.num_train,
+                final=final,
             )
             returns = result.returns
         parts = [part for part in all_gather_objects(returns) if part]
@@ -568,7 +570,7 @@ class MetaTrainer:
                 if eval_now and meta_cfg.fixed_meta_policy and self.is_main:
                     writer.log_record(self.own_task_record())
                 if eval_now:
-                    result = self.evaluate()
+                    result = self.evaluate(final=final)
                     means = result.means()
                     writer.log(k, "meta_test", means)
                     writer.log_record(result.per_task_record())

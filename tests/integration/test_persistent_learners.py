@@ -1,0 +1,78 @@
+"""Meta-training with persistent task learners (Alg. 2 line 1), through the trainer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from merpo_agent.config import build_config
+from merpo_agent.trainer import MetaTrainer
+
+PRW = "merpo/PointRobotWind-v0"
+
+
+def _train(tmp_path, algo: str, *overrides: str) -> MetaTrainer:
+    cfg = build_config(PRW, "smoke", algo, overrides=["meta.eval_every=0", *overrides])
+    trainer = MetaTrainer(cfg, tmp_path / algo, progress=False, say=lambda _: None,
+                          tensorboard=False)
+    trainer.train()
+    return trainer
+
+
+def _initial(tmp_path, algo: str) -> MetaTrainer:
+    cfg = build_config(PRW, "smoke", algo, overrides=["meta.eval_every=0"])
+    fresh = MetaTrainer(cfg, tmp_path / f"{algo}-fresh", progress=False, tensorboard=False)
+    fresh.build()
+    return fresh
+
+
+@pytest.mark.parametrize("algo", ["combo", "beha-only"])
+def test_combo_and_beha_only_task_learners_learn_while_pi_c_stays(point_robot_store, tmp_path,
+                                                                   algo):
+    trainer = _train(tmp_path, algo)
+    fresh = _initial(tmp_path, algo)
+    # every Eq. 10 weight lam (1 - alpha) is zero: pi_c never moves
+    for name, p in trainer.meta.policy.named_parameters():
+        assert torch.equal(p, dict(fresh.meta.policy.named_parameters())[name]), name
+    # ... but the task learners do: their actors left the (shared) initial pi_c
+    table = trainer.table.learners
+    steps = table.actor_optimizer.steps
+    assert steps.sum() == trainer.cfg.meta.iterations * trainer.cfg.meta.inner_steps * 2
+    visited = steps > 0
+    obs = torch.zeros(table.num_slots, 8, 2)
+    moved = (table.actor(obs)[0] - fresh.meta.policy(obs)[0]).abs().amax(dim=(1, 2))
+    assert torch.all(moved[visited] > 1e-3) and torch.all(moved[~visited] == 0)
+
+
+def test_meta_test_combo_gets_its_full_budget(point_robot_store, tmp_path):
+    trainer = _train(tmp_path, "merpo", "meta.iterations=6", "test.adaptation_steps=3")
+    cfg = trainer.cfg
+    # one training task's expected updates: iterations x J x B / N = 6 x 2 x 2 / 4 = 6
+    expected = cfg.test.combo_budget(cfg.meta, trainer.num_train)
+    assert expected == 6
+    result = trainer.last_result
+    assert result.updates == {"adapted": 3, "combo": expected, "beha_only": 3}
+    # an explicit budget wins
+    again = trainer.evaluate()
+    assert again.updates["combo"] == expected
+    assert cfg.test.combo_budget(cfg.meta, 1) == 6 * 2 * 2
+
+
+def test_merpo_adp_adapts_alpha_at_meta_test(point_robot_store, tmp_path, monkeypatch):
+    from merpo_agent import task_learners
+
+    seen = []
+    real = task_learners.TaskLearners.adapt_alpha
+
+    def spy(self, d_beta_prime, d_meta):
+        out = real(self, d_beta_prime, d_meta)
+        seen.append((self.config.critic_lr, self.config.adaptive_alpha, out.clone()))
+        return out
+
+    monkeypatch.setattr(task_learners.TaskLearners, "adapt_alpha", spy)
+    _train(tmp_path, "merpo-adp", "test.adaptation_steps=4", "test.compare_combo=false",
+           "test.compare_beha_only=false", "rac.alpha_adp_lr=0.05")
+    # the meta-test's learners (lr 8e-5): one Eq. 11 step per J = 2 of its 4 adaptation
+    # steps at the run's one (final) meta-test, and alpha really moved
+    test_steps = [alpha for lr, adaptive, alpha in seen if lr == 8e-5 and adaptive]
+    assert len(test_steps) == 2
+    assert all(not torch.allclose(a, torch.full_like(a, 0.4)) for a in test_steps)
