@@ -83,6 +83,24 @@ def loop_update(sizes, num_tasks, device, algo="merpo"):
     return step
 
 
+def chunked_update(sizes, num_tasks, device):
+    """The trainer's per-device choice: chunks of ``device_chunk_size`` tasks, each one
+    batched update, one after the other (the whole batch on a GPU)."""
+    from merpo_agent.trainer import device_chunk_size
+
+    config = sizes.rac_config()
+    size = device_chunk_size(device, num_tasks, config.hidden, config.hidden_layers,
+                             sizes.obs_dim + sizes.act_dim)
+    bounds = [(lo, min(lo + size, num_tasks)) for lo in range(0, num_tasks, size)]
+    parts = [build_update(sizes, hi - lo, device, seed=lo) for lo, hi in bounds]
+
+    def step():
+        for p in parts:
+            p["learners"].update(p["real"], p["model"], p["meta_policy"], p["bc"])
+
+    return step, size
+
+
 def batched_update(built, fn=None):
     update = fn or built["learners"].update
 
@@ -144,6 +162,7 @@ def task_batching(args, device, mm, mm_flops, task_counts, sizes, repeats, round
         fns = {"matmul_2048": mm, "batched": batched_update(built)}
         if t > 1:
             fns["loop"] = loop_update(sizes, t, device)
+            fns["chunked"], chunk = chunked_update(sizes, t, device)
         times = compare_times(fns, device, warmup=1, repeats=repeats, rounds=rounds)
         flops = rac_update_flops(built["config"], sizes.obs_dim, sizes.act_dim, t)["total"]
         mm_rate = mm_flops / times["matmul_2048"]
@@ -163,6 +182,12 @@ def task_batching(args, device, mm, mm_flops, task_counts, sizes, repeats, round
             row["task_updates_per_s_loop"] = t / times["loop"]
             row["speedup_batched_over_loop"] = times["loop"] / tb
             line += f" | loop {fmt_ms(times['loop'])} -> batched is {times['loop'] / tb:.2f}x"
+            tc = times["chunked"]
+            row["chunk_size"] = chunk
+            row["chunked_ms"] = tc * 1e3
+            row["speedup_chunked_over_loop"] = times["loop"] / tc
+            line += (f" | per-device chunks of {chunk}: {fmt_ms(tc)} -> "
+                     f"{times['loop'] / tc:.2f}x the loop")
         if base is not None and t > 1:
             row["time_ratio_vs_T1"] = tb / base
             line += f" | T-step / 1-step = {tb / base:.2f}"

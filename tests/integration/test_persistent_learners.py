@@ -76,3 +76,20 @@ def test_merpo_adp_adapts_alpha_at_meta_test(point_robot_store, tmp_path, monkey
     test_steps = [alpha for lr, adaptive, alpha in seen if lr == 8e-5 and adaptive]
     assert len(test_steps) == 2
     assert all(not torch.allclose(a, torch.full_like(a, 0.4)) for a in test_steps)
+
+
+def test_chunks_of_the_task_batch_compute_what_the_whole_batch_computes(point_robot_store,
+                                                                        tmp_path):
+    """meta.task_chunk = 1 (a CPU's choice for big networks) runs the batch's tasks one by
+    one, each drawing the whole batch's randomness: the same learners as one batched op."""
+    whole = _train(tmp_path / "whole", "merpo")
+    chunked = _train(tmp_path / "chunked", "merpo", "meta.task_chunk=1")
+    assert [c.size for c in chunked.chunks] == [1, 1] and whole.chunks == [None]
+    for a, b in zip(whole.table.learners.persistent_tensors(),
+                    chunked.table.learners.persistent_tensors(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    for (name, a), b in zip(whole.meta.state_dict().items(),
+                            chunked.meta.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+    assert not torch.equal(whole.meta.policy.trunk.net[0].weight,
+                           _initial(tmp_path, "merpo").meta.policy.trunk.net[0].weight)

@@ -88,6 +88,10 @@ class MetaTrainConfig:
     # Eq. 10 or meta-Q step, the task learners start from random networks, and every
     # evaluation also reports each learner's return on its own training task.
     meta_policy: str = "learned"
+    # Tasks per batched op in the inner loop (0 = per device: the whole batch on a GPU; on a
+    # CPU, as many as keep one op's working set in cache, see ``trainer.task_chunk_size``).
+    # The chunks draw the whole batch's randomness and cut it, so the result is the same.
+    task_chunk: int = 0
 
     def __post_init__(self) -> None:
         for name in ("iterations", "task_batch_size", "inner_steps", "log_every",
@@ -96,6 +100,8 @@ class MetaTrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.eval_every < 0:
             raise ValueError(f"eval_every={self.eval_every} must be >= 0 (0: only at the end)")
+        if self.task_chunk < 0:
+            raise ValueError(f"task_chunk={self.task_chunk} must be >= 0 (0: per device)")
         kind, _, arg = self.meta_policy.partition(":")
         ok = (self.meta_policy in ("learned", "random") or (kind == "combo" and arg.isdigit())
               or (kind == "run" and bool(arg)))

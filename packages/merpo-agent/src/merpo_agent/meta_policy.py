@@ -110,6 +110,18 @@ class MetaLearner(nn.Module):
         """
         with torch.no_grad():
             task_mean, task_log_std = task_actor(states)
+        return self.update_policy_from(task_mean, task_log_std, states, lam, alpha)
+
+    def update_policy_from(
+        self,
+        task_mean: torch.Tensor,
+        task_log_std: torch.Tensor,
+        states: torch.Tensor,
+        lam: torch.Tensor,
+        alpha: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`update_policy` given the task policies' pre-tanh Gaussians at ``states``
+        (the trainer computes them chunk by chunk when the task batch runs in chunks)."""
         loss = meta_policy_loss(self.policy, task_mean, task_log_std, states, lam, alpha)
         self.policy_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -123,6 +135,12 @@ class MetaLearner(nn.Module):
         the mean over every rank's tasks: see the module docstring)."""
         meta_q_update_(self.q, task_critic, self.config.meta_q_lr)
         all_reduce_mean_(self.q.parameters(), weight=float(task_critic.stack_shape[0]))
+
+    @torch.no_grad()
+    def update_q_towards(self, mean_parameters: list[torch.Tensor], num_tasks: int) -> None:
+        """The meta-Q step given the task critics' mean parameters (each (1, 2, ...))."""
+        torch._foreach_lerp_(list(self.q.parameters()), mean_parameters, self.config.meta_q_lr)
+        all_reduce_mean_(self.q.parameters(), weight=float(num_tasks))
 
     def training_state(self) -> dict:
         return {"module": self.state_dict(), "policy_optimizer": self.policy_optimizer.state_dict()}

@@ -226,9 +226,44 @@ class MetaTrainer:
                         obs_dim, act_dim, device)
             if rac.use_model else None
         )
+        # the inner loop's chunks of the task batch (one chunk: the whole batch, or this
+        # rank's slots under torchrun) and, per chunk size, its learners, buffer and models
+        self.chunks = self._task_chunks()
+        self._chunk_state: dict[int, tuple] = {
+            self.num_slots: (self.learners, self.buffer, self.slot_models)
+        }
         # non-finite loss flag, accumulated on the device, read once per log interval
         self._bad = torch.zeros((), dtype=torch.bool, device=device)
         self._built = True
+
+    def _task_chunks(self) -> list[TaskSlice | None]:
+        """Slices of the task batch run one after another in the inner loop (each one set of
+        batched ops): ``[None]`` for the whole batch at once; under torchrun the rank's
+        slots."""
+        if self.task_slice is not None:
+            return [self.task_slice]
+        size = task_chunk_size(self.cfg, self.device, self.batch_size, self.train_data.obs_dim,
+                               self.train_data.act_dim)
+        if size >= self.batch_size:
+            return [None]
+        count = -(-self.batch_size // size)
+        return [TaskSlice(*shard_bounds(self.batch_size, i, count), self.batch_size)
+                for i in range(count)]
+
+    def _chunk_modules(self, size: int) -> tuple:
+        """(learners, model buffer, slot models) for a chunk of ``size`` tasks."""
+        if size not in self._chunk_state:
+            cfg, train = self.cfg, self.train_data
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda"
+                                       else []):
+                learners = TaskLearners(cfg.rac, train.obs_dim, train.act_dim, size,
+                                        self.device, generator=self.learner_generator)
+                models = self.meta_model.empty_like(size)
+            buffer = (ModelBuffer(size, buffer_capacity(cfg.meta.inner_steps, cfg.rollout),
+                                  train.obs_dim, train.act_dim, self.device)
+                      if cfg.rac.use_model else None)
+            self._chunk_state[size] = (learners, buffer, models)
+        return self._chunk_state[size]
 
     def _per_slot(self, make: Callable[[int], Any]) -> Any:
         """``make(num_slots)``: a module with this process's task slots. Initial weights come
@@ -365,45 +400,72 @@ class MetaTrainer:
 
     # ------------------------------------------------------------------ one meta-iteration
     def meta_iteration(self) -> dict[str, torch.Tensor]:
-        """Alg. 2 lines 10-17 for one task batch; returns device metrics (no host reads)."""
+        """Alg. 2 lines 10-17 for one task batch; returns device metrics (no host reads).
+
+        The batch's learners run chunk by chunk (``self.chunks``; one chunk unless a CPU
+        runs smaller batched ops faster): every chunk draws the whole batch's randomness
+        from the same generator states and keeps its own rows, so the chunks together
+        compute what one batched op over the whole batch computes."""
         cfg, gen = self.cfg, self.generator
         rac = cfg.rac
         # the whole task batch, the same on every rank; this rank's slots hold `local`
         idx = torch.randperm(self.num_train, device=self.device, generator=gen)[: self.batch_size]
-        local = idx if self.task_slice is None else self.task_slice.take(idx)
-        self.table.gather_into(self.learners, local)  # each task continues its own learner
-        if self.buffer is not None:
-            self.buffer.clear()
-            self.slot_models.copy_from_(self.task_models, local)
-        data = TaskData(
-            self.train_data, idx, self.slot_models if rac.use_model else None,
-            self.info.terminated_torch, task_slice=self.task_slice,
-        )
         regularized = rac.use_meta_regularizer
         learned = not cfg.meta.fixed_meta_policy  # single-task RAC: pi_c stays fixed
-        bc = self.bc_train.select(local) if regularized and rac.auto_tune_lambda else None
+        tuned = regularized and rac.auto_tune_lambda
 
         def watch(metrics: dict[str, torch.Tensor]) -> None:
             for name in WATCHED:
                 self._bad |= ~torch.isfinite(metrics[name]).all()
 
-        metrics, last = rac_updates(
-            self.learners, data, self.buffer, cfg.meta.inner_steps, cfg.rollout,
-            self.meta.policy if regularized else None, bc, gen, on_update=watch,
-        )
-        out = dict(metrics)
-        if regularized and learned:  # Eq. 10: only the KL term depends on pi_c
-            out["meta_policy_loss"] = self.meta.update_policy(
-                self.learners.actor, last.observations, self.learners.lam.detach(),
-                self.learners.alpha,
+        rewind = len(self.chunks) > 1
+        if rewind:
+            start = (gen.get_state(), self.learner_generator.get_state())
+        parts: list[dict[str, torch.Tensor]] = []
+        policy_inputs: list[tuple[torch.Tensor, ...]] = []
+        critic_sums: list[list[torch.Tensor]] = []
+        for chunk in self.chunks:
+            if rewind:
+                gen.set_state(start[0])
+                self.learner_generator.set_state(start[1])
+            rows = idx if chunk is None else chunk.take(idx)
+            learners, buffer, models = self._chunk_modules(rows.shape[0])
+            self.table.gather_into(learners, rows)  # each task continues its own learner
+            if buffer is not None:
+                buffer.clear()
+                models.copy_from_(self.task_models, rows)
+            data = TaskData(self.train_data, idx, models if rac.use_model else None,
+                            self.info.terminated_torch, task_slice=chunk)
+            metrics, last = rac_updates(
+                learners, data, buffer, cfg.meta.inner_steps, cfg.rollout,
+                self.meta.policy if regularized else None,
+                self.bc_train.select(rows) if tuned else None, gen, on_update=watch,
             )
+            if regularized and learned:  # Eq. 10's inputs: pi_n at rho_n's states
+                with torch.no_grad():
+                    mean, log_std = learners.actor(last.observations)
+                policy_inputs.append((mean, log_std, last.observations,
+                                      learners.lam.detach().clone(), learners.alpha.clone()))
+            if learned:
+                critic_sums.append([p.detach().sum(0, keepdim=True)
+                                    for p in learners.critic.parameters()])
+            metrics = dict(metrics)
+            metrics["alpha"] = learners.adapt_alpha(metrics["d_beta_prime"], metrics["d_meta"])
+            self.table.scatter_from(learners, rows)
+            parts.append(metrics)
+        out = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+        if policy_inputs:  # Eq. 10: only the KL term depends on pi_c
+            mean, log_std, states, lam, alpha = (torch.cat(x) for x in zip(*policy_inputs,
+                                                                         strict=True))
+            out["meta_policy_loss"] = self.meta.update_policy_from(mean, log_std, states, lam,
+                                                                   alpha)
             self._bad |= ~torch.isfinite(out["meta_policy_loss"])
         if learned:
-            self.meta.update_q(self.learners.critic)
-        out["alpha"] = self.learners.adapt_alpha(metrics["d_beta_prime"], metrics["d_meta"])
-        self.table.scatter_from(self.learners, local)
+            count = self.num_slots
+            means = [sum(parts_) / count for parts_ in zip(*critic_sums, strict=True)]
+            self.meta.update_q_towards(means, count)
         if self.task_slice is not None:
-            self.table.merge_ranks_(idx, local)
+            self.table.merge_ranks_(idx, self.task_slice.take(idx))
         return out
 
     def _gather_metrics(self, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -590,6 +652,32 @@ class MetaTrainer:
                 writer.log(self.iteration, "meta_test", result.means())
                 writer.log_record(result.per_task_record())
         return self.last_result
+
+
+# Twin-critic weights per batched op that a CPU still runs faster batched than one task at
+# a time (benchmarks/bench_meta_iteration.py): the memory-bound ops of a bigger op spill
+# the cache (2 x 32 networks: batched 2.1x the loop at T = 8; 5 x 300: 0.6-0.9x).
+CPU_CHUNK_CRITIC_WEIGHTS = 131_072
+
+
+def task_chunk_size(cfg: Config, device: torch.device, batch: int, obs_dim: int,
+                    act_dim: int) -> int:
+    """Tasks per batched op of the inner loop: ``meta.task_chunk`` if set; else the whole
+    batch on a GPU, and on a CPU as many tasks as fit ``CPU_CHUNK_CRITIC_WEIGHTS``."""
+    if cfg.meta.task_chunk > 0:
+        return min(cfg.meta.task_chunk, batch)
+    return device_chunk_size(device, batch, cfg.rac.hidden, cfg.rac.hidden_layers,
+                             obs_dim + act_dim)
+
+
+def device_chunk_size(device: torch.device | str, batch: int, hidden: int, hidden_layers: int,
+                      in_features: int) -> int:
+    """The device's tasks per batched op: all of ``batch`` off the CPU; on the CPU as many
+    tasks as keep the twin critics' weights within ``CPU_CHUNK_CRITIC_WEIGHTS``."""
+    if torch.device(device).type != "cpu":
+        return batch
+    per_task = 2 * (in_features * hidden + (hidden_layers - 1) * hidden * hidden + hidden)
+    return max(1, min(batch, CPU_CHUNK_CRITIC_WEIGHTS // per_task))
 
 
 def _silent(_: str) -> None:
