@@ -43,50 +43,47 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from merpo_data.networks import (
     LOG_STD_MAX,
     LOG_STD_MIN,
     StackedLinear,
-    StackedMLP,
     StackedTanhGaussianPolicy,
     tanh_gaussian_rsample,
 )
 from merpo_data.sampler import TaskSampler
-from merpo_envs import get_meta_info
 from torch import nn
 
 from merpo_agent.baselines.context import (
+    BaselineConfig,
+    BaselineLearner,
     ContextEncoder,
     ContextualAgent,
+    LogFn,
+    TwinCritic,
     agent_state,
-    check_evaluation,
-    check_sampler_device,
+    evaluate_agent,
+    gaussian_kl,
     infer_test_latents,
-    report_progress,
-    task_batches,
+    load_agent,
+    polyak_,
+    save_agent,
+    split_context,
+    train_baseline,
 )
 from merpo_agent.baselines.context import agent_from_state as _agent_from_state
 from merpo_agent.behavior_cloning import BehaviorCloning
-from merpo_agent.checkpoint import load_checkpoint, save_checkpoint
-from merpo_agent.env_eval import evaluate_in_env
-from merpo_agent.presets import TABLE2_PER_ENV
 from merpo_agent.transitions import TransitionBatch
-
-# log_fn(step, metrics): called every ``log_every`` updates with plain floats.
-LogFn = Callable[[int, dict[str, float]], None]
-
-
 
 # ---- config -----------------------------------------------------------------------------
 
 
 @dataclass
-class FocalConfig:
+class FocalConfig(BaselineConfig):
     """FOCAL's hyperparameters; defaults follow FOCAL's code (``configs/default.py``) and
     BRAC where FOCAL's are not stated. ``discount`` comes from the env (``for_env``)."""
 
@@ -125,55 +122,28 @@ class FocalConfig:
     eval_context_size: int = 256
     log_every: int = 1000
 
+    POSITIVE: ClassVar[tuple[str, ...]] = (
+        "latent_dim", "hidden", "hidden_layers", "encoder_hidden", "encoder_layers",
+        "batch_size", "context_size", "eval_context_size", "log_every", "behavior_hidden",
+        "behavior_layers",
+    )
+    POSITIVE_OR_NONE: ClassVar[tuple[str, ...]] = ("task_batch_size",)
+    # Smoke tests: larger learning rates (the encoder's 3e-3) so that a few hundred updates
+    # show learning.
+    SMOKE: ClassVar[dict[str, Any]] = dict(
+        hidden=32, hidden_layers=2, encoder_hidden=32, encoder_layers=2, batch_size=64,
+        context_size=32, task_batch_size=None, behavior_steps=100, behavior_hidden=32,
+        behavior_layers=2, eval_context_size=128, log_every=25, actor_lr=1e-3,
+        critic_lr=1e-3, encoder_lr=3e-3,
+    )
+
     def __post_init__(self) -> None:
-        positive = (
-            "latent_dim", "hidden", "hidden_layers", "encoder_hidden", "encoder_layers",
-            "batch_size", "context_size", "eval_context_size", "log_every", "behavior_hidden",
-            "behavior_layers",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"FocalConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.task_batch_size is not None and self.task_batch_size < 1:
-            raise ValueError(
-                f"FocalConfig.task_batch_size must be >= 1 or None (all tasks), "
-                f"got {self.task_batch_size}"
-            )
-        if not 0.0 <= self.discount < 1.0:
-            raise ValueError(f"FocalConfig.discount must be in [0, 1), got {self.discount}")
+        self.check_fields()
         if not 0.0 < self.alpha_init <= self.alpha_max:
             raise ValueError(
                 f"FocalConfig needs 0 < alpha_init <= alpha_max, got {self.alpha_init}, "
                 f"{self.alpha_max}"
             )
-
-    @classmethod
-    def for_env(cls, env_id: str, **overrides: Any) -> FocalConfig:
-        """Defaults with the env's Table 2 discount (0.9 Point-Robot-Wind, else 0.99)."""
-        env = get_meta_info(env_id).env_id
-        discount = TABLE2_PER_ENV.get(env, {}).get("discount", 0.99)
-        return cls(**{"discount": discount, **overrides})
-
-    @classmethod
-    def smoke(cls, env_id: str | None = None, **overrides: Any) -> FocalConfig:
-        """Tiny networks and batches for tests (seconds on a CPU); larger learning rates (the
-        encoder's 3e-3) so that a few hundred updates show learning."""
-        tiny = dict(
-            hidden=32, hidden_layers=2, encoder_hidden=32, encoder_layers=2, batch_size=64,
-            context_size=32, task_batch_size=None, behavior_steps=100, behavior_hidden=32,
-            behavior_layers=2, eval_context_size=128, log_every=25, actor_lr=1e-3,
-            critic_lr=1e-3, encoder_lr=3e-3,
-        )
-        tiny.update(overrides)
-        return cls.for_env(env_id, **tiny) if env_id is not None else cls(**tiny)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FocalConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown FocalConfig field(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
 
 
 # ---- encoder and networks ---------------------------------------------------------------
@@ -236,21 +206,6 @@ class FocalAgent(ContextualAgent):
         noise = torch.randn(mean.shape, device=mean.device, generator=generator)
         return tanh_gaussian_rsample(mean, log_std, noise)[0]
 
-class TwinCritic(nn.Module):
-    """Q_1, Q_2 (s, a, z): one StackedMLP with stack (2,), shared across tasks."""
-
-    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: int, layers: int):
-        super().__init__()
-        self.net = StackedMLP((2,), obs_dim + act_dim + latent_dim, 1, hidden, layers)
-
-    def forward(
-        self, norm_obs: torch.Tensor, action: torch.Tensor, z: torch.Tensor
-    ) -> torch.Tensor:
-        """(T, N, ...) inputs -> Q values (2, T, N)."""
-        t, n, _ = norm_obs.shape
-        x = torch.cat([norm_obs, action, z], dim=-1).reshape(1, t * n, -1)
-        return self.net(x.expand(2, -1, -1)).reshape(2, t, n)
-
 
 # ---- losses -----------------------------------------------------------------------------
 
@@ -285,19 +240,6 @@ def distance_metric_loss(
     return positive + negative, positive.detach(), cross.detach()
 
 
-def gaussian_kl(
-    mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor
-) -> torch.Tensor:
-    """KL(p || q) of diagonal Gaussians, summed over the last axis.
-
-    For tanh-squashed Gaussians this is also the KL of the squashed distributions (tanh is a
-    bijection, the Jacobians cancel), i.e. KL(pi(.|s, z) || pi_b(.|s)) in closed form.
-    """
-    var_ratio = torch.exp(2.0 * (log_std_p - log_std_q))
-    mean_term = ((mean_p - mean_q) * torch.exp(-log_std_q)).pow(2)
-    return (0.5 * (var_ratio + mean_term - 1.0) - (log_std_p - log_std_q)).sum(-1)
-
-
 def behavior_distribution(
     behavior: BehaviorCloning, task_indices: torch.Tensor, norm_obs: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -319,8 +261,10 @@ def behavior_distribution(
 # ---- the learner ------------------------------------------------------------------------
 
 
-class FocalLearner(nn.Module):
+class FocalLearner(BaselineLearner):
     """Training state: the agent, twin critics and targets, behavior model, duals, optimizers."""
+
+    agent_class = FocalAgent
 
     def __init__(self, agent: FocalAgent, num_tasks: int, generator: torch.Generator):
         super().__init__()
@@ -359,8 +303,21 @@ class FocalLearner(nn.Module):
         nll = self.behavior.fit(
             sample, self.config.behavior_steps, self.config.batch_size, self.config.behavior_lr
         )
-        self.behavior.requires_grad_(False)
         return nll
+
+    def prepare(self, sampler: TaskSampler) -> dict[str, float]:
+        return {"behavior_nll": float(self.fit_behavior(sampler).mean())}
+
+    def after_prepare(self) -> None:
+        self.behavior.requires_grad_(False)  # fit once, then fixed
+
+    def step(self, sampler: TaskSampler, task_indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Draw the RL batch and two contexts per task, then :meth:`update`."""
+        cfg = self.config
+        batch = sampler.sample(cfg.batch_size, task_indices, self.generator)
+        context = sampler.sample(2 * cfg.context_size, task_indices, self.generator)
+        context_a, context_b = split_context(context, cfg.context_size)
+        return self.update(batch, context_a, context_b, task_indices)
 
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.detach().exp().clamp(max=self.config.alpha_max)
@@ -475,11 +432,7 @@ class FocalLearner(nn.Module):
                 self.log_alpha.clamp_(max=math.log(cfg.alpha_max))
 
         # 5. Target critics.
-        with torch.no_grad():
-            for target, source in zip(
-                self.target_critic.parameters(), self.critic.parameters(), strict=True
-            ):
-                target.lerp_(source, cfg.tau)
+        polyak_(self.target_critic, self.critic, cfg.tau)
 
         return {
             "metric_loss": metric_loss.detach(),
@@ -498,7 +451,6 @@ class FocalLearner(nn.Module):
 # ---- training loop ----------------------------------------------------------------------
 
 
-@torch.enable_grad()  # callable from inside a no_grad block (e.g. an evaluation hook)
 def train_focal(
     config: FocalConfig,
     train_sampler: TaskSampler,
@@ -517,37 +469,9 @@ def train_focal(
     ``progress_fn(step, agent)`` is called at the same steps (e.g. to run ``evaluate_focal``
     on the unseen tasks during training, or to save the agent).
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    device = check_sampler_device(train_sampler, device)
-    torch.manual_seed(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    agent = FocalAgent(
-        config,
-        train_sampler.obs_dim,
-        train_sampler.act_dim,
-        train_sampler.action_low,
-        train_sampler.action_high,
-        device,
+    return train_baseline(
+        FocalLearner, config, train_sampler, steps, device, seed, log_fn, progress_fn
     )
-    agent.set_normalizer(train_sampler)
-    num_tasks = train_sampler.num_tasks
-    learner = FocalLearner(agent, num_tasks, generator)
-    nll = learner.fit_behavior(train_sampler)
-    if log_fn is not None:
-        log_fn(0, {"behavior_nll": float(nll.mean())})
-
-    for step, task_indices in task_batches(
-        train_sampler, config.task_batch_size, steps, generator
-    ):
-        batch = train_sampler.sample(config.batch_size, task_indices, generator)
-        context = train_sampler.sample(2 * config.context_size, task_indices, generator)
-        context_a = TransitionBatch(*(x[:, : config.context_size] for x in context))
-        context_b = TransitionBatch(*(x[:, config.context_size :] for x in context))
-        metrics = learner.update(batch, context_a, context_b, task_indices)
-        report_progress(step, steps, config.log_every, metrics, agent, log_fn, progress_fn)
-    agent.eval()
-    return agent
 
 
 # ---- meta-test --------------------------------------------------------------------------
@@ -586,51 +510,42 @@ def evaluate_focal(
     seed: int,
     context_size: int | None = None,
 ) -> dict[int, float]:
-    """Meta-test: infer z of each task from its offline data, run pi(s, z) in the real env.
-
-    Deterministic actions; ``episodes`` episodes per task (seeds ``seed + i``) in one
-    Gymnasium vector env over all tasks (``env_eval.evaluate_in_env``). Returns
-    ``{task: mean undiscounted return}``.
-    """
-    check_evaluation("evaluate_focal", env_id, test_sampler, episodes)
-    generator = torch.Generator(device=test_sampler.device).manual_seed(seed)
-    z = infer_test_latents(agent, test_sampler, context_size, generator)
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return agent.act(obs, z, deterministic=True)
-
-    returns = evaluate_in_env(
-        env_id, test_sampler.tasks, {"focal": policy}, episodes, seed, agent.device
-    )["focal"]
-    return {task: float(r) for task, r in zip(test_sampler.tasks, returns, strict=True)}
+    """Meta-test: infer z of each task from its offline data, run the deterministic
+    pi(s, z) in the real env (``context.evaluate_agent``). Returns ``{task: mean return}``."""
+    return evaluate_agent(
+        "evaluate_focal", agent, test_sampler, env_id, episodes, seed, context_size
+    )
 
 
 # ---- save / load ------------------------------------------------------------------------
 
+FORMAT = "focal"
+
 
 def focal_state(agent: FocalAgent) -> dict[str, Any]:
     """A ``weights_only``-loadable dict: config, dimensions and the agent's state_dict."""
-    return agent_state(agent, "focal")
+    return agent_state(agent, FORMAT)
 
 
 def agent_from_state(state: dict[str, Any], device: str | torch.device = "cpu") -> FocalAgent:
     return _agent_from_state(
-        state, "focal", FocalAgent, FocalConfig, device, "FOCAL", "save it with save_focal"
+        state, FORMAT, FocalAgent, FocalConfig, device, "FOCAL", "save it with save_focal"
     )
 
 
 def save_focal(agent: FocalAgent, path: str | Path) -> None:
     """Write the agent atomically (temporary file + rename)."""
-    save_checkpoint(path, focal_state(agent))
+    save_agent(agent, path, FORMAT)
 
 
 def load_focal(path: str | Path, device: str | torch.device = "cpu") -> FocalAgent:
     """Read an agent written by ``save_focal`` (``torch.load(weights_only=True)``)."""
-    return agent_from_state(load_checkpoint(path, map_location="cpu"), device)
+    return load_agent(
+        path, device, FORMAT, FocalAgent, FocalConfig, "FOCAL", "save it with save_focal"
+    )
 
 
 __all__ = [
-    "ContextEncoder",
     "FocalAgent",
     "FocalConfig",
     "FocalLearner",
