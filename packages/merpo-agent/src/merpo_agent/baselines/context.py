@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from merpo_data.networks import StackedMLP
+from merpo_data.networks import StackedMLP, StackedTanhGaussianPolicy, tanh_gaussian_rsample
 from merpo_data.sampler import TaskSampler
 from merpo_envs import get_meta_info
 from torch import nn
@@ -224,6 +224,54 @@ class ContextualAgent(nn.Module):
         return lambda obs: self.act(obs, z)
 
 
+class GaussianPolicyAgent(ContextualAgent):
+    """A context agent whose policy is a tanh-Gaussian pi(a | s, z) (FOCAL, Batch PEARL):
+    one network shared across tasks (a stack of one, fed the (T * N) flattened batch)."""
+
+    def build_policy(self) -> None:
+        cfg = self.config
+        self.policy = StackedTanhGaussianPolicy(
+            (1,), self.obs_dim + cfg.latent_dim, self.act_dim, cfg.hidden, cfg.hidden_layers
+        )
+
+    def policy_distribution(
+        self, norm_obs: torch.Tensor, z: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-tanh mean and log-std (T, N, act_dim) of pi(. | s, z); z broadcast (T, N, L)."""
+        t, n, _ = norm_obs.shape
+        x = torch.cat([norm_obs, z], dim=-1).reshape(1, t * n, -1)
+        mean, log_std = self.policy(x)
+        return mean.reshape(t, n, -1), log_std.reshape(t, n, -1)
+
+    def sample_action(
+        self, norm_obs: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A reparameterized action of pi(. | s, z): (action, log pi, pre-tanh mean, log-std)."""
+        mean, log_std = self.policy_distribution(norm_obs, z)
+        noise = torch.randn(mean.shape, device=mean.device, generator=generator)
+        action, log_prob = tanh_gaussian_rsample(mean, log_std, noise)
+        return action, log_prob, mean, log_std
+
+    @torch.no_grad()
+    def act(
+        self,
+        obs: torch.Tensor,
+        z: torch.Tensor,
+        deterministic: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Actions in [-1, 1], (T, N, act_dim), for raw observations (T, N, obs_dim), z (T, L)."""
+        if obs.dim() != 3 or z.dim() != 2 or z.shape[0] != obs.shape[0]:
+            raise ValueError(
+                f"act needs obs (T, N, obs_dim) and z (T, latent); got {tuple(obs.shape)} and "
+                f"{tuple(z.shape)}"
+            )
+        z = z.unsqueeze(1).expand(-1, obs.shape[1], -1)
+        if deterministic:
+            return torch.tanh(self.policy_distribution(self.normalize_obs(obs), z)[0])
+        return self.sample_action(self.normalize_obs(obs), z, generator)[0]
+
+
 def check_sampler_device(sampler: TaskSampler, device: str | torch.device) -> torch.device:
     """The sampler's device, or a one-line error when training was asked elsewhere."""
     device = torch.device(device)
@@ -276,6 +324,7 @@ class BaselineLearner(nn.Module):
     """
 
     agent_class: ClassVar[type[ContextualAgent]]
+    agent_format: ClassVar[str]  # the format name of the agent's file
     watched: ClassVar[tuple[str, ...]] = ("critic_loss", "actor_loss")
     agent: ContextualAgent
     generator: torch.Generator
@@ -309,6 +358,10 @@ class BaselineLearner(nn.Module):
     def step(self, sampler: TaskSampler, task_indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """One update on the tasks ``task_indices``: draw the batches, update, metrics."""
         raise NotImplementedError
+
+    def agent_state(self) -> dict[str, Any]:
+        """The agent alone, as its own file holds it (``agent_state``)."""
+        return agent_state(self.agent, self.agent_format)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {k: v for k, v in vars(self).items() if isinstance(v, torch.optim.Optimizer)}
@@ -520,6 +573,7 @@ __all__ = [
     "BaselineLearner",
     "ContextEncoder",
     "ContextualAgent",
+    "GaussianPolicyAgent",
     "TwinCritic",
     "agent_from_state",
     "agent_state",

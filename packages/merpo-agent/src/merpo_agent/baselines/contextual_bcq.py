@@ -284,6 +284,7 @@ class ContextualBCQLearner(BaselineLearner):
     """Training state: the agent, target actor and critics, optimizers."""
 
     agent_class = ContextualBCQAgent
+    agent_format = "contextual_bcq"
 
     @classmethod
     def create(
@@ -449,7 +450,7 @@ def evaluate_contextual_bcq(
 
 # ---- save / load ------------------------------------------------------------------------
 
-FORMAT = "contextual_bcq"
+FORMAT = ContextualBCQLearner.agent_format
 _HINT = "save it with save_contextual_bcq"
 
 

@@ -52,8 +52,6 @@ from merpo_data.networks import (
     LOG_STD_MAX,
     LOG_STD_MIN,
     StackedLinear,
-    StackedTanhGaussianPolicy,
-    tanh_gaussian_rsample,
 )
 from merpo_data.sampler import TaskSampler
 from torch import nn
@@ -62,7 +60,7 @@ from merpo_agent.baselines.context import (
     BaselineConfig,
     BaselineLearner,
     ContextEncoder,
-    ContextualAgent,
+    GaussianPolicyAgent,
     LogFn,
     TwinCritic,
     agent_state,
@@ -149,7 +147,7 @@ class FocalConfig(BaselineConfig):
 # ---- encoder and networks ---------------------------------------------------------------
 
 
-class FocalAgent(ContextualAgent):
+class FocalAgent(GaussianPolicyAgent):
     """What meta-test needs: normalizer, context encoder and the latent-conditioned policy.
 
     ``infer_latent(context)`` takes transitions as the task sampler gives them (env-unit
@@ -170,41 +168,8 @@ class FocalAgent(ContextualAgent):
         self.encoder = ContextEncoder(
             obs_dim, act_dim, config.latent_dim, config.encoder_hidden, config.encoder_layers
         )
-        # Shared across tasks: a stack of one, fed the (T * B) flattened batch.
-        self.policy = StackedTanhGaussianPolicy(
-            (1,), obs_dim + config.latent_dim, act_dim, config.hidden, config.hidden_layers
-        )
+        self.build_policy()
         self.to(device)
-
-    def policy_distribution(
-        self, norm_obs: torch.Tensor, z: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pre-tanh mean and log-std (T, N, act_dim) of pi(. | s, z); z broadcast (T, N, L)."""
-        t, n, _ = norm_obs.shape
-        x = torch.cat([norm_obs, z], dim=-1).reshape(1, t * n, -1)
-        mean, log_std = self.policy(x)
-        return mean.reshape(t, n, -1), log_std.reshape(t, n, -1)
-
-    @torch.no_grad()
-    def act(
-        self,
-        obs: torch.Tensor,
-        z: torch.Tensor,
-        deterministic: bool = True,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Actions in [-1, 1], (T, N, act_dim), for raw observations (T, N, obs_dim), z (T, L)."""
-        if obs.dim() != 3 or z.dim() != 2 or z.shape[0] != obs.shape[0]:
-            raise ValueError(
-                f"act needs obs (T, N, obs_dim) and z (T, latent); got {tuple(obs.shape)} and "
-                f"{tuple(z.shape)}"
-            )
-        z = z.unsqueeze(1).expand(-1, obs.shape[1], -1)
-        mean, log_std = self.policy_distribution(self.normalize_obs(obs), z)
-        if deterministic:
-            return torch.tanh(mean)
-        noise = torch.randn(mean.shape, device=mean.device, generator=generator)
-        return tanh_gaussian_rsample(mean, log_std, noise)[0]
 
 
 # ---- losses -----------------------------------------------------------------------------
@@ -265,6 +230,7 @@ class FocalLearner(BaselineLearner):
     """Training state: the agent, twin critics and targets, behavior model, duals, optimizers."""
 
     agent_class = FocalAgent
+    agent_format = "focal"
 
     def __init__(self, agent: FocalAgent, num_tasks: int, generator: torch.Generator):
         super().__init__()
@@ -340,9 +306,9 @@ class FocalLearner(BaselineLearner):
         """
         cfg, agent = self.config, self.agent
         with torch.no_grad():
-            mean, log_std = agent.policy_distribution(norm_next_obs, z)
-            noise = torch.randn(mean.shape, device=mean.device, generator=self.generator)
-            next_act, next_log_prob = tanh_gaussian_rsample(mean, log_std, noise)
+            next_act, next_log_prob, mean, log_std = agent.sample_action(
+                norm_next_obs, z, self.generator
+            )
             next_value = self.target_critic(norm_next_obs, next_act, z).min(0).values
             next_value = next_value - self.log_entropy_coef.exp() * next_log_prob
             if cfg.value_penalty:
@@ -362,9 +328,7 @@ class FocalLearner(BaselineLearner):
 
         Returns (loss, log pi of the sampled actions (T, B), KL per state (T, B)).
         """
-        mean, log_std = self.agent.policy_distribution(norm_obs, z)
-        noise = torch.randn(mean.shape, device=mean.device, generator=self.generator)
-        action, log_prob = tanh_gaussian_rsample(mean, log_std, noise)
+        action, log_prob, mean, log_std = self.agent.sample_action(norm_obs, z, self.generator)
         q = self.critic(norm_obs, action, z).min(0).values
         b_mean, b_log_std = behavior_distribution(self.behavior, task_indices, norm_obs)
         divergence = gaussian_kl(mean, log_std, b_mean, b_log_std)
@@ -519,7 +483,7 @@ def evaluate_focal(
 
 # ---- save / load ------------------------------------------------------------------------
 
-FORMAT = "focal"
+FORMAT = FocalLearner.agent_format
 
 
 def focal_state(agent: FocalAgent) -> dict[str, Any]:
