@@ -26,9 +26,13 @@ Choices where PEARL or its batch use leave room (all fields of ``BatchPearlConfi
 
 - Critics: twin Q-functions with Polyak-averaged targets (SAC v2) in place of PEARL's
   Q + V with a target V (SAC v1); same fixed point, one network type fewer.
-- Temperature: PEARL fixes alpha = 1 and scales rewards per env (``reward_scale``); here
-  the default tunes alpha to the target entropy -act_dim (SAC v2), so no per-env reward
-  scale is needed. ``tune_entropy=false``, ``reward_scale=5`` is PEARL's setting.
+- Reward scale: PEARL's per-env ``reward_scale`` (its env configs: 100 on the point robot,
+  5 on the locomotion envs; ``for_env``). It sets the Bellman loss against the KL term,
+  so it decides how much task information the encoder keeps: with unscaled Point-Robot
+  rewards (|r| < 2) the KL wins and the posterior collapses onto the prior.
+- Temperature: PEARL fixes alpha = 1 against the scaled rewards; here alpha is tuned to
+  the target entropy -act_dim (SAC v2) from ``entropy_coef``; ``tune_entropy=false`` is
+  PEARL's setting.
 - Context features are (s, a, r, s') (PEARL's ``use_next_obs_in_context``): tasks that
   differ only in dynamics (Point-Robot-Wind, Walker-2D-Params) are invisible in (s, a, r)
   alone where the reward does not depend on s'.
@@ -46,6 +50,7 @@ from typing import Any, ClassVar
 
 import torch
 from merpo_data.sampler import TaskSampler
+from merpo_envs import get_meta_info
 from torch import nn
 from torch.nn import functional as F
 
@@ -66,6 +71,8 @@ from merpo_agent.baselines.context import (
 from merpo_agent.baselines.context import agent_from_state as _agent_from_state
 from merpo_agent.transitions import TransitionBatch
 
+# PEARL's env configs: reward_scale 100 on its point robot, 5 on the locomotion envs.
+PEARL_REWARD_SCALE = {"merpo/PointRobotWind-v0": 100.0}
 # PEARL's code clamps the factors' variances from below (softplus, then >= 1e-7).
 MIN_FACTOR_VARIANCE = 1e-7
 
@@ -91,7 +98,7 @@ class BatchPearlConfig(BaselineConfig):
     critic_lr: float = 3e-4
     encoder_lr: float = 3e-4  # PEARL context_lr
     kl_lambda: float = 0.1  # beta of PEARL Eq. 3
-    reward_scale: float = 1.0  # rewards are scaled in the Bellman target only
+    reward_scale: float = 5.0  # PEARL's; rewards are scaled in the Bellman target only
     tune_entropy: bool = True
     entropy_coef: float = 1.0  # the initial (or, without tuning, fixed) temperature alpha
     entropy_lr: float = 3e-4
@@ -110,6 +117,12 @@ class BatchPearlConfig(BaselineConfig):
         context_size=32, task_batch_size=None, eval_context_size=128, log_every=25,
         actor_lr=1e-3, critic_lr=1e-3, encoder_lr=3e-3,
     )
+
+    @classmethod
+    def for_env(cls, env_id: str, **overrides: Any) -> BatchPearlConfig:
+        """Defaults with the env's Table 2 discount and PEARL's reward scale for it."""
+        scale = PEARL_REWARD_SCALE.get(get_meta_info(env_id).env_id, 5.0)
+        return super().for_env(env_id, **{"reward_scale": scale, **overrides})
 
     def __post_init__(self) -> None:
         self.check_fields()
@@ -153,21 +166,7 @@ class BatchPearlAgent(GaussianPolicyAgent):
     variance; ``act`` returns actions in [-1, 1].
     """
 
-    def __init__(
-        self,
-        config: BatchPearlConfig,
-        obs_dim: int,
-        act_dim: int,
-        action_low: torch.Tensor,
-        action_high: torch.Tensor,
-        device: str | torch.device = "cpu",
-    ):
-        super().__init__(config, obs_dim, act_dim, action_low, action_high)
-        self.encoder = ProbabilisticContextEncoder(
-            obs_dim, act_dim, config.latent_dim, config.encoder_hidden, config.encoder_layers
-        )
-        self.build_policy()
-        self.to(device)
+    encoder_class = ProbabilisticContextEncoder
 
     def posterior(self, context: TransitionBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z | c) of contexts (T, C, ...) in env units: mean and variance (T, latent)."""

@@ -226,13 +226,29 @@ class ContextualAgent(nn.Module):
 
 class GaussianPolicyAgent(ContextualAgent):
     """A context agent whose policy is a tanh-Gaussian pi(a | s, z) (FOCAL, Batch PEARL):
-    one network shared across tasks (a stack of one, fed the (T * N) flattened batch)."""
+    one network shared across tasks (a stack of one, fed the (T * N) flattened batch), and
+    an ``encoder_class`` built with the config's ``latent_dim``, ``encoder_hidden`` and
+    ``encoder_layers``; the policy has ``hidden_layers`` layers of ``hidden``."""
 
-    def build_policy(self) -> None:
-        cfg = self.config
-        self.policy = StackedTanhGaussianPolicy(
-            (1,), self.obs_dim + cfg.latent_dim, self.act_dim, cfg.hidden, cfg.hidden_layers
+    encoder_class: ClassVar[type[nn.Module]] = ContextEncoder
+
+    def __init__(
+        self,
+        config: Any,
+        obs_dim: int,
+        act_dim: int,
+        action_low: torch.Tensor,
+        action_high: torch.Tensor,
+        device: str | torch.device = "cpu",
+    ):
+        super().__init__(config, obs_dim, act_dim, action_low, action_high)
+        self.encoder = self.encoder_class(
+            obs_dim, act_dim, config.latent_dim, config.encoder_hidden, config.encoder_layers
         )
+        self.policy = StackedTanhGaussianPolicy(
+            (1,), obs_dim + config.latent_dim, act_dim, config.hidden, config.hidden_layers
+        )
+        self.to(device)
 
     def policy_distribution(
         self, norm_obs: torch.Tensor, z: torch.Tensor

@@ -59,7 +59,6 @@ from torch import nn
 from merpo_agent.baselines.context import (
     BaselineConfig,
     BaselineLearner,
-    ContextEncoder,
     GaussianPolicyAgent,
     LogFn,
     TwinCritic,
@@ -154,22 +153,6 @@ class FocalAgent(GaussianPolicyAgent):
     actions, raw rewards), ``act`` returns actions in [-1, 1] (``from_unit_actions`` maps them
     to the env box).
     """
-
-    def __init__(
-        self,
-        config: FocalConfig,
-        obs_dim: int,
-        act_dim: int,
-        action_low: torch.Tensor,
-        action_high: torch.Tensor,
-        device: str | torch.device = "cpu",
-    ):
-        super().__init__(config, obs_dim, act_dim, action_low, action_high)
-        self.encoder = ContextEncoder(
-            obs_dim, act_dim, config.latent_dim, config.encoder_hidden, config.encoder_layers
-        )
-        self.build_policy()
-        self.to(device)
 
 
 # ---- losses -----------------------------------------------------------------------------
