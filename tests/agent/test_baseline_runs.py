@@ -169,6 +169,8 @@ def test_resume_equals_an_uninterrupted_run(algo, point_robot_store, tmp_path):
     train_b = [r for r in records(split) if r["phase"] == "train"]
     assert [r["iteration"] for r in train_a] == [r["iteration"] for r in train_b]
     assert train_a == train_b
+    finals = [r for r in records(split) if r["phase"] == "final"]
+    assert [r["iteration"] for r in finals] == [40]  # the shorter run's table is gone
 
 
 def test_resume_with_other_settings_is_refused(point_robot_store, tmp_path):

@@ -339,6 +339,8 @@ def train_baseline_run(
     try:
         if resumed:
             writer.truncate_after(step)
+            if step < run.steps:  # trained further: the shorter run's table is stale
+                writer.drop_phase("final")
             if progress:
                 print(f"resuming {run_dir} at update {step}")
         else:
