@@ -1,4 +1,4 @@
-"""Baselines named by the paper (MerPO §5): FOCAL, MBML, Batch PEARL, contextual BCQ.
+"""Baselines named by the paper (MerPO §5.2): FOCAL, MBML, Batch PEARL, contextual BCQ.
 
 What they share lives in ``context.py``; each method's own networks, losses and update in
 its own module; ``run.py`` is the run directory of ``merpo-agent train --algo

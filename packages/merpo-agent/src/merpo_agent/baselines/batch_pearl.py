@@ -2,7 +2,7 @@
 
 PEARL is Rakelly, Zhou, Quillen, Finn, Levine, ICML 2019 ("Efficient Off-Policy
 Meta-Reinforcement Learning via Probabilistic Context Variables"); its batch variant, with
-no exploration and no online collection, is one of the MerPO paper's baselines (MerPO §5,
+no exploration and no online collection, is one of the MerPO paper's baselines (MerPO §5.2,
 Fig. 6; MBML's paper introduced it). One module, top to bottom: config, the probabilistic
 context encoder, the losses, the update, the training loop, meta-test evaluation, save /
 load.

@@ -1,7 +1,8 @@
 """Contextual BCQ: batch-constrained Q-learning with a task latent in the state.
 
 BCQ is Fujimoto, Meger, Precup, ICML 2019 ("Off-Policy Deep Reinforcement Learning without
-Exploration", Alg. 1); the contextual variant is one of the MerPO paper's baselines (SPEC §8):
+Exploration", Alg. 1); the contextual variant is one of the MerPO paper's baselines
+(MerPO §5.2, Fig. 6):
 the state is augmented with a task latent z inferred from a context of the task's own
 transitions, as in PEARL trained offline. One module, top to bottom: config, networks,
 losses, the update, the training loop, meta-test evaluation, save / load.

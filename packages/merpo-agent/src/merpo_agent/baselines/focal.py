@@ -2,7 +2,7 @@
 
 Li, Yang, Luo, ICLR 2021 ("FOCAL: Efficient Fully-Offline Meta-Reinforcement Learning via
 Distance Metric Learning and Behavior Regularization"), the MerPO paper's headline rival
-(SPEC §8). One module, top to bottom: config, context encoder, networks, losses, the
+(MerPO §5.2, Fig. 6). One module, top to bottom: config, context encoder, networks, losses, the
 update, the training loop, meta-test evaluation, save / load.
 
 The method:

@@ -1,7 +1,7 @@
 """MBML: multi-task batch RL with metric learning.
 
 Li, Vuong, Liu, Liu, Ciosek, Christensen, Su, NeurIPS 2020 ("Multi-task Batch Reinforcement
-Learning with Metric Learning"), one of the MerPO paper's baselines (MerPO §5, Fig. 6).
+Learning with Metric Learning"), one of the MerPO paper's baselines (MerPO §5.2, Fig. 6).
 One module, top to bottom: config, the relabeling models, the triplet loss, the update,
 the training loop, meta-test evaluation, save / load.
 
