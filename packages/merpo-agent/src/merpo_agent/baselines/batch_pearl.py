@@ -59,14 +59,13 @@ from merpo_agent.baselines.context import (
     BaselineLearner,
     GaussianPolicyAgent,
     LogFn,
-    TwinCritic,
     evaluate_agent,
-    frozen_copy,
     load_agent,
     mlp,
     polyak_,
     save_agent,
     train_baseline,
+    twin_critics,
 )
 from merpo_agent.baselines.context import agent_from_state as _agent_from_state
 from merpo_agent.transitions import TransitionBatch
@@ -195,11 +194,8 @@ class BatchPearlLearner(BaselineLearner):
         super().__init__()
         cfg = agent.config
         self.agent, self.config, self.generator = agent, cfg, generator
-        obs_dim, act_dim = agent.obs_dim, agent.act_dim
-        self.critic = TwinCritic(obs_dim, act_dim, cfg.latent_dim, cfg.hidden, cfg.hidden_layers)
-        self.target_critic = frozen_copy(self.critic, lambda: TwinCritic(
-            obs_dim, act_dim, cfg.latent_dim, cfg.hidden, cfg.hidden_layers
-        ))
+        act_dim = agent.act_dim
+        self.critic, self.target_critic = twin_critics(agent)
         self.log_entropy_coef = nn.Parameter(torch.tensor(math.log(cfg.entropy_coef)))
         self.target_entropy = -float(act_dim)
         self.to(agent.device)

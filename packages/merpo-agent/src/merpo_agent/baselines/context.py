@@ -130,6 +130,18 @@ class TwinCritic(nn.Module):
         return self.net(x.expand(2, -1, -1)).reshape(2, t, n)
 
 
+def twin_critics(agent: ContextualAgent) -> tuple[TwinCritic, TwinCritic]:
+    """Q_1, Q_2 (s, a, z) with ``hidden_layers`` layers of ``hidden``, and their frozen target."""
+    cfg = agent.config
+
+    def make() -> TwinCritic:
+        return TwinCritic(agent.obs_dim, agent.act_dim, cfg.latent_dim, cfg.hidden,
+                          cfg.hidden_layers)
+
+    critic = make()
+    return critic, frozen_copy(critic, make)
+
+
 @torch.no_grad()
 def polyak_(target: nn.Module, source: nn.Module, tau: float) -> None:
     """target <- (1 - tau) target + tau source, parameter by parameter."""
@@ -604,4 +616,5 @@ __all__ = [
     "task_batches",
     "train_baseline",
     "train_steps",
+    "twin_critics",
 ]

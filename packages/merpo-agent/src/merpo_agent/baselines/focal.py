@@ -71,6 +71,7 @@ from merpo_agent.baselines.context import (
     save_agent,
     split_context,
     train_baseline,
+    twin_critics,
 )
 from merpo_agent.baselines.context import agent_from_state as _agent_from_state
 from merpo_agent.behavior_cloning import BehaviorCloning
@@ -219,12 +220,9 @@ class FocalLearner(BaselineLearner):
         super().__init__()
         cfg = agent.config
         self.agent, self.config, self.num_tasks, self.generator = agent, cfg, num_tasks, generator
-        obs_dim, act_dim, latent = agent.obs_dim, agent.act_dim, cfg.latent_dim
+        obs_dim, act_dim = agent.obs_dim, agent.act_dim
         device = agent.device
-        self.critic = TwinCritic(obs_dim, act_dim, latent, cfg.hidden, cfg.hidden_layers)
-        self.target_critic = TwinCritic(obs_dim, act_dim, latent, cfg.hidden, cfg.hidden_layers)
-        self.target_critic.load_state_dict(self.critic.state_dict())
-        self.target_critic.requires_grad_(False)
+        self.critic, self.target_critic = twin_critics(agent)
         self.behavior = BehaviorCloning(
             num_tasks, obs_dim, act_dim, cfg.behavior_hidden, cfg.behavior_layers, device
         )
