@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 from merpo_agent.cli import main
 
 ENV = "merpo/PointRobotWind-v0"
@@ -19,9 +20,10 @@ def test_focal_cli_trains_and_writes_a_run_directory(point_robot_store, tmp_path
     assert code == 0
     out = capsys.readouterr().out
     assert "FOCAL beats the behavior policy on" in out
-    assert (run_dir / "checkpoints" / "focal.pt").is_file()
-    config = json.loads((run_dir / "focal_config.json").read_text())
-    assert config["run"]["steps"] == 50 and config["focal"]["hidden"] == 32
+    assert (run_dir / "checkpoints" / "latest.pt").is_file()
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["run"]["steps"] == 50 and config["method"]["hidden"] == 32
+    assert config["run"]["train_tasks"] == [0, 1, 2, 3] and config["algo"] == "focal"
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     final = [r for r in records if r["phase"] == "final"]
     assert len(final) == 1 and set(final[0]["tasks"]) == {"40", "41"}
@@ -67,10 +69,10 @@ def test_cbcq_cli_trains_and_writes_a_run_directory(point_robot_store, tmp_path,
     assert code == 0
     out = capsys.readouterr().out
     assert "Contextual BCQ beats the behavior policy on" in out
-    assert (run_dir / "checkpoints" / "cbcq.pt").is_file()
-    config = json.loads((run_dir / "cbcq_config.json").read_text())
-    assert config["run"]["steps"] == 50 and config["cbcq"]["hidden"] == 32
-    assert config["cbcq"]["num_samples"] == 5 and config["algo"] == "cbcq"
+    assert (run_dir / "checkpoints" / "latest.pt").is_file()
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["run"]["steps"] == 50 and config["method"]["hidden"] == 32
+    assert config["method"]["num_samples"] == 5 and config["algo"] == "cbcq"
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     final = [r for r in records if r["phase"] == "final"]
     assert len(final) == 1 and set(final[0]["tasks"]) == {"40", "41"}

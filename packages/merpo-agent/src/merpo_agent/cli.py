@@ -1,7 +1,8 @@
 """``merpo-agent``: train, evaluate and plot MerPO runs.
 
     merpo-agent train --env merpo/PointRobotWind-v0 [--preset table2|table1|small|smoke]
-        [--algo merpo|merpo-adp|combo|beha-only|combo3|cql|focal|cbcq] [--device cpu|cuda]
+        [--algo merpo|merpo-adp|combo|beha-only|combo3|cql|focal|cbcq|mbml|batch-pearl]
+        [--device cpu|cuda]
         [--seed N] [--run-dir DIR] [--set key=value ...] [--config FILE.yaml|FILE.toml]
         [--compile] [--cuda-graphs]
     torchrun --nproc-per-node N -m merpo_agent train ...   # ranks split the task batch
@@ -26,7 +27,7 @@ from pathlib import Path
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 1
 # --algo names trained by merpo_agent.baselines.run (kept here: --help needs no torch import)
-BASELINE_ALGOS = ("focal", "cbcq")
+BASELINE_ALGOS = ("focal", "cbcq", "mbml", "batch-pearl")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--algo", default=None,
         help=f"one of {', '.join(ALGOS)} (default merpo), or a baseline: focal (FOCAL), "
-        "cbcq (contextual BCQ)",
+        "cbcq (contextual BCQ), mbml (MBML), batch-pearl (Batch PEARL)",
     )
     train.add_argument("--device", default=None, help="cpu (default) or cuda")
     train.add_argument("--seed", type=int, default=None)
@@ -104,14 +105,12 @@ def default_run_dir(env: str, preset: str, algo: str, seed: int) -> Path:
 
 
 def _train_baseline(args: argparse.Namespace) -> int:
-    """``--algo focal|cbcq``: a baseline (FOCAL, contextual BCQ) on the same datasets and
-    test tasks, through one run-directory code path (``baselines/run.py``)."""
+    """``--algo focal|cbcq|mbml|batch-pearl``: a baseline on the same datasets and test
+    tasks, through one run-directory code path (``baselines/run.py``)."""
     from merpo_agent.baselines.run import format_table, train_baseline_run
-    from merpo_agent.config import ConfigError
+    from merpo_agent.plots import plot_run
 
     algo = args.algo
-    if args.config is not None:
-        raise ConfigError(f"--config is not supported with --algo {algo}; use --set KEY=VALUE")
     preset = args.preset
     seed = 0 if args.seed is None else args.seed
     device = args.device or "cpu"
@@ -120,10 +119,11 @@ def _train_baseline(args: argparse.Namespace) -> int:
     )
     table = train_baseline_run(
         algo, args.env, preset, args.overrides, seed, device, run_dir,
-        progress=not args.no_progress,
+        progress=not args.no_progress, config_file=args.config,
     )
     print(format_table(algo, table))
     print(f"run directory: {run_dir}")
+    print(f"plot: {plot_run(run_dir)[0]}")
     return 0
 
 
@@ -194,12 +194,16 @@ def _set_threads(threads: int) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from merpo_agent.baselines.run import evaluate_baseline_run, format_table, run_algo
     from merpo_agent.trainer import load_trained
 
     if args.device is not None:
         from merpo_agent.config import check_device
 
         check_device(args.device)
+    if run_algo(args.run_dir) is not None:  # a baseline's run directory
+        print(format_table(*evaluate_baseline_run(args.run_dir, args.device)))
+        return 0
     trainer = load_trained(args.run_dir, args.device)
     print(trainer.evaluate().table())
     return 0

@@ -87,6 +87,13 @@ class MetricsWriter:
             self._lines = kept
             self._flush()
 
+    def drop_phase(self, phase: str) -> None:
+        """Drop every record of ``phase`` (e.g. a shorter run's final table, on resume)."""
+        kept = [line for line in self._lines if json.loads(line).get("phase") != phase]
+        if len(kept) != len(self._lines):
+            self._lines = kept
+            self._flush()
+
     def has(self, iteration: int, phase: str) -> bool:
         """Whether a record of ``phase`` at ``iteration`` is already in the file."""
         for line in self._lines:

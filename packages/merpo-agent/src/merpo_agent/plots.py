@@ -4,7 +4,8 @@
 
 - ``meta_test_return.png``: meta-test returns on the unseen tasks against the meta-iteration
   (MerPO adapted policy, meta-policy, COMBO and "With beha only" where logged, and the
-  behavior policy's dataset return as a flat reference line);
+  behavior policy's dataset return as a flat reference line); for a baseline's run
+  directory (FOCAL, contextual BCQ, MBML, Batch PEARL) its return against the update step;
 - ``training.png``: the inner-loop losses and dual variables logged during meta-training.
 
 Each file is written to a temporary name and renamed into place.
@@ -50,12 +51,19 @@ def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
     return xs, ys
 
 
-def _run_title(run_dir: Path) -> str:
+def _run_config(run_dir: Path) -> dict:
     config = run_dir / "config.yaml"
     if config.is_file():
         import yaml
 
         data = yaml.safe_load(config.read_text()) or {}
+        return data if isinstance(data, dict) else {}
+    return {}
+
+
+def _run_title(run_dir: Path) -> str:
+    data = _run_config(run_dir)
+    if data:
         return f"{data.get('env', '?')} ({data.get('algo', '?')}, {data.get('preset', '?')})"
     return run_dir.name
 
@@ -72,15 +80,18 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     written: list[Path] = []
 
     tests = [r for r in records if r.get("phase") == "meta_test"]
+    # a baseline's run directory: one return curve, named by the config's label
+    baseline_label = _run_config(run_dir).get("label")
+    x_label = "update step" if baseline_label else "meta-iteration"
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for key, label in RETURN_CURVES:
+    for key, label in (*RETURN_CURVES, ("baseline_return", baseline_label or "baseline")):
         xs, ys = _series(tests, key)
         if xs:
             ax.plot(xs, ys, marker="o", label=label)
     xs, ys = _series(tests, "behavior_return")
     if xs:
         ax.axhline(ys[-1], color="gray", linestyle="--", label="behavior (dataset)")
-    ax.set_xlabel("meta-iteration")
+    ax.set_xlabel(x_label)
     ax.set_ylabel("mean return on unseen tasks")
     ax.set_title(f"meta-test: {_run_title(run_dir)}")
     if ax.lines:
@@ -105,7 +116,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             ax.grid(alpha=0.3)
         for ax in list(axes.flat)[len(keys):]:
             ax.axis("off")
-        fig.supxlabel("meta-iteration")
+        fig.supxlabel(x_label)
         fig.tight_layout()
         path = out / "training.png"
         save_figure(fig, path)

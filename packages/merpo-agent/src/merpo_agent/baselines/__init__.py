@@ -1,6 +1,18 @@
-"""Baselines named by the paper (SPEC §8), each one self-contained module; ``run.py`` is
-the run directory of ``merpo-agent train --algo focal|cbcq``."""
+"""Baselines named by the paper (MerPO §5.2): FOCAL, MBML, Batch PEARL, contextual BCQ.
 
+What they share lives in ``context.py``; each method's own networks, losses and update in
+its own module; ``run.py`` is the run directory of ``merpo-agent train --algo
+focal|cbcq|mbml|batch-pearl`` (its ``BASELINES`` is the registry of all four).
+"""
+
+from merpo_agent.baselines.batch_pearl import (
+    BatchPearlAgent,
+    BatchPearlConfig,
+    evaluate_batch_pearl,
+    load_batch_pearl,
+    save_batch_pearl,
+    train_batch_pearl,
+)
 from merpo_agent.baselines.contextual_bcq import (
     ContextualBCQAgent,
     ContextualBCQConfig,
@@ -17,18 +29,38 @@ from merpo_agent.baselines.focal import (
     save_focal,
     train_focal,
 )
+from merpo_agent.baselines.mbml import (
+    MBMLAgent,
+    MBMLConfig,
+    evaluate_mbml,
+    load_mbml,
+    save_mbml,
+    train_mbml,
+)
 
 __all__ = [
+    "BatchPearlAgent",
+    "BatchPearlConfig",
     "ContextualBCQAgent",
     "ContextualBCQConfig",
     "FocalAgent",
     "FocalConfig",
+    "MBMLAgent",
+    "MBMLConfig",
+    "evaluate_batch_pearl",
     "evaluate_contextual_bcq",
     "evaluate_focal",
+    "evaluate_mbml",
+    "load_batch_pearl",
     "load_contextual_bcq",
     "load_focal",
+    "load_mbml",
+    "save_batch_pearl",
     "save_contextual_bcq",
     "save_focal",
+    "save_mbml",
+    "train_batch_pearl",
     "train_contextual_bcq",
     "train_focal",
+    "train_mbml",
 ]

@@ -1,23 +1,89 @@
-"""What the context-based baselines (FOCAL, contextual BCQ) share: the task-context encoder,
-the agent's input normalization and latent inference, the meta-test latents, and the
-checkpoint format. Each baseline module keeps only its own method.
+"""What the context-based baselines (FOCAL, contextual BCQ, MBML, Batch PEARL) share: the
+config base, the task-context encoder, the agent's input normalization and latent inference,
+the twin critics, the learner's training state, the training loop (task batches, logging
+cadence, NaN stop, checkpoints for resume), the meta-test in the real env and the agent file
+format. Each baseline module keeps only its own method: its networks, losses and update.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
+from merpo_data.networks import StackedMLP, StackedTanhGaussianPolicy, tanh_gaussian_rsample
 from merpo_data.sampler import TaskSampler
 from merpo_envs import get_meta_info
 from torch import nn
 
 from merpo_agent.action_scaling import from_unit_actions, to_unit_actions
+from merpo_agent.checkpoint import load_checkpoint, save_checkpoint
+from merpo_agent.env_eval import evaluate_in_env
+from merpo_agent.presets import TABLE2_PER_ENV
 from merpo_agent.transitions import TransitionBatch
 
 FORMAT_VERSION = 1
+
+# log_fn(step, metrics): called every ``log_every`` updates with plain floats.
+LogFn = Callable[[int, dict[str, float]], None]
+# policy(obs (T, N, obs_dim)) -> actions in [-1, 1] (T, N, act_dim)
+PolicyFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+# ---- config base ------------------------------------------------------------------------
+
+
+class BaselineConfig:
+    """What every baseline's dataclass config shares: field checks, the env's discount,
+    the tiny ``smoke`` variant and a checked ``from_dict``.
+
+    A subclass lists its integer fields that must be >= 1 (``POSITIVE``), those that may
+    also be None (``POSITIVE_OR_NONE``), its smoke-test settings (``SMOKE``) and calls
+    :meth:`check_fields` from ``__post_init__``. Every baseline config has ``discount``.
+    """
+
+    POSITIVE: ClassVar[tuple[str, ...]] = ()
+    POSITIVE_OR_NONE: ClassVar[tuple[str, ...]] = ()
+    SMOKE: ClassVar[dict[str, Any]] = {}
+
+    def check_fields(self) -> None:
+        name = type(self).__name__
+        for field in self.POSITIVE:
+            if getattr(self, field) < 1:
+                raise ValueError(f"{name}.{field} must be >= 1, got {getattr(self, field)}")
+        for field in self.POSITIVE_OR_NONE:
+            value = getattr(self, field)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}.{field} must be >= 1 or None, got {value}")
+        discount = self.discount
+        if not 0.0 <= discount < 1.0:
+            raise ValueError(f"{name}.discount must be in [0, 1), got {discount}")
+
+    @classmethod
+    def for_env(cls, env_id: str, **overrides: Any) -> Any:
+        """Defaults with the env's Table 2 discount (0.9 Point-Robot-Wind, else 0.99)."""
+        env = get_meta_info(env_id).env_id
+        discount = TABLE2_PER_ENV.get(env, {}).get("discount", 0.99)
+        return cls(**{"discount": discount, **overrides})
+
+    @classmethod
+    def smoke(cls, env_id: str | None = None, **overrides: Any) -> Any:
+        """Tiny networks and batches for tests (seconds on a CPU), ``SMOKE`` then
+        ``overrides`` over the defaults."""
+        tiny = {**cls.SMOKE, **overrides}
+        return cls.for_env(env_id, **tiny) if env_id is not None else cls(**tiny)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}"
+            )
+        return cls(**data)
 
 
 def mlp(in_features: int, out_features: int, hidden: int, hidden_layers: int) -> nn.Sequential:
@@ -46,6 +112,49 @@ class ContextEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.embed(features).mean(dim=-2)
+
+
+class TwinCritic(nn.Module):
+    """Q_1, Q_2 (s, a, z): one StackedMLP with stack (2,), shared across tasks."""
+
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: int, layers: int):
+        super().__init__()
+        self.net = StackedMLP((2,), obs_dim + act_dim + latent_dim, 1, hidden, layers)
+
+    def forward(
+        self, norm_obs: torch.Tensor, action: torch.Tensor, z: torch.Tensor
+    ) -> torch.Tensor:
+        """(T, N, ...) inputs -> Q values (2, T, N)."""
+        t, n, _ = norm_obs.shape
+        x = torch.cat([norm_obs, action, z], dim=-1).reshape(1, t * n, -1)
+        return self.net(x.expand(2, -1, -1)).reshape(2, t, n)
+
+
+def twin_critics(agent: ContextualAgent) -> tuple[TwinCritic, TwinCritic]:
+    """Q_1, Q_2 (s, a, z) with ``hidden_layers`` layers of ``hidden``, and their frozen target."""
+    cfg = agent.config
+
+    def make() -> TwinCritic:
+        return TwinCritic(agent.obs_dim, agent.act_dim, cfg.latent_dim, cfg.hidden,
+                          cfg.hidden_layers)
+
+    critic = make()
+    return critic, frozen_copy(critic, make)
+
+
+@torch.no_grad()
+def polyak_(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) target + tau source, parameter by parameter."""
+    for p_target, p in zip(target.parameters(), source.parameters(), strict=True):
+        p_target.lerp_(p, tau)
+
+
+def frozen_copy(module: nn.Module, make: Callable[[], nn.Module]) -> nn.Module:
+    """A target network: ``make()`` loaded with ``module``'s weights, without gradients."""
+    target = make()
+    target.load_state_dict(module.state_dict())
+    target.requires_grad_(False)
+    return target
 
 
 class ContextualAgent(nn.Module):
@@ -121,6 +230,75 @@ class ContextualAgent(nn.Module):
             )
         return self.encoder(self.context_features(context))
 
+    def meta_test_policy(self, z: torch.Tensor, seed: int) -> PolicyFn:
+        """The policy run in the real env at meta-test for task latents z (T, latent):
+        by default the deterministic ``act(obs, z)``."""
+        return lambda obs: self.act(obs, z)
+
+
+class GaussianPolicyAgent(ContextualAgent):
+    """A context agent whose policy is a tanh-Gaussian pi(a | s, z) (FOCAL, Batch PEARL):
+    one network shared across tasks (a stack of one, fed the (T * N) flattened batch), and
+    an ``encoder_class`` built with the config's ``latent_dim``, ``encoder_hidden`` and
+    ``encoder_layers``; the policy has ``hidden_layers`` layers of ``hidden``."""
+
+    encoder_class: ClassVar[type[nn.Module]] = ContextEncoder
+
+    def __init__(
+        self,
+        config: Any,
+        obs_dim: int,
+        act_dim: int,
+        action_low: torch.Tensor,
+        action_high: torch.Tensor,
+        device: str | torch.device = "cpu",
+    ):
+        super().__init__(config, obs_dim, act_dim, action_low, action_high)
+        self.encoder = self.encoder_class(
+            obs_dim, act_dim, config.latent_dim, config.encoder_hidden, config.encoder_layers
+        )
+        self.policy = StackedTanhGaussianPolicy(
+            (1,), obs_dim + config.latent_dim, act_dim, config.hidden, config.hidden_layers
+        )
+        self.to(device)
+
+    def policy_distribution(
+        self, norm_obs: torch.Tensor, z: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-tanh mean and log-std (T, N, act_dim) of pi(. | s, z); z broadcast (T, N, L)."""
+        t, n, _ = norm_obs.shape
+        x = torch.cat([norm_obs, z], dim=-1).reshape(1, t * n, -1)
+        mean, log_std = self.policy(x)
+        return mean.reshape(t, n, -1), log_std.reshape(t, n, -1)
+
+    def sample_action(
+        self, norm_obs: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A reparameterized action of pi(. | s, z): (action, log pi, pre-tanh mean, log-std)."""
+        mean, log_std = self.policy_distribution(norm_obs, z)
+        noise = torch.randn(mean.shape, device=mean.device, generator=generator)
+        action, log_prob = tanh_gaussian_rsample(mean, log_std, noise)
+        return action, log_prob, mean, log_std
+
+    @torch.no_grad()
+    def act(
+        self,
+        obs: torch.Tensor,
+        z: torch.Tensor,
+        deterministic: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Actions in [-1, 1], (T, N, act_dim), for raw observations (T, N, obs_dim), z (T, L)."""
+        if obs.dim() != 3 or z.dim() != 2 or z.shape[0] != obs.shape[0]:
+            raise ValueError(
+                f"act needs obs (T, N, obs_dim) and z (T, latent); got {tuple(obs.shape)} and "
+                f"{tuple(z.shape)}"
+            )
+        z = z.unsqueeze(1).expand(-1, obs.shape[1], -1)
+        if deterministic:
+            return torch.tanh(self.policy_distribution(self.normalize_obs(obs), z)[0])
+        return self.sample_action(self.normalize_obs(obs), z, generator)[0]
+
 
 def check_sampler_device(sampler: TaskSampler, device: str | torch.device) -> torch.device:
     """The sampler's device, or a one-line error when training was asked elsewhere."""
@@ -134,36 +312,176 @@ def check_sampler_device(sampler: TaskSampler, device: str | torch.device) -> to
 
 
 def task_batches(
-    sampler: TaskSampler, task_batch_size: int | None, steps: int, generator: torch.Generator
+    sampler: TaskSampler,
+    task_batch_size: int | None,
+    steps: int,
+    generator: torch.Generator,
+    start: int = 0,
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """``(step, task_indices)`` for steps 1..steps: a batch of ``task_batch_size`` distinct
-    tasks drawn on the device each step (all tasks when None or when it covers them)."""
+    """``(step, task_indices)`` for steps start+1..steps: a batch of ``task_batch_size``
+    distinct tasks drawn on the device each step (all tasks when None or when it covers
+    them)."""
     num_tasks = sampler.num_tasks
     size = num_tasks if task_batch_size is None else min(task_batch_size, num_tasks)
     all_tasks = torch.arange(num_tasks, device=sampler.device)
-    for step in range(1, steps + 1):
+    for step in range(start + 1, steps + 1):
         if size < num_tasks:
             yield step, torch.randperm(num_tasks, device=sampler.device, generator=generator)[:size]
         else:
             yield step, all_tasks
 
 
-def report_progress(
-    step: int,
+def split_context(context: TransitionBatch, size: int) -> tuple[TransitionBatch, TransitionBatch]:
+    """Two independent contexts (T, size, ...) from one draw of (T, 2 * size, ...)."""
+    return (
+        TransitionBatch(*(x[:, :size] for x in context)),
+        TransitionBatch(*(x[:, size:] for x in context)),
+    )
+
+
+# ---- the learner and the training loop --------------------------------------------------
+
+
+class BaselineLearner(nn.Module):
+    """Training state of one baseline: its agent (a submodule), the networks only training
+    needs, the optimizers (attributes that are ``torch.optim.Optimizer``) and the noise
+    generator. Subclasses set ``agent_class`` and implement :meth:`step`; ``prepare`` is
+    what runs once before the updates (fitting a behavior or reward model).
+
+    ``watched``: the metrics whose non-finite value stops training.
+    """
+
+    agent_class: ClassVar[type[ContextualAgent]]
+    agent_format: ClassVar[str]  # the format name of the agent's file
+    watched: ClassVar[tuple[str, ...]] = ("critic_loss", "actor_loss")
+    agent: ContextualAgent
+    generator: torch.Generator
+
+    @classmethod
+    def create(cls, agent: ContextualAgent, num_tasks: int, generator: torch.Generator) -> Any:
+        return cls(agent, num_tasks, generator)
+
+    @classmethod
+    def build(
+        cls, config: Any, sampler: TaskSampler, device: str | torch.device, seed: int
+    ) -> Any:
+        """Seeded agent (training-data normalizer) and learner for ``sampler``'s tasks."""
+        device = check_sampler_device(sampler, device)
+        torch.manual_seed(seed)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        agent = cls.agent_class(
+            config, sampler.obs_dim, sampler.act_dim, sampler.action_low, sampler.action_high,
+            device,
+        )
+        agent.set_normalizer(sampler)
+        return cls.create(agent, sampler.num_tasks, generator)
+
+    def prepare(self, sampler: TaskSampler) -> dict[str, float]:
+        """Once, before the first update; returns metrics logged at step 0."""
+        return {}
+
+    def after_prepare(self) -> None:
+        """After ``prepare`` or after a checkpoint was loaded in its place."""
+
+    def step(self, sampler: TaskSampler, task_indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One update on the tasks ``task_indices``: draw the batches, update, metrics."""
+        raise NotImplementedError
+
+    def agent_state(self) -> dict[str, Any]:
+        """The agent alone, as its own file holds it (``agent_state``)."""
+        return agent_state(self.agent, self.agent_format)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {k: v for k, v in vars(self).items() if isinstance(v, torch.optim.Optimizer)}
+
+    def training_state(self) -> dict[str, Any]:
+        """Every parameter, buffer, optimizer and the generator (``weights_only``-loadable)."""
+        return {
+            "module": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            "optimizers": {k: opt.state_dict() for k, opt in self.optimizers().items()},
+            "generator": self.generator.get_state(),
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state["module"])
+        for name, optimizer in self.optimizers().items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        self.generator.set_state(state["generator"].cpu())
+        self.after_prepare()
+
+
+def train_steps(
+    learner: BaselineLearner,
+    sampler: TaskSampler,
     steps: int,
-    log_every: int,
-    metrics: dict[str, torch.Tensor],
-    agent: ContextualAgent,
-    log_fn: Callable[[int, dict[str, float]], None] | None,
-    progress_fn: Callable[[int, Any], None] | None,
+    start: int = 0,
+    log_fn: LogFn | None = None,
+    progress_fn: Callable[[int, Any], None] | None = None,
+    checkpoint_fn: Callable[[int], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> None:
-    """Every ``log_every`` steps and after the last: metrics to host (the only host reads of
-    the training loop), then ``log_fn`` and ``progress_fn``."""
-    if step % log_every == 0 or step == steps:
-        if log_fn is not None:
-            log_fn(step, {k: float(v) for k, v in metrics.items()})
-        if progress_fn is not None:
-            progress_fn(step, agent)
+    """Updates start+1..steps on task batches of ``config.task_batch_size`` tasks.
+
+    Every ``config.log_every`` steps and after the last: the one host read of the loop
+    (a non-finite flag of the ``watched`` losses, accumulated on the device, then the
+    metrics), ``log_fn`` and ``progress_fn``. Every ``checkpoint_every`` steps (0: never)
+    and after the last, ``checkpoint_fn(step)``; a NaN or inf loss raises
+    ``TrainingDiverged`` before anything is saved after it.
+    """
+    from merpo_agent.trainer import TrainingDiverged
+
+    config, agent = learner.agent.config, learner.agent
+    bad = torch.zeros((), dtype=torch.bool, device=agent.device)
+    last_good = start
+    for step, task_indices in task_batches(
+        sampler, config.task_batch_size, steps, learner.generator, start
+    ):
+        metrics = learner.step(sampler, task_indices)
+        for name in learner.watched:
+            bad |= ~torch.isfinite(metrics[name])
+        log_now = step % config.log_every == 0 or step == steps
+        save_now = checkpoint_fn is not None and (
+            step == steps or (checkpoint_every > 0 and step % checkpoint_every == 0)
+        )
+        if (log_now or save_now) and bool(bad):
+            raise TrainingDiverged(
+                f"non-finite loss (NaN or inf) by update {step}: training stopped; last good "
+                f"checkpoint at update {last_good}; lower the learning rates (e.g. --set "
+                "critic_lr=...) or change --seed and resume"
+            )
+        if log_now:
+            if log_fn is not None:
+                log_fn(step, {k: float(v) for k, v in metrics.items()})
+            if progress_fn is not None:
+                progress_fn(step, agent)
+        if save_now:
+            checkpoint_fn(step)
+            last_good = step
+
+
+@torch.enable_grad()  # callable from inside a no_grad block (e.g. an evaluation hook)
+def train_baseline(
+    learner_class: type[BaselineLearner],
+    config: Any,
+    train_sampler: TaskSampler,
+    steps: int,
+    device: str | torch.device,
+    seed: int,
+    log_fn: LogFn | None = None,
+    progress_fn: Callable[[int, Any], None] | None = None,
+) -> Any:
+    """Meta-train a baseline on every task of ``train_sampler`` for ``steps`` updates:
+    ``prepare`` (logged as step 0), then :func:`train_steps`. Returns the agent (eval mode)."""
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    learner = learner_class.build(config, train_sampler, device, seed)
+    prepared = learner.prepare(train_sampler)
+    learner.after_prepare()
+    if log_fn is not None and prepared:
+        log_fn(0, {k: float(v) for k, v in prepared.items()})
+    train_steps(learner, train_sampler, steps, 0, log_fn, progress_fn)
+    learner.agent.eval()
+    return learner.agent
 
 
 @torch.no_grad()
@@ -188,6 +506,32 @@ def check_evaluation(name: str, env_id: str, sampler: TaskSampler, episodes: int
         )
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+
+
+def evaluate_agent(
+    name: str,
+    agent: ContextualAgent,
+    test_sampler: TaskSampler,
+    env_id: str,
+    episodes: int,
+    seed: int,
+    context_size: int | None = None,
+) -> dict[int, float]:
+    """Meta-test: z of each task inferred from its offline data (``context_size``
+    transitions, default ``config.eval_context_size``), then ``agent.meta_test_policy(z)``
+    in the real env: ``episodes`` episodes per task (seeds ``seed + i``) in one Gymnasium
+    vector env over all tasks. Returns ``{task: mean undiscounted return}``."""
+    check_evaluation(name, env_id, test_sampler, episodes)
+    generator = torch.Generator(device=test_sampler.device).manual_seed(seed)
+    z = infer_test_latents(agent, test_sampler, context_size, generator)
+    policy = agent.meta_test_policy(z, seed)
+    returns = evaluate_in_env(
+        env_id, test_sampler.tasks, {name: policy}, episodes, seed, agent.device
+    )[name]
+    return {task: float(r) for task, r in zip(test_sampler.tasks, returns, strict=True)}
+
+
+# ---- agent files ------------------------------------------------------------------------
 
 
 def agent_state(agent: ContextualAgent, fmt: str) -> dict[str, Any]:
@@ -222,3 +566,55 @@ def agent_from_state(
     agent.load_state_dict(sd)
     agent.eval()
     return agent
+
+
+def save_agent(agent: ContextualAgent, path: str | Path, fmt: str) -> None:
+    """Write the agent atomically (temporary file + rename)."""
+    save_checkpoint(path, agent_state(agent, fmt))
+
+
+def load_agent(
+    path: str | Path,
+    device: str | torch.device,
+    fmt: str,
+    agent_class: type[ContextualAgent],
+    config_class: Any,
+    label: str,
+    hint: str,
+) -> Any:
+    """Read an agent written by :func:`save_agent` (``torch.load(weights_only=True)``)."""
+    state = load_checkpoint(path, map_location="cpu")
+    return agent_from_state(state, fmt, agent_class, config_class, device, label, hint)
+
+
+def gaussian_kl(
+    mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor
+) -> torch.Tensor:
+    """KL(p || q) of diagonal Gaussians, summed over the last axis."""
+    var_ratio = torch.exp(2.0 * (log_std_p - log_std_q))
+    mean_term = ((mean_p - mean_q) * torch.exp(-log_std_q)).pow(2)
+    return (0.5 * (var_ratio + mean_term - 1.0) - (log_std_p - log_std_q)).sum(-1)
+
+
+__all__ = [
+    "BaselineConfig",
+    "BaselineLearner",
+    "ContextEncoder",
+    "ContextualAgent",
+    "GaussianPolicyAgent",
+    "TwinCritic",
+    "agent_from_state",
+    "agent_state",
+    "evaluate_agent",
+    "frozen_copy",
+    "gaussian_kl",
+    "infer_test_latents",
+    "load_agent",
+    "polyak_",
+    "save_agent",
+    "split_context",
+    "task_batches",
+    "train_baseline",
+    "train_steps",
+    "twin_critics",
+]

@@ -1,7 +1,8 @@
 """Contextual BCQ: batch-constrained Q-learning with a task latent in the state.
 
 BCQ is Fujimoto, Meger, Precup, ICML 2019 ("Off-Policy Deep Reinforcement Learning without
-Exploration", Alg. 1); the contextual variant is one of the MerPO paper's baselines (SPEC §8):
+Exploration", Alg. 1); the contextual variant is one of the MerPO paper's baselines
+(MerPO §5.2, Fig. 6):
 the state is augmented with a task latent z inferred from a context of the task's own
 transitions, as in PEARL trained offline. One module, top to bottom: config, networks,
 losses, the update, the training loop, meta-test evaluation, save / load.
@@ -30,35 +31,34 @@ onto [-1, 1] (``merpo_agent.action_scaling``), context rewards by mean / std.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from merpo_data.networks import StackedMLP
 from merpo_data.sampler import TaskSampler
-from merpo_envs import get_meta_info
 from torch import nn
 
 from merpo_agent.baselines.context import (
+    BaselineConfig,
+    BaselineLearner,
     ContextEncoder,
     ContextualAgent,
+    LogFn,
+    PolicyFn,
+    TwinCritic,
     agent_state,
-    check_evaluation,
-    check_sampler_device,
+    evaluate_agent,
+    frozen_copy,
     infer_test_latents,
-    report_progress,
-    task_batches,
+    load_agent,
+    polyak_,
+    save_agent,
+    train_baseline,
 )
 from merpo_agent.baselines.context import agent_from_state as _agent_from_state
-from merpo_agent.baselines.focal import TwinCritic
-from merpo_agent.checkpoint import load_checkpoint, save_checkpoint
-from merpo_agent.env_eval import evaluate_in_env
-from merpo_agent.presets import TABLE2_PER_ENV
 from merpo_agent.transitions import TransitionBatch
-
-# log_fn(step, metrics): called every ``log_every`` updates with plain floats.
-LogFn = Callable[[int, dict[str, float]], None]
 
 # BCQ's code: the VAE's log-std is clamped to [-4, 15] and its prior latent to [-0.5, 0.5].
 VAE_LOG_STD_MIN, VAE_LOG_STD_MAX = -4.0, 15.0
@@ -69,7 +69,7 @@ VAE_PRIOR_CLIP = 0.5
 
 
 @dataclass
-class ContextualBCQConfig:
+class ContextualBCQConfig(BaselineConfig):
     """BCQ's hyperparameters (paper §5 and its code) plus the context encoder's (FOCAL's
     sizes). ``discount`` comes from the env (``for_env``)."""
 
@@ -98,60 +98,26 @@ class ContextualBCQConfig:
     eval_context_size: int = 256  # meta-test: transitions of the unseen task averaged into z
     log_every: int = 1000
 
+    POSITIVE: ClassVar[tuple[str, ...]] = (
+        "latent_dim", "hidden", "hidden_layers", "vae_hidden", "vae_layers",
+        "encoder_hidden", "encoder_layers", "batch_size", "context_size", "num_samples",
+        "eval_context_size", "log_every",
+    )
+    POSITIVE_OR_NONE: ClassVar[tuple[str, ...]] = ("task_batch_size", "vae_latent_dim")
+    # Smoke tests: a faster target (tau 0.02) and encoder (3e-3) so that a few hundred
+    # updates show learning.
+    SMOKE: ClassVar[dict[str, Any]] = dict(
+        hidden=32, hidden_layers=2, vae_hidden=32, vae_layers=2, encoder_hidden=32,
+        encoder_layers=2, batch_size=64, context_size=32, task_batch_size=None,
+        eval_context_size=128, log_every=25, tau=0.02, encoder_lr=3e-3,
+    )
+
     def __post_init__(self) -> None:
-        positive = (
-            "latent_dim", "hidden", "hidden_layers", "vae_hidden", "vae_layers",
-            "encoder_hidden", "encoder_layers", "batch_size", "context_size", "num_samples",
-            "eval_context_size", "log_every",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"ContextualBCQConfig.{name} must be >= 1, got {getattr(self, name)}"
-                )
-        for name in ("task_batch_size", "vae_latent_dim"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(
-                    f"ContextualBCQConfig.{name} must be >= 1 or None, got {value}"
-                )
-        if not 0.0 <= self.discount < 1.0:
-            raise ValueError(
-                f"ContextualBCQConfig.discount must be in [0, 1), got {self.discount}"
-            )
+        self.check_fields()
         if not 0.0 <= self.lam <= 1.0:
             raise ValueError(f"ContextualBCQConfig.lam must be in [0, 1], got {self.lam}")
         if not 0.0 <= self.phi <= 2.0:
             raise ValueError(f"ContextualBCQConfig.phi must be in [0, 2], got {self.phi}")
-
-    @classmethod
-    def for_env(cls, env_id: str, **overrides: Any) -> ContextualBCQConfig:
-        """Defaults with the env's Table 2 discount (0.9 Point-Robot-Wind, else 0.99)."""
-        env = get_meta_info(env_id).env_id
-        discount = TABLE2_PER_ENV.get(env, {}).get("discount", 0.99)
-        return cls(**{"discount": discount, **overrides})
-
-    @classmethod
-    def smoke(cls, env_id: str | None = None, **overrides: Any) -> ContextualBCQConfig:
-        """Tiny networks and batches for tests (seconds on a CPU); a faster target (tau
-        0.02) and encoder (3e-3) so that a few hundred updates show learning."""
-        tiny = dict(
-            hidden=32, hidden_layers=2, vae_hidden=32, vae_layers=2, encoder_hidden=32,
-            encoder_layers=2, batch_size=64, context_size=32, task_batch_size=None,
-            eval_context_size=128, log_every=25, tau=0.02, encoder_lr=3e-3,
-        )
-        tiny.update(overrides)
-        return cls.for_env(env_id, **tiny) if env_id is not None else cls(**tiny)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ContextualBCQConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown ContextualBCQConfig field(s) {unknown}; known: {sorted(known)}"
-            )
-        return cls(**data)
 
 
 # ---- networks ---------------------------------------------------------------------------
@@ -289,6 +255,12 @@ class ContextualBCQAgent(ContextualAgent):
             actions.reshape(t, n_states, n, self.act_dim), q.reshape(t, n_states, n)
         )
 
+    def meta_test_policy(self, z: torch.Tensor, seed: int) -> PolicyFn:
+        """BCQ's policy with the VAE's proposals drawn from a generator seeded with
+        ``seed`` (a meta-test is reproducible)."""
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        return lambda obs: self.act(obs, z, generator)
+
 
 # ---- losses -----------------------------------------------------------------------------
 
@@ -309,23 +281,29 @@ def vae_loss(
 # ---- the learner ------------------------------------------------------------------------
 
 
-class ContextualBCQLearner(nn.Module):
+class ContextualBCQLearner(BaselineLearner):
     """Training state: the agent, target actor and critics, optimizers."""
+
+    agent_class = ContextualBCQAgent
+    agent_format = "contextual_bcq"
+
+    @classmethod
+    def create(
+        cls, agent: ContextualBCQAgent, num_tasks: int, generator: torch.Generator
+    ) -> ContextualBCQLearner:
+        return cls(agent, generator)
 
     def __init__(self, agent: ContextualBCQAgent, generator: torch.Generator):
         super().__init__()
         cfg = agent.config
         self.agent, self.config, self.generator = agent, cfg, generator
-        self.target_actor = Perturbation(
-            agent.obs_dim + cfg.latent_dim, agent.act_dim, cfg.phi, cfg.hidden, cfg.hidden_layers
-        )
-        self.target_critic = TwinCritic(
+        cond = agent.obs_dim + cfg.latent_dim
+        self.target_actor = frozen_copy(agent.actor, lambda: Perturbation(
+            cond, agent.act_dim, cfg.phi, cfg.hidden, cfg.hidden_layers
+        ))
+        self.target_critic = frozen_copy(agent.critic, lambda: TwinCritic(
             agent.obs_dim, agent.act_dim, cfg.latent_dim, cfg.hidden, cfg.hidden_layers
-        )
-        self.target_actor.load_state_dict(agent.actor.state_dict())
-        self.target_critic.load_state_dict(agent.critic.state_dict())
-        self.target_actor.requires_grad_(False)
-        self.target_critic.requires_grad_(False)
+        ))
         self.to(agent.device)
         self.vae_optimizer = torch.optim.Adam(agent.vae.parameters(), lr=cfg.vae_lr)
         self.actor_optimizer = torch.optim.Adam(agent.actor.parameters(), lr=cfg.actor_lr)
@@ -351,15 +329,31 @@ class ContextualBCQLearner(nn.Module):
         next_value = soft_clipped_double_q(q, cfg.lam)
         return cfg.reward_scale * rewards + cfg.discount * (1.0 - terminations) * next_value
 
-    def update(self, batch: TransitionBatch, context: TransitionBatch) -> dict[str, torch.Tensor]:
+    def step(self, sampler: TaskSampler, task_indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Draw the RL batch and a context per task, then :meth:`update`."""
+        cfg = self.config
+        batch = sampler.sample(cfg.batch_size, task_indices, self.generator)
+        context = sampler.sample(cfg.context_size, task_indices, self.generator)
+        return self.update(batch, context)
+
+    def update(
+        self,
+        batch: TransitionBatch,
+        context: TransitionBatch,
+        encoder_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """One BCQ step on a task batch: VAE, critics + encoder, perturbation net, targets.
 
         ``batch`` (T', B, ...) and ``context`` (T', C, ...) come straight from
-        ``TaskSampler.sample`` for the same tasks. Returns detached scalar metrics.
+        ``TaskSampler.sample`` for the same tasks. ``encoder_loss(z)``, with z (T', latent)
+        the context's latents, is added to the critic loss before its backward (a second
+        objective of the encoder, e.g. MBML's triplet loss; it adds to ``critic_loss``'s
+        gradient only through the encoder). Returns detached scalar metrics.
         """
         cfg, agent = self.config, self.agent
         t, b = batch.rewards.shape
-        z = agent.infer_latent(context).unsqueeze(1).expand(t, b, cfg.latent_dim)
+        z_tasks = agent.infer_latent(context)
+        z = z_tasks.unsqueeze(1).expand(t, b, cfg.latent_dim)
         z_fixed = z.detach()
         norm_obs = agent.normalize_obs(batch.observations)
         norm_next_obs = agent.normalize_obs(batch.next_observations)
@@ -380,9 +374,10 @@ class ContextualBCQLearner(nn.Module):
         target = self.bellman_target(batch.rewards, norm_next_obs, batch.terminations, z_fixed)
         q = agent.critic(norm_obs, unit_act, z)
         critic_loss = (q - target.unsqueeze(0)).pow(2).mean(dim=(1, 2)).sum()
+        extra = encoder_loss(z_tasks) if encoder_loss is not None else None
         self.critic_optimizer.zero_grad(set_to_none=True)
         self.encoder_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        (critic_loss if extra is None else critic_loss + extra).backward()
         self.critic_optimizer.step()
         self.encoder_optimizer.step()
 
@@ -398,14 +393,8 @@ class ContextualBCQLearner(nn.Module):
         agent.critic.requires_grad_(True)
 
         # 4. Target networks.
-        with torch.no_grad():
-            for target_net, source in (
-                (self.target_critic, agent.critic), (self.target_actor, agent.actor)
-            ):
-                for p_target, p in zip(
-                    target_net.parameters(), source.parameters(), strict=True
-                ):
-                    p_target.lerp_(p, cfg.tau)
+        polyak_(self.target_critic, agent.critic, cfg.tau)
+        polyak_(self.target_actor, agent.actor, cfg.tau)
 
         return {
             "vae_loss": generative_loss.detach(),
@@ -420,7 +409,6 @@ class ContextualBCQLearner(nn.Module):
 # ---- training loop ----------------------------------------------------------------------
 
 
-@torch.enable_grad()  # callable from inside a no_grad block (e.g. an evaluation hook)
 def train_contextual_bcq(
     config: ContextualBCQConfig,
     train_sampler: TaskSampler,
@@ -437,30 +425,9 @@ def train_contextual_bcq(
     last one) with floats; ``progress_fn(step, agent)`` at the same steps (e.g. to run
     ``evaluate_contextual_bcq`` on the unseen tasks during training, or to save the agent).
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    device = check_sampler_device(train_sampler, device)
-    torch.manual_seed(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    agent = ContextualBCQAgent(
-        config,
-        train_sampler.obs_dim,
-        train_sampler.act_dim,
-        train_sampler.action_low,
-        train_sampler.action_high,
-        device,
+    return train_baseline(
+        ContextualBCQLearner, config, train_sampler, steps, device, seed, log_fn, progress_fn
     )
-    agent.set_normalizer(train_sampler)
-    learner = ContextualBCQLearner(agent, generator)
-    for step, task_indices in task_batches(
-        train_sampler, config.task_batch_size, steps, generator
-    ):
-        batch = train_sampler.sample(config.batch_size, task_indices, generator)
-        context = train_sampler.sample(config.context_size, task_indices, generator)
-        metrics = learner.update(batch, context)
-        report_progress(step, steps, config.log_every, metrics, agent, log_fn, progress_fn)
-    agent.eval()
-    return agent
 
 
 # ---- meta-test --------------------------------------------------------------------------
@@ -474,51 +441,43 @@ def evaluate_contextual_bcq(
     seed: int,
     context_size: int | None = None,
 ) -> dict[int, float]:
-    """Meta-test: infer z of each task from its offline data, run BCQ's policy in the real env.
-
-    ``episodes`` episodes per task (seeds ``seed + i``) in one Gymnasium vector env over all
-    tasks (``env_eval.evaluate_in_env``); the VAE's proposals are drawn from a generator
-    seeded with ``seed``, so a call is reproducible. Returns ``{task: mean return}``.
-    """
-    check_evaluation("evaluate_contextual_bcq", env_id, test_sampler, episodes)
-    generator = torch.Generator(device=test_sampler.device).manual_seed(seed)
-    z = infer_test_latents(agent, test_sampler, context_size, generator)
-    act_generator = torch.Generator(device=agent.device).manual_seed(seed)
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return agent.act(obs, z, act_generator)
-
-    returns = evaluate_in_env(
-        env_id, test_sampler.tasks, {"cbcq": policy}, episodes, seed, agent.device
-    )["cbcq"]
-    return {task: float(r) for task, r in zip(test_sampler.tasks, returns, strict=True)}
+    """Meta-test: infer z of each task from its offline data, run BCQ's policy in the real
+    env (``context.evaluate_agent``; the VAE's proposals are drawn from a generator seeded
+    with ``seed``, so a call is reproducible). Returns ``{task: mean return}``."""
+    return evaluate_agent(
+        "evaluate_contextual_bcq", agent, test_sampler, env_id, episodes, seed, context_size
+    )
 
 
 # ---- save / load ------------------------------------------------------------------------
 
+FORMAT = ContextualBCQLearner.agent_format
+_HINT = "save it with save_contextual_bcq"
+
 
 def contextual_bcq_state(agent: ContextualBCQAgent) -> dict[str, Any]:
     """A ``weights_only``-loadable dict: config, dimensions and the agent's state_dict."""
-    return agent_state(agent, "contextual_bcq")
+    return agent_state(agent, FORMAT)
 
 
 def agent_from_state(
     state: dict[str, Any], device: str | torch.device = "cpu"
 ) -> ContextualBCQAgent:
     return _agent_from_state(
-        state, "contextual_bcq", ContextualBCQAgent, ContextualBCQConfig, device,
-        "contextual BCQ", "save it with save_contextual_bcq",
+        state, FORMAT, ContextualBCQAgent, ContextualBCQConfig, device, "contextual BCQ", _HINT
     )
 
 
 def save_contextual_bcq(agent: ContextualBCQAgent, path: str | Path) -> None:
     """Write the agent atomically (temporary file + rename)."""
-    save_checkpoint(path, contextual_bcq_state(agent))
+    save_agent(agent, path, FORMAT)
 
 
 def load_contextual_bcq(path: str | Path, device: str | torch.device = "cpu") -> ContextualBCQAgent:
     """Read an agent written by ``save_contextual_bcq`` (``torch.load(weights_only=True)``)."""
-    return agent_from_state(load_checkpoint(path, map_location="cpu"), device)
+    return load_agent(
+        path, device, FORMAT, ContextualBCQAgent, ContextualBCQConfig, "contextual BCQ", _HINT
+    )
 
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 Li, Yang, Luo, ICLR 2021 ("FOCAL: Efficient Fully-Offline Meta-Reinforcement Learning via
 Distance Metric Learning and Behavior Regularization"), the MerPO paper's headline rival
-(SPEC §8). One module, top to bottom: config, context encoder, networks, losses, the
+(MerPO §5.2, Fig. 6). One module, top to bottom: config, context encoder, networks, losses, the
 update, the training loop, meta-test evaluation, save / load.
 
 The method:
@@ -43,50 +43,45 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from merpo_data.networks import (
     LOG_STD_MAX,
     LOG_STD_MIN,
     StackedLinear,
-    StackedMLP,
-    StackedTanhGaussianPolicy,
-    tanh_gaussian_rsample,
 )
 from merpo_data.sampler import TaskSampler
-from merpo_envs import get_meta_info
 from torch import nn
 
 from merpo_agent.baselines.context import (
-    ContextEncoder,
-    ContextualAgent,
+    BaselineConfig,
+    BaselineLearner,
+    GaussianPolicyAgent,
+    LogFn,
+    TwinCritic,
     agent_state,
-    check_evaluation,
-    check_sampler_device,
+    evaluate_agent,
+    gaussian_kl,
     infer_test_latents,
-    report_progress,
-    task_batches,
+    load_agent,
+    polyak_,
+    save_agent,
+    split_context,
+    train_baseline,
+    twin_critics,
 )
 from merpo_agent.baselines.context import agent_from_state as _agent_from_state
 from merpo_agent.behavior_cloning import BehaviorCloning
-from merpo_agent.checkpoint import load_checkpoint, save_checkpoint
-from merpo_agent.env_eval import evaluate_in_env
-from merpo_agent.presets import TABLE2_PER_ENV
 from merpo_agent.transitions import TransitionBatch
-
-# log_fn(step, metrics): called every ``log_every`` updates with plain floats.
-LogFn = Callable[[int, dict[str, float]], None]
-
-
 
 # ---- config -----------------------------------------------------------------------------
 
 
 @dataclass
-class FocalConfig:
+class FocalConfig(BaselineConfig):
     """FOCAL's hyperparameters; defaults follow FOCAL's code (``configs/default.py``) and
     BRAC where FOCAL's are not stated. ``discount`` comes from the env (``for_env``)."""
 
@@ -125,131 +120,40 @@ class FocalConfig:
     eval_context_size: int = 256
     log_every: int = 1000
 
+    POSITIVE: ClassVar[tuple[str, ...]] = (
+        "latent_dim", "hidden", "hidden_layers", "encoder_hidden", "encoder_layers",
+        "batch_size", "context_size", "eval_context_size", "log_every", "behavior_hidden",
+        "behavior_layers",
+    )
+    POSITIVE_OR_NONE: ClassVar[tuple[str, ...]] = ("task_batch_size",)
+    # Smoke tests: larger learning rates (the encoder's 3e-3) so that a few hundred updates
+    # show learning.
+    SMOKE: ClassVar[dict[str, Any]] = dict(
+        hidden=32, hidden_layers=2, encoder_hidden=32, encoder_layers=2, batch_size=64,
+        context_size=32, task_batch_size=None, behavior_steps=100, behavior_hidden=32,
+        behavior_layers=2, eval_context_size=128, log_every=25, actor_lr=1e-3,
+        critic_lr=1e-3, encoder_lr=3e-3,
+    )
+
     def __post_init__(self) -> None:
-        positive = (
-            "latent_dim", "hidden", "hidden_layers", "encoder_hidden", "encoder_layers",
-            "batch_size", "context_size", "eval_context_size", "log_every", "behavior_hidden",
-            "behavior_layers",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"FocalConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.task_batch_size is not None and self.task_batch_size < 1:
-            raise ValueError(
-                f"FocalConfig.task_batch_size must be >= 1 or None (all tasks), "
-                f"got {self.task_batch_size}"
-            )
-        if not 0.0 <= self.discount < 1.0:
-            raise ValueError(f"FocalConfig.discount must be in [0, 1), got {self.discount}")
+        self.check_fields()
         if not 0.0 < self.alpha_init <= self.alpha_max:
             raise ValueError(
                 f"FocalConfig needs 0 < alpha_init <= alpha_max, got {self.alpha_init}, "
                 f"{self.alpha_max}"
             )
 
-    @classmethod
-    def for_env(cls, env_id: str, **overrides: Any) -> FocalConfig:
-        """Defaults with the env's Table 2 discount (0.9 Point-Robot-Wind, else 0.99)."""
-        env = get_meta_info(env_id).env_id
-        discount = TABLE2_PER_ENV.get(env, {}).get("discount", 0.99)
-        return cls(**{"discount": discount, **overrides})
-
-    @classmethod
-    def smoke(cls, env_id: str | None = None, **overrides: Any) -> FocalConfig:
-        """Tiny networks and batches for tests (seconds on a CPU); larger learning rates (the
-        encoder's 3e-3) so that a few hundred updates show learning."""
-        tiny = dict(
-            hidden=32, hidden_layers=2, encoder_hidden=32, encoder_layers=2, batch_size=64,
-            context_size=32, task_batch_size=None, behavior_steps=100, behavior_hidden=32,
-            behavior_layers=2, eval_context_size=128, log_every=25, actor_lr=1e-3,
-            critic_lr=1e-3, encoder_lr=3e-3,
-        )
-        tiny.update(overrides)
-        return cls.for_env(env_id, **tiny) if env_id is not None else cls(**tiny)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FocalConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown FocalConfig field(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
-
 
 # ---- encoder and networks ---------------------------------------------------------------
 
 
-class FocalAgent(ContextualAgent):
+class FocalAgent(GaussianPolicyAgent):
     """What meta-test needs: normalizer, context encoder and the latent-conditioned policy.
 
     ``infer_latent(context)`` takes transitions as the task sampler gives them (env-unit
     actions, raw rewards), ``act`` returns actions in [-1, 1] (``from_unit_actions`` maps them
     to the env box).
     """
-
-    def __init__(
-        self,
-        config: FocalConfig,
-        obs_dim: int,
-        act_dim: int,
-        action_low: torch.Tensor,
-        action_high: torch.Tensor,
-        device: str | torch.device = "cpu",
-    ):
-        super().__init__(config, obs_dim, act_dim, action_low, action_high)
-        self.encoder = ContextEncoder(
-            obs_dim, act_dim, config.latent_dim, config.encoder_hidden, config.encoder_layers
-        )
-        # Shared across tasks: a stack of one, fed the (T * B) flattened batch.
-        self.policy = StackedTanhGaussianPolicy(
-            (1,), obs_dim + config.latent_dim, act_dim, config.hidden, config.hidden_layers
-        )
-        self.to(device)
-
-    def policy_distribution(
-        self, norm_obs: torch.Tensor, z: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pre-tanh mean and log-std (T, N, act_dim) of pi(. | s, z); z broadcast (T, N, L)."""
-        t, n, _ = norm_obs.shape
-        x = torch.cat([norm_obs, z], dim=-1).reshape(1, t * n, -1)
-        mean, log_std = self.policy(x)
-        return mean.reshape(t, n, -1), log_std.reshape(t, n, -1)
-
-    @torch.no_grad()
-    def act(
-        self,
-        obs: torch.Tensor,
-        z: torch.Tensor,
-        deterministic: bool = True,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Actions in [-1, 1], (T, N, act_dim), for raw observations (T, N, obs_dim), z (T, L)."""
-        if obs.dim() != 3 or z.dim() != 2 or z.shape[0] != obs.shape[0]:
-            raise ValueError(
-                f"act needs obs (T, N, obs_dim) and z (T, latent); got {tuple(obs.shape)} and "
-                f"{tuple(z.shape)}"
-            )
-        z = z.unsqueeze(1).expand(-1, obs.shape[1], -1)
-        mean, log_std = self.policy_distribution(self.normalize_obs(obs), z)
-        if deterministic:
-            return torch.tanh(mean)
-        noise = torch.randn(mean.shape, device=mean.device, generator=generator)
-        return tanh_gaussian_rsample(mean, log_std, noise)[0]
-
-class TwinCritic(nn.Module):
-    """Q_1, Q_2 (s, a, z): one StackedMLP with stack (2,), shared across tasks."""
-
-    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: int, layers: int):
-        super().__init__()
-        self.net = StackedMLP((2,), obs_dim + act_dim + latent_dim, 1, hidden, layers)
-
-    def forward(
-        self, norm_obs: torch.Tensor, action: torch.Tensor, z: torch.Tensor
-    ) -> torch.Tensor:
-        """(T, N, ...) inputs -> Q values (2, T, N)."""
-        t, n, _ = norm_obs.shape
-        x = torch.cat([norm_obs, action, z], dim=-1).reshape(1, t * n, -1)
-        return self.net(x.expand(2, -1, -1)).reshape(2, t, n)
 
 
 # ---- losses -----------------------------------------------------------------------------
@@ -285,19 +189,6 @@ def distance_metric_loss(
     return positive + negative, positive.detach(), cross.detach()
 
 
-def gaussian_kl(
-    mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor
-) -> torch.Tensor:
-    """KL(p || q) of diagonal Gaussians, summed over the last axis.
-
-    For tanh-squashed Gaussians this is also the KL of the squashed distributions (tanh is a
-    bijection, the Jacobians cancel), i.e. KL(pi(.|s, z) || pi_b(.|s)) in closed form.
-    """
-    var_ratio = torch.exp(2.0 * (log_std_p - log_std_q))
-    mean_term = ((mean_p - mean_q) * torch.exp(-log_std_q)).pow(2)
-    return (0.5 * (var_ratio + mean_term - 1.0) - (log_std_p - log_std_q)).sum(-1)
-
-
 def behavior_distribution(
     behavior: BehaviorCloning, task_indices: torch.Tensor, norm_obs: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -319,19 +210,19 @@ def behavior_distribution(
 # ---- the learner ------------------------------------------------------------------------
 
 
-class FocalLearner(nn.Module):
+class FocalLearner(BaselineLearner):
     """Training state: the agent, twin critics and targets, behavior model, duals, optimizers."""
+
+    agent_class = FocalAgent
+    agent_format = "focal"
 
     def __init__(self, agent: FocalAgent, num_tasks: int, generator: torch.Generator):
         super().__init__()
         cfg = agent.config
         self.agent, self.config, self.num_tasks, self.generator = agent, cfg, num_tasks, generator
-        obs_dim, act_dim, latent = agent.obs_dim, agent.act_dim, cfg.latent_dim
+        obs_dim, act_dim = agent.obs_dim, agent.act_dim
         device = agent.device
-        self.critic = TwinCritic(obs_dim, act_dim, latent, cfg.hidden, cfg.hidden_layers)
-        self.target_critic = TwinCritic(obs_dim, act_dim, latent, cfg.hidden, cfg.hidden_layers)
-        self.target_critic.load_state_dict(self.critic.state_dict())
-        self.target_critic.requires_grad_(False)
+        self.critic, self.target_critic = twin_critics(agent)
         self.behavior = BehaviorCloning(
             num_tasks, obs_dim, act_dim, cfg.behavior_hidden, cfg.behavior_layers, device
         )
@@ -359,8 +250,21 @@ class FocalLearner(nn.Module):
         nll = self.behavior.fit(
             sample, self.config.behavior_steps, self.config.batch_size, self.config.behavior_lr
         )
-        self.behavior.requires_grad_(False)
         return nll
+
+    def prepare(self, sampler: TaskSampler) -> dict[str, float]:
+        return {"behavior_nll": float(self.fit_behavior(sampler).mean())}
+
+    def after_prepare(self) -> None:
+        self.behavior.requires_grad_(False)  # fit once, then fixed
+
+    def step(self, sampler: TaskSampler, task_indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Draw the RL batch and two contexts per task, then :meth:`update`."""
+        cfg = self.config
+        batch = sampler.sample(cfg.batch_size, task_indices, self.generator)
+        context = sampler.sample(2 * cfg.context_size, task_indices, self.generator)
+        context_a, context_b = split_context(context, cfg.context_size)
+        return self.update(batch, context_a, context_b, task_indices)
 
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.detach().exp().clamp(max=self.config.alpha_max)
@@ -383,9 +287,9 @@ class FocalLearner(nn.Module):
         """
         cfg, agent = self.config, self.agent
         with torch.no_grad():
-            mean, log_std = agent.policy_distribution(norm_next_obs, z)
-            noise = torch.randn(mean.shape, device=mean.device, generator=self.generator)
-            next_act, next_log_prob = tanh_gaussian_rsample(mean, log_std, noise)
+            next_act, next_log_prob, mean, log_std = agent.sample_action(
+                norm_next_obs, z, self.generator
+            )
             next_value = self.target_critic(norm_next_obs, next_act, z).min(0).values
             next_value = next_value - self.log_entropy_coef.exp() * next_log_prob
             if cfg.value_penalty:
@@ -405,9 +309,7 @@ class FocalLearner(nn.Module):
 
         Returns (loss, log pi of the sampled actions (T, B), KL per state (T, B)).
         """
-        mean, log_std = self.agent.policy_distribution(norm_obs, z)
-        noise = torch.randn(mean.shape, device=mean.device, generator=self.generator)
-        action, log_prob = tanh_gaussian_rsample(mean, log_std, noise)
+        action, log_prob, mean, log_std = self.agent.sample_action(norm_obs, z, self.generator)
         q = self.critic(norm_obs, action, z).min(0).values
         b_mean, b_log_std = behavior_distribution(self.behavior, task_indices, norm_obs)
         divergence = gaussian_kl(mean, log_std, b_mean, b_log_std)
@@ -475,11 +377,7 @@ class FocalLearner(nn.Module):
                 self.log_alpha.clamp_(max=math.log(cfg.alpha_max))
 
         # 5. Target critics.
-        with torch.no_grad():
-            for target, source in zip(
-                self.target_critic.parameters(), self.critic.parameters(), strict=True
-            ):
-                target.lerp_(source, cfg.tau)
+        polyak_(self.target_critic, self.critic, cfg.tau)
 
         return {
             "metric_loss": metric_loss.detach(),
@@ -498,7 +396,6 @@ class FocalLearner(nn.Module):
 # ---- training loop ----------------------------------------------------------------------
 
 
-@torch.enable_grad()  # callable from inside a no_grad block (e.g. an evaluation hook)
 def train_focal(
     config: FocalConfig,
     train_sampler: TaskSampler,
@@ -517,37 +414,9 @@ def train_focal(
     ``progress_fn(step, agent)`` is called at the same steps (e.g. to run ``evaluate_focal``
     on the unseen tasks during training, or to save the agent).
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    device = check_sampler_device(train_sampler, device)
-    torch.manual_seed(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    agent = FocalAgent(
-        config,
-        train_sampler.obs_dim,
-        train_sampler.act_dim,
-        train_sampler.action_low,
-        train_sampler.action_high,
-        device,
+    return train_baseline(
+        FocalLearner, config, train_sampler, steps, device, seed, log_fn, progress_fn
     )
-    agent.set_normalizer(train_sampler)
-    num_tasks = train_sampler.num_tasks
-    learner = FocalLearner(agent, num_tasks, generator)
-    nll = learner.fit_behavior(train_sampler)
-    if log_fn is not None:
-        log_fn(0, {"behavior_nll": float(nll.mean())})
-
-    for step, task_indices in task_batches(
-        train_sampler, config.task_batch_size, steps, generator
-    ):
-        batch = train_sampler.sample(config.batch_size, task_indices, generator)
-        context = train_sampler.sample(2 * config.context_size, task_indices, generator)
-        context_a = TransitionBatch(*(x[:, : config.context_size] for x in context))
-        context_b = TransitionBatch(*(x[:, config.context_size :] for x in context))
-        metrics = learner.update(batch, context_a, context_b, task_indices)
-        report_progress(step, steps, config.log_every, metrics, agent, log_fn, progress_fn)
-    agent.eval()
-    return agent
 
 
 # ---- meta-test --------------------------------------------------------------------------
@@ -586,51 +455,42 @@ def evaluate_focal(
     seed: int,
     context_size: int | None = None,
 ) -> dict[int, float]:
-    """Meta-test: infer z of each task from its offline data, run pi(s, z) in the real env.
-
-    Deterministic actions; ``episodes`` episodes per task (seeds ``seed + i``) in one
-    Gymnasium vector env over all tasks (``env_eval.evaluate_in_env``). Returns
-    ``{task: mean undiscounted return}``.
-    """
-    check_evaluation("evaluate_focal", env_id, test_sampler, episodes)
-    generator = torch.Generator(device=test_sampler.device).manual_seed(seed)
-    z = infer_test_latents(agent, test_sampler, context_size, generator)
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return agent.act(obs, z, deterministic=True)
-
-    returns = evaluate_in_env(
-        env_id, test_sampler.tasks, {"focal": policy}, episodes, seed, agent.device
-    )["focal"]
-    return {task: float(r) for task, r in zip(test_sampler.tasks, returns, strict=True)}
+    """Meta-test: infer z of each task from its offline data, run the deterministic
+    pi(s, z) in the real env (``context.evaluate_agent``). Returns ``{task: mean return}``."""
+    return evaluate_agent(
+        "evaluate_focal", agent, test_sampler, env_id, episodes, seed, context_size
+    )
 
 
 # ---- save / load ------------------------------------------------------------------------
 
+FORMAT = FocalLearner.agent_format
+
 
 def focal_state(agent: FocalAgent) -> dict[str, Any]:
     """A ``weights_only``-loadable dict: config, dimensions and the agent's state_dict."""
-    return agent_state(agent, "focal")
+    return agent_state(agent, FORMAT)
 
 
 def agent_from_state(state: dict[str, Any], device: str | torch.device = "cpu") -> FocalAgent:
     return _agent_from_state(
-        state, "focal", FocalAgent, FocalConfig, device, "FOCAL", "save it with save_focal"
+        state, FORMAT, FocalAgent, FocalConfig, device, "FOCAL", "save it with save_focal"
     )
 
 
 def save_focal(agent: FocalAgent, path: str | Path) -> None:
     """Write the agent atomically (temporary file + rename)."""
-    save_checkpoint(path, focal_state(agent))
+    save_agent(agent, path, FORMAT)
 
 
 def load_focal(path: str | Path, device: str | torch.device = "cpu") -> FocalAgent:
     """Read an agent written by ``save_focal`` (``torch.load(weights_only=True)``)."""
-    return agent_from_state(load_checkpoint(path, map_location="cpu"), device)
+    return load_agent(
+        path, device, FORMAT, FocalAgent, FocalConfig, "FOCAL", "save it with save_focal"
+    )
 
 
 __all__ = [
-    "ContextEncoder",
     "FocalAgent",
     "FocalConfig",
     "FocalLearner",

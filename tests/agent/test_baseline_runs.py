@@ -1,0 +1,220 @@
+"""The baselines' run directories (``merpo-agent train --algo focal|cbcq|mbml|batch-pearl``):
+the layout MerPO's runs have, ``evaluate`` and ``plot`` on them, typed overrides, resume
+equal to an uninterrupted run on CPU, the NaN stop."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+from merpo_agent.baselines.run import BASELINES, build_baseline, train_baseline_run
+from merpo_agent.checkpoint import load_checkpoint
+from merpo_agent.cli import main
+from merpo_agent.config import ConfigError
+from merpo_agent.trainer import TrainingDiverged
+
+ENV = "merpo/PointRobotWind-v0"
+SUBSET = ["train_tasks=[0,1,2,3]", "test_tasks=[40,41]"]
+
+
+def records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("algo", ["mbml", "batch-pearl"])
+def test_smoke_train_evaluate_plot_through_the_cli(algo, point_robot_store, tmp_path, capsys):
+    run_dir = tmp_path / algo
+    code = main([
+        "train", "--env", ENV, "--algo", algo, "--preset", "smoke", "--seed", "0",
+        "--run-dir", str(run_dir), "--no-progress", "--threads", "1",
+        *[x for item in SUBSET for x in ("--set", item)],
+        "--set", "steps=40", "--set", "eval_every=20", "--set", "log_every=20",
+    ])
+    assert code == 0
+    out = capsys.readouterr().out
+    label = BASELINES[algo].label
+    assert f"{label} beats the behavior policy on" in out
+    # MerPO's layout: config.yaml, metrics.jsonl, TensorBoard, checkpoints/latest.pt, plots
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["algo"] == algo and config["label"] == label and config["env"] == ENV
+    assert config["run"]["steps"] == 40 and config["run"]["test_tasks"] == [40, 41]
+    assert (run_dir / "checkpoints" / "latest.pt").is_file()
+    assert list((run_dir / "tensorboard").iterdir())
+    tests = [r for r in records(run_dir) if r["phase"] == "meta_test"]
+    assert [r["iteration"] for r in tests] == [20, 40]
+    assert all(math.isfinite(r["baseline_return"]) for r in tests)
+    final = [r for r in records(run_dir) if r["phase"] == "final"]
+    assert len(final) == 1 and set(final[0]["tasks"]) == {"40", "41"}
+    assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
+
+    # evaluate: the saved agent's table, the same numbers as the end of training
+    assert main(["evaluate", str(run_dir)]) == 0
+    table = capsys.readouterr().out
+    for task, row in final[0]["tasks"].items():
+        assert f"{row[algo]:.2f}" in table and task in table
+    # plot: the meta-test curve has the baseline's line and the behavior reference
+    assert main(["plot", str(run_dir)]) == 0
+    paths = capsys.readouterr().out.split()
+    assert paths[0].endswith("meta_test_return.png") and len(paths) == 2
+
+
+def test_plot_draws_the_baseline_curve(tmp_path):
+    """A baseline run directory's meta-test plot is not empty axes (a line per series)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from merpo_agent import plots
+
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"algo": "mbml", "label": "MBML"}))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"iteration": 10, "phase": "meta_test", "baseline_return": -3.0,
+         "behavior_return": -5.0},
+        {"iteration": 20, "phase": "meta_test", "baseline_return": -2.0,
+         "behavior_return": -5.0},
+    ]))
+    drawn = []
+    original = plots._save
+
+    def keep(fig, path):
+        drawn.append([(line.get_label(), list(line.get_ydata())) for line in fig.axes[0].lines])
+        original(fig, path)
+
+    plots._save = keep
+    try:
+        plots.plot_run(run_dir)
+    finally:
+        plots._save = original
+        plt.close("all")
+    assert drawn[0][0] == ("MBML", [-3.0, -2.0])
+    assert drawn[0][1][0] == "behavior (dataset)"
+
+
+def test_set_parses_lists_ints_and_numbers_for_every_baseline():
+    for algo in BASELINES:
+        run, config = build_baseline(algo, ENV, "smoke", [
+            "train_tasks=[0, 1,2]", "test_tasks=41", "steps=1e3", "critic_lr=3e-4",
+            "latent_dim=7", "log_every=50",
+        ])
+        assert run.train_tasks == (0, 1, 2) and run.test_tasks == (41,)
+        assert run.steps == 1000 and isinstance(run.steps, int)
+        assert config.critic_lr == pytest.approx(3e-4) and isinstance(config.critic_lr, float)
+        assert config.latent_dim == 7 and config.log_every == 50
+        run, config = build_baseline(algo, ENV, "smoke", ["task_batch_size=none"])
+        assert config.task_batch_size is None
+
+
+@pytest.mark.parametrize(
+    "algo, item, message",
+    [
+        ("focal", "steps=1.5", "expected an integer"),
+        ("cbcq", "critic_lr=fast", "expected a number"),
+        ("mbml", "train_tasks=[0,a]", "expected an integer"),
+        ("batch-pearl", "tune_entropy=maybe", "expected true or false"),
+        ("batch-pearl", "kl_lamda=1", "did you mean kl_lambda"),
+        ("mbml", "task_batch_size=1", "bad MBML setting"),
+    ],
+)
+def test_bad_overrides_are_one_line_config_errors(algo, item, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        build_baseline(algo, ENV, "smoke", [item])
+    assert "\n" not in str(info.value)
+
+
+def test_config_file_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 30\nkl_lambda: 0.5\ntrain_tasks: [1, 2]\n")
+    run, config = build_baseline("batch-pearl", ENV, "smoke", ["steps=40"], path)
+    assert run.steps == 40 and config.kl_lambda == 0.5 and run.train_tasks == (1, 2)
+
+
+# ---- resume ----------------------------------------------------------------------------
+
+
+def learner_state(run_dir):
+    return load_checkpoint(run_dir / "checkpoints" / "latest.pt")["learner"]
+
+
+@pytest.mark.parametrize("algo", list(BASELINES))
+def test_resume_equals_an_uninterrupted_run(algo, point_robot_store, tmp_path):
+    """Stopped after 20 updates (its checkpoint) and resumed to 40, a run ends with exactly
+    the parameters, optimizer states and generator of a run of 40 in one go (CPU)."""
+    common = [*SUBSET, "eval_every=20", "log_every=10", "checkpoint_every=10",
+              "eval_episodes=1", "task_batch_size=2"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train_baseline_run(algo, ENV, "smoke", [*common, "steps=40"], 3, "cpu", whole,
+                       progress=False)
+    train_baseline_run(algo, ENV, "smoke", [*common, "steps=20"], 3, "cpu", split,
+                       progress=False)
+    assert load_checkpoint(split / "checkpoints" / "latest.pt")["step"] == 20
+    train_baseline_run(algo, ENV, "smoke", [*common, "steps=40"], 3, "cpu", split,
+                       progress=False)
+    a, b = learner_state(whole), learner_state(split)
+    assert a["module"].keys() == b["module"].keys()
+    for name in a["module"]:
+        assert torch.equal(a["module"][name], b["module"][name]), name
+    assert torch.equal(a["generator"], b["generator"])
+    for name, opt in a["optimizers"].items():
+        for key, value in opt["state"].items():
+            for field in value:
+                assert torch.equal(torch.as_tensor(value[field]),
+                                   torch.as_tensor(b["optimizers"][name]["state"][key][field]))
+    # the resumed log reads like the uninterrupted one (same steps, same losses)
+    train_a = [r for r in records(whole) if r["phase"] == "train"]
+    train_b = [r for r in records(split) if r["phase"] == "train"]
+    assert [r["iteration"] for r in train_a] == [r["iteration"] for r in train_b]
+    assert train_a == train_b
+    finals = [r for r in records(split) if r["phase"] == "final"]
+    assert [r["iteration"] for r in finals] == [40]  # the shorter run's table is gone
+
+
+def test_resume_with_other_settings_is_refused(point_robot_store, tmp_path):
+    run_dir = tmp_path / "r"
+    train_baseline_run("batch-pearl", ENV, "smoke", [*SUBSET, "steps=5", "eval_every=5"], 0,
+                       "cpu", run_dir, progress=False)
+    with pytest.raises(ConfigError, match="other settings .*method.latent_dim"):
+        train_baseline_run("batch-pearl", ENV, "smoke",
+                           [*SUBSET, "steps=5", "eval_every=5", "latent_dim=3"], 0, "cpu",
+                           run_dir, progress=False)
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
+    point_robot_store, tmp_path, capsys, monkeypatch
+):
+    from merpo_agent.baselines.mbml import MBMLLearner
+
+    original = MBMLLearner.step
+    calls = {"n": 0}
+
+    def poisoned(self, sampler, task_indices):
+        metrics = original(self, sampler, task_indices)
+        calls["n"] += 1
+        if calls["n"] >= 13:  # from update 13 on, a NaN critic loss
+            metrics["critic_loss"] = torch.tensor(float("nan"))
+        return metrics
+
+    monkeypatch.setattr(MBMLLearner, "step", poisoned)
+    run_dir = tmp_path / "r"
+    with pytest.raises(TrainingDiverged, match="update 15.*last good checkpoint at update 10"):
+        train_baseline_run("mbml", ENV, "smoke",
+                           [*SUBSET, "steps=40", "log_every=5", "checkpoint_every=10",
+                            "eval_every=40"], 0, "cpu", run_dir, progress=False)
+    assert load_checkpoint(run_dir / "checkpoints" / "latest.pt")["step"] == 10
+    calls["n"] = 0
+    code = main(["train", "--env", ENV, "--algo", "mbml", "--preset", "smoke",
+                 "--run-dir", str(tmp_path / "cli"), "--no-progress",
+                 *[x for item in SUBSET for x in ("--set", item)], "--set", "steps=20",
+                 "--set", "log_every=5", "--set", "eval_every=20"])
+    err = capsys.readouterr().err
+    assert code == 1 and "non-finite loss" in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_refuses_a_directory_that_is_no_run(tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text("algo: mbml\n")  # no method section, no checkpoint
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
