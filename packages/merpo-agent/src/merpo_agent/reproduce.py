@@ -136,7 +136,7 @@ def experiments() -> dict[str, Experiment]:
         ),
         claims=("C4", "C5", "C6"),
     )
-    good = "combo:2000"  # §5.1: a meta-policy "learnt after 200 episodes" of COMBO
+    good = "combo:{good}"  # §5.1: a meta-policy "learnt after 200 episodes" of COMBO
     fig4 = Experiment(
         name="fig4",
         title="Fig. 4: single-task RAC against a fixed good or random meta-policy",
@@ -189,6 +189,7 @@ class Sizes:
     test_tasks: tuple[int, ...] | None
     single_task_tasks: tuple[int, ...]  # Fig. 4/5: each its own single-task RAC
     episodes: int
+    good_meta_policy_steps: int = 2000  # COMBO updates behind Fig. 4/5's "good" pi_c
 
     @property
     def budget(self) -> int:
@@ -204,7 +205,8 @@ def sizes_for(env_id: str, quick: bool) -> Sizes:
         return Sizes("smoke", "smoke", iterations=4, inner_steps=2, eval_every=2,
                      train_tasks=tuple(info.train_tasks[:4]),
                      test_tasks=tuple(info.test_tasks[:2]),
-                     single_task_tasks=tuple(info.train_tasks[:2]), episodes=1)
+                     single_task_tasks=tuple(info.train_tasks[:2]), episodes=1,
+                     good_meta_policy_steps=4)
     return Sizes("repro", "small", iterations=400, inner_steps=10, eval_every=100,
                  train_tasks=None, test_tasks=None,
                  single_task_tasks=tuple(info.train_tasks[:4]), episodes=4)
@@ -246,7 +248,7 @@ def train_command(
         if sizes.test_tasks is not None:
             settings.append(f"data.test_tasks={_task_list(sizes.test_tasks)}")
         settings += list(experiment.merpo_overrides)
-    settings += list(run.overrides)
+    settings += [item.format(good=sizes.good_meta_policy_steps) for item in run.overrides]
     for item in settings:
         command += ["--set", item]
     return command
@@ -268,8 +270,9 @@ def read_result(run_dir: Path, algo: str) -> dict:
         out["tasks"] = tasks
         out[algo] = [float(table[str(t)][algo]) for t in tasks]
         out["behavior"] = [float(table[str(t)]["behavior"]) for t in tasks]
-        out["curve"] = [[int(r["iteration"]), float(r["test_return"])]
-                        for r in records if r.get("phase") == "meta_test" and "test_return" in r]
+        out["curve"] = [[int(r["iteration"]), float(r["baseline_return"])]
+                        for r in records
+                        if r.get("phase") == "meta_test" and "baseline_return" in r]
         return out
     config = json.loads(json.dumps(_read_yaml(run_dir / "config.yaml")))
     inner = int(config["meta"]["inner_steps"])
