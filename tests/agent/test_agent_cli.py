@@ -23,7 +23,7 @@ def _run(capsys, argv):
     [
         (["train", "--env", "merpo/Nope-v0"], "unknown env id 'merpo/Nope-v0'"),
         (["train", "--env", PRW, "--algo", "ppo"], "unknown algo 'ppo'; choose one of merpo"),
-        (["train", "--env", PRW, "--algo", "ppo"], "cql, focal, cbcq"),
+        (["train", "--env", PRW, "--algo", "ppo"], "cql, focal, cbcq, mbml, batch-pearl"),
         (["train", "--env", PRW, "--preset", "huge"], "unknown preset 'huge'"),
         (["train", "--env", PRW, "--set", "rac.actr_lr=1"], "did you mean rac.actor_lr"),
         (["train", "--env", PRW, "--set", "meta.iterations=many"], "expected an integer"),
@@ -82,7 +82,7 @@ def test_console_entry_point_prints_no_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "merpo-agent: error: unknown algo 'nope'; choose one of merpo, merpo-adp, combo, "
-        "beha-only, combo3, cql, focal, cbcq"
+        "beha-only, combo3, cql, focal, cbcq, mbml, batch-pearl"
     ]
     assert "Traceback" not in result.stderr
 

@@ -132,8 +132,7 @@ def write_report(experiment, env_id, quality, sizes, results, out_dir: Path, com
         f"# {experiment.title}",
         "",
         f"- command: `{command}`",
-        f"- commit: {_git_commit()}; machine: {platform.machine()}, {platform.processor() or ''} "
-        f"{_cpu_count()} CPU cores, no GPU used; python {platform.python_version()}",
+        f"- commit: {_git_commit()}; machine: {_machine()}; python {platform.python_version()}",
         f"- wall time: {wall_s / 60:.1f} min for the runs of this invocation (finished runs "
         "are reused and cost nothing)",
         f"- env {env_id}, data quality {quality} (unless a row says otherwise), {seeds} seeds "
@@ -179,10 +178,19 @@ def write_report(experiment, env_id, quality, sizes, results, out_dir: Path, com
     return report
 
 
-def _cpu_count() -> int:
+def _machine() -> str:
+    """CPU model, core count and the device the runs used (they train on the CPU)."""
     import os
 
-    return os.cpu_count() or 1
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count() or 1} CPU cores, runs on the CPU (no GPU)"
 
 
 def _plot_curves(experiment, results, path: Path) -> Path:
