@@ -79,17 +79,17 @@ def test_plot_draws_the_baseline_curve(tmp_path):
          "behavior_return": -5.0},
     ]))
     drawn = []
-    original = plots._save
+    original = plots.save_figure
 
     def keep(fig, path):
         drawn.append([(line.get_label(), list(line.get_ydata())) for line in fig.axes[0].lines])
         original(fig, path)
 
-    plots._save = keep
+    plots.save_figure = keep
     try:
         plots.plot_run(run_dir)
     finally:
-        plots._save = original
+        plots.save_figure = original
         plt.close("all")
     assert drawn[0][0] == ("MBML", [-3.0, -2.0])
     assert drawn[0][1][0] == "behavior (dataset)"

@@ -38,8 +38,8 @@ every random draw are made for the whole batch on every rank and cut (``task_sli
 the ranks together compute what one process computes. pi_c's gradient and the meta-Q step
 are all-reduced (``MetaLearner``), every rank holds the whole learner table and the batch's
 rows are merged after each meta-iteration, the non-finite check stops all ranks together,
-the meta-test splits the test tasks. The setup (meta-model, task models, behavior cloning) runs on every rank from
-the same seed and rank 0's result is broadcast. Rank 0 alone writes the run directory
+the meta-test splits the test tasks. The setup (meta-model, task models, behavior
+cloning) runs on every rank from the same seed and rank 0's result is broadcast. Rank 0 alone writes the run directory
 (config, metrics, checkpoints), printing and the progress bar.
 """
 
