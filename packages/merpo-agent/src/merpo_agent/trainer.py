@@ -39,8 +39,9 @@ the ranks together compute what one process computes. pi_c's gradient and the me
 are all-reduced (``MetaLearner``), every rank holds the whole learner table and the batch's
 rows are merged after each meta-iteration, the non-finite check stops all ranks together,
 the meta-test splits the test tasks. The setup (meta-model, task models, behavior
-cloning) runs on every rank from the same seed and rank 0's result is broadcast. Rank 0 alone writes the run directory
-(config, metrics, checkpoints), printing and the progress bar.
+cloning) runs on every rank from the same seed and rank 0's result is broadcast. Rank 0
+alone writes the run directory (config, metrics, checkpoints), printing and the progress
+bar.
 """
 
 from __future__ import annotations
