@@ -90,9 +90,7 @@ class LearnerTable:
         return state
 
     def load_training_state(self, state: dict) -> None:
-        self.learners.load_state_dict(state["module"])
-        for name in self.learners._optimizer_names:
-            getattr(self.learners, name).load_state_dict(state["optimizers"][name])
+        self.learners.load_training_state(state)
 
 
 __all__ = ["LearnerTable"]

@@ -117,8 +117,7 @@ def _git_commit() -> str:
 
 def write_report(experiment, env_id, quality, sizes, results, out_dir: Path, command, wall_s):
     """Write ``out_dir/report.md``, ``stats.json`` and ``curves.png``; returns the report."""
-    stats, norm_stats, matrices = {}, {}, {}
-    returns, normalized = {}, {}
+    matrices, returns, normalized = {}, {}, {}
     for row in experiment.rows:
         matrix, tasks, row_quality = _row_scores(experiment, results, row)
         low, high = reference_scores(env_id, tasks, row_quality or quality)
@@ -257,8 +256,9 @@ def _c2(stats, _):
 
 
 def _c3(stats, _):
-    rivals = [label for label in ("FOCAL", "MBML", "Batch PEARL", "Contextual BCQ")
-              if label in stats]
+    from merpo_agent.baselines.run import BASELINES
+
+    rivals = [spec.label for spec in BASELINES.values() if spec.label in stats]
     return _claim("MerPO-Adp >= MerPO >= FOCAL, MBML, Batch PEARL, Contextual BCQ",
                   [("MerPO-Adp", "MerPO"), *[("MerPO", r) for r in rivals]], stats)
 

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from merpo_agent.checkpoint import atomic_write_text
@@ -68,20 +68,19 @@ class Experiment:
     # rows evaluated on the TRAINING tasks' own envs (single-task RAC, Fig. 4 and 5)
     single_task: bool = False
     # extra settings of every MerPO-family run (e.g. no meta-test columns it does not report)
-    merpo_overrides: tuple[str, ...] = field(default=())
+    merpo_overrides: tuple[str, ...] = ()
 
 
-BASELINE_ALGOS = ("focal", "mbml", "batch-pearl", "cbcq")
-BASELINE_LABELS = {
-    "focal": "FOCAL", "mbml": "MBML", "batch-pearl": "Batch PEARL", "cbcq": "Contextual BCQ",
-}
+# Single-task RAC (Fig. 4, 5) is scored on the training tasks: no meta-test comparisons.
+SINGLE_TASK_OVERRIDES = ("test.compare_combo=false", "test.compare_beha_only=false",
+                         "test.adaptation_steps=0")
 
 
-def available_baselines() -> tuple[str, ...]:
-    """The rivals of Fig. 6 that this installation has (``baselines.run.BASELINES``)."""
+def is_baseline(algo: str) -> bool:
+    """Whether ``algo`` is one of the rivals of Fig. 6 (``baselines.run.BASELINES``)."""
     from merpo_agent.baselines.run import BASELINES
 
-    return tuple(a for a in BASELINE_ALGOS if a in BASELINES)
+    return algo in BASELINES
 
 
 def _single_task_runs(prefix: str, source: str, alphas: dict[str, float]) -> list[RunSpec]:
@@ -95,19 +94,20 @@ def _single_task_runs(prefix: str, source: str, alphas: dict[str, float]) -> lis
 
 
 def experiments() -> dict[str, Experiment]:
-    rivals = available_baselines()
+    from merpo_agent.baselines.run import BASELINES
+
     fig6 = Experiment(
         name="fig6",
         title="Fig. 6: MerPO against the offline meta-RL baselines on unseen tasks",
         runs=(
             RunSpec("merpo-adp", "merpo-adp"),
             RunSpec("merpo", "merpo"),
-            *(RunSpec(a, a) for a in rivals),
+            *(RunSpec(algo, algo) for algo in BASELINES),
         ),
         rows=(
             Row("MerPO-Adp", "merpo-adp", "adapted"),
             Row("MerPO", "merpo", "adapted"),
-            *(Row(BASELINE_LABELS[a], a, a) for a in rivals),
+            *(Row(spec.label, algo, algo) for algo, spec in BASELINES.items()),
             Row("meta-policy (MerPO)", "merpo", "meta_policy"),
             Row("behavior", "merpo", "behavior"),
         ),
@@ -156,8 +156,7 @@ def experiments() -> dict[str, Experiment]:
         ),
         claims=("C1",),
         single_task=True,
-        merpo_overrides=("test.compare_combo=false", "test.compare_beha_only=false",
-                         "test.adaptation_steps=0"),
+        merpo_overrides=SINGLE_TASK_OVERRIDES,
     )
     fig5 = Experiment(
         name="fig5",
@@ -170,8 +169,7 @@ def experiments() -> dict[str, Experiment]:
         ),
         claims=("C2",),
         single_task=True,
-        merpo_overrides=("test.compare_combo=false", "test.compare_beha_only=false",
-                         "test.adaptation_steps=0"),
+        merpo_overrides=SINGLE_TASK_OVERRIDES,
     )
     return {e.name: e for e in (fig4, fig5, fig6, fig7)}
 
@@ -222,7 +220,7 @@ def train_command(
 ) -> list[str]:
     """The ``merpo-agent train`` command of one (run, seed), with the shared settings."""
     quality = run.quality or quality
-    baseline = run.algo in BASELINE_ALGOS
+    baseline = is_baseline(run.algo)
     command = [
         sys.executable, "-m", "merpo_agent", "train", "--env", env_id, "--algo", run.algo,
         "--seed", str(seed), "--run-dir", str(run_dir), "--no-progress", "--threads", "1",
@@ -261,7 +259,7 @@ def read_result(run_dir: Path, algo: str) -> dict:
 
     records = read_metrics(run_dir)
     out: dict = {"curve": []}
-    if algo in BASELINE_ALGOS:
+    if is_baseline(algo):
         final = [r for r in records if r.get("phase") == "final"]
         if not final:
             raise RunError(f"{run_dir}: no final record in metrics.jsonl")
@@ -274,7 +272,7 @@ def read_result(run_dir: Path, algo: str) -> dict:
                         for r in records
                         if r.get("phase") == "meta_test" and "baseline_return" in r]
         return out
-    config = json.loads(json.dumps(_read_yaml(run_dir / "config.yaml")))
+    config = _read_yaml(run_dir / "config.yaml")
     inner = int(config["meta"]["inner_steps"])
     per_task = [r for r in records if r.get("phase") == "meta_test_tasks"]
     if not per_task:

@@ -508,11 +508,13 @@ class TaskLearners(nn.Module):
         }
 
     def load_training_state(self, state: dict) -> None:
-        """In place (tensor addresses kept, so a captured CUDA graph stays valid)."""
+        """In place (tensor addresses kept, so a captured CUDA graph stays valid); a state
+        without ``generator`` (a learner table's) leaves the noise generator as it is."""
         self.load_state_dict(state["module"])
         for name in self._optimizer_names:
             getattr(self, name).load_state_dict(state["optimizers"][name])
-        self.generator.set_state(state["generator"])
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
 
     _optimizer_names = (
         "critic_optimizer",
