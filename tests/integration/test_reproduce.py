@@ -61,3 +61,23 @@ def test_reproduce_quick_writes_a_report_with_every_section(point_robot_store, t
     assert cli.main(["reproduce", "fig6", "--env", PRW, "--seeds", "2", "--quick",
                      "--out", str(out)]) == 0
     assert all(p.stat().st_mtime == t for p, t in mtimes.items())
+
+
+def test_single_task_runs_plot_their_own_task_returns(tmp_path):
+    """Fig. 4 and 5 are single-task RAC: their curves are each learner's return on its own
+    training task, not the meta-test's unseen tasks."""
+    from merpo_agent.reproduce import read_result
+
+    (tmp_path / "config.yaml").write_text("meta:\n  inner_steps: 10\n")
+    records = [
+        {"iteration": 5, "phase": "meta_test", "adapted_return": -30.0},
+        {"iteration": 5, "phase": "meta_test_tasks", "tasks": [40], "adapted_return": [-30.0]},
+        {"iteration": 5, "phase": "own_tasks", "tasks": [0, 1], "own_task_return": [-8.0, -12.0],
+         "behavior_return": [-20.0, -20.0]},
+        {"iteration": 9, "phase": "own_tasks", "tasks": [0, 1], "own_task_return": [-6.0, -8.0],
+         "behavior_return": [-20.0, -20.0]},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = read_result(tmp_path, "combo")
+    assert result["curve"] == [[50, -10.0], [90, -7.0]]
+    assert result["own_task"] == [-6.0, -8.0]

@@ -220,7 +220,9 @@ def _plot_curves(experiment, results, path: Path) -> Path:
                         label=labels.get(spec.key, spec.key))
         ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("gradient steps of actor and critic")
-    ax.set_ylabel("mean return on the evaluation tasks")
+    own = any(row.column == "own_task" for row in experiment.rows)
+    ax.set_ylabel("mean return, each learner on its own training task" if own
+                  else "mean return on the unseen tasks")
     ax.set_title(experiment.title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

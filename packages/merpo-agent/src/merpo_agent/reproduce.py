@@ -254,7 +254,8 @@ def train_command(
 
 def read_result(run_dir: Path, algo: str) -> dict:
     """The final per-task table of a finished run: ``{"tasks": [...], column: [...]}`` and
-    its learning curve ``{"curve": [[gradient_steps, mean return], ...]}``."""
+    its learning curve ``{"curve": [[gradient_steps, mean return], ...]}``: the adapted
+    policy's on the unseen tasks, or for single-task RAC runs each learner's on its own task."""
     from merpo_agent.metrics import read_metrics
 
     records = read_metrics(run_dir)
@@ -287,8 +288,13 @@ def read_result(run_dir: Path, algo: str) -> dict:
         out["own_task"] = [float(v) for v in own[-1]["own_task_return"]]
         out["own_tasks"] = [int(t) for t in own[-1]["tasks"]]
         out["own_behavior"] = [float(v) for v in own[-1]["behavior_return"]]
-    out["curve"] = [[int(r["iteration"]) * inner, float(r["adapted_return"])]
-                    for r in records if r.get("phase") == "meta_test" and "adapted_return" in r]
+    if own:
+        # single-task RAC (Fig. 4, 5): the learners on their own training tasks
+        out["curve"] = [[int(r["iteration"]) * inner,
+                         sum(r["own_task_return"]) / len(r["own_task_return"])] for r in own]
+    else:
+        out["curve"] = [[int(r["iteration"]) * inner, float(r["adapted_return"])]
+                        for r in records if r.get("phase") == "meta_test" and "adapted_return" in r]
     return out
 
 
