@@ -30,7 +30,15 @@ def make_task_vector_env(env_id: str, tasks: Sequence[int], episodes: int) -> gy
     return gym.vector.SyncVectorEnv(fns)
 
 
-@torch.no_grad()
+class TaskReturns(dict):
+    """``{task: mean return}`` that also keeps every episode's return, ``episodes``:
+    ``{task: array (episodes,)}`` (for the spread of a meta-test, ``merpo_agent.scores``)."""
+
+    def __init__(self, means: dict[int, float], episodes: dict[int, np.ndarray]):
+        super().__init__(means)
+        self.episodes = episodes
+
+
 def evaluate_in_env(
     env_id: str,
     tasks: Sequence[int],
@@ -39,7 +47,21 @@ def evaluate_in_env(
     seed: int,
     device: str | torch.device,
 ) -> dict[str, np.ndarray]:
-    """Mean undiscounted return per task of each named policy: ``{name: array (T,)}``.
+    """Mean undiscounted return per task of each named policy: ``{name: array (T,)}``."""
+    returns = episode_returns_in_env(env_id, tasks, policies, episodes, seed, device)
+    return {name: r.mean(axis=1) for name, r in returns.items()}
+
+
+@torch.no_grad()
+def episode_returns_in_env(
+    env_id: str,
+    tasks: Sequence[int],
+    policies: dict[str, PolicyFn],
+    episodes: int,
+    seed: int,
+    device: str | torch.device,
+) -> dict[str, np.ndarray]:
+    """Undiscounted return of every episode of each named policy: ``{name: (T, episodes)}``.
 
     ``policies`` maps a name to a batched deterministic policy; each is run on the same
     seeds. Actions in [-1, 1] are rescaled to the env's action box.
@@ -66,7 +88,7 @@ def evaluate_in_env(
                 alive &= ~(terminated | truncated)
                 if not alive.any():
                     break
-            results[name] = returns.reshape(num_tasks, episodes).mean(axis=1)
+            results[name] = returns.reshape(num_tasks, episodes)
         return results
     finally:
         envs.close()
