@@ -132,6 +132,7 @@ def _train_baseline(args: argparse.Namespace) -> int:
     table = train_baseline_run(
         algo, args.env, preset, args.overrides, seed, device, run_dir,
         progress=not args.no_progress, config_file=args.config, wandb=args.wandb,
+        command=args.command_line,
     )
     print(format_table(algo, table))
     print(f"run directory: {run_dir}")
@@ -174,7 +175,8 @@ def _train(args: argparse.Namespace) -> int:
     ctx = init_distributed(cfg.device)
     try:
         cfg = replace(cfg, device=str(ctx.device))
-        trainer = MetaTrainer(cfg, run_dir, progress=not args.no_progress, wandb=args.wandb)
+        trainer = MetaTrainer(cfg, run_dir, progress=not args.no_progress, wandb=args.wandb,
+                              command=args.command_line)
         result = trainer.train()
         if ctx.is_main:  # rank 0 alone prints and writes the plots
             print(result.table())
@@ -305,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from merpo_agent.trainer import RunError, TrainingDiverged
 
     args = build_parser().parse_args(argv)
+    # the command line as run.json records it (also when ``main`` is called from Python)
+    args.command_line = ["merpo-agent", *(sys.argv[1:] if argv is None else argv)]
     handlers = {"train": _train, "evaluate": _evaluate, "plot": _plot, "reproduce": _reproduce}
     try:
         return handlers[args.command](args)

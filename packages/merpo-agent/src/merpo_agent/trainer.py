@@ -156,9 +156,11 @@ class MetaTrainer:
         say: Callable[[str], None] | None = None,
         tensorboard: bool = True,
         wandb: str | None = None,
+        command: list[str] | None = None,
     ):
         self.run_dir = Path(run_dir)
-        self.wandb = wandb
+        self.wandb = wandb  # ``--wandb PROJECT[/GROUP]`` (metrics.MetricsWriter)
+        self.command = command  # the command line for run.json (default: sys.argv)
         self.cfg = self._resolve_config(cfg)
         self.rank, self.world_size = get_rank(), get_world_size()
         self.is_main = self.rank == 0
@@ -650,7 +652,7 @@ class MetaTrainer:
             self.load()
         if self.is_main:
             atomic_write_text(self.run_dir / CONFIG_FILE, cfg.to_yaml())
-            record_session(self.run_dir, cfg.device, fresh=not resumed)
+            record_session(self.run_dir, cfg.device, fresh=not resumed, command=self.command)
             writer = MetricsWriter(
                 self.run_dir, tensorboard=self.tensorboard,
                 purge_step=self.iteration + 1 if resumed else 0,

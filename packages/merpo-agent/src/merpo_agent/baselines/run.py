@@ -282,11 +282,13 @@ def train_baseline_run(
     progress: bool = True,
     config_file: str | Path | None = None,
     wandb: str | None = None,
+    command: list[str] | None = None,
 ) -> dict[int, dict[str, float]]:
     """Train (or resume) the baseline, meta-test it on the test tasks; returns
     ``{task: {algo, behavior, ...}}`` (the mean returns of the saved agent and of the data,
     their normalized scores and the agent's std over episodes: ``_table``). ``wandb``:
-    ``PROJECT[/GROUP]`` of a Weights & Biases run beside TensorBoard."""
+    ``PROJECT[/GROUP]`` of a Weights & Biases run beside TensorBoard; ``command``: the command
+    line ``run.json`` records (default ``sys.argv``)."""
     from merpo_agent.metrics import MetricsWriter
 
     spec = baseline(algo)
@@ -320,7 +322,7 @@ def train_baseline_run(
         step = int(state["step"])
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(record, sort_keys=False))
-    record_session(run_dir, device, fresh=not resumed)
+    record_session(run_dir, device, fresh=not resumed, command=command)
     writer = MetricsWriter(run_dir, purge_step=step + 1 if resumed else 0, hparams=record,
                            hparam_metrics=HPARAM_METRICS, wandb=wandb)
 
