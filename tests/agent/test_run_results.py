@@ -66,13 +66,13 @@ class _Spy:
 
     def __init__(self, monkeypatch, module):
         self.calls = []
-        real = module.episode_returns_in_env
+        real = module.evaluate_in_env
 
-        def spy(env_id, tasks, policies, episodes, seed, device):
+        def spy(env_id, tasks, policies, episodes, seed, device, **kwargs):
             self.calls.append({"tasks": list(tasks), "episodes": episodes, "seed": seed})
-            return real(env_id, tasks, policies, episodes, seed, device)
+            return real(env_id, tasks, policies, episodes, seed, device, **kwargs)
 
-        monkeypatch.setattr(module, "episode_returns_in_env", spy)
+        monkeypatch.setattr(module, "evaluate_in_env", spy)
 
 
 # ---- normalized scores and spread --------------------------------------------------------

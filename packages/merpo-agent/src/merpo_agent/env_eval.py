@@ -39,6 +39,7 @@ class TaskReturns(dict):
         self.episodes = episodes
 
 
+@torch.no_grad()
 def evaluate_in_env(
     env_id: str,
     tasks: Sequence[int],
@@ -46,22 +47,10 @@ def evaluate_in_env(
     episodes: int,
     seed: int,
     device: str | torch.device,
+    per_episode: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Mean undiscounted return per task of each named policy: ``{name: array (T,)}``."""
-    returns = episode_returns_in_env(env_id, tasks, policies, episodes, seed, device)
-    return {name: r.mean(axis=1) for name, r in returns.items()}
-
-
-@torch.no_grad()
-def episode_returns_in_env(
-    env_id: str,
-    tasks: Sequence[int],
-    policies: dict[str, PolicyFn],
-    episodes: int,
-    seed: int,
-    device: str | torch.device,
-) -> dict[str, np.ndarray]:
-    """Undiscounted return of every episode of each named policy: ``{name: (T, episodes)}``.
+    """Mean undiscounted return per task of each named policy: ``{name: array (T,)}``; with
+    ``per_episode`` every episode's return, ``{name: array (T, episodes)}``.
 
     ``policies`` maps a name to a batched deterministic policy; each is run on the same
     seeds. Actions in [-1, 1] are rescaled to the env's action box.
@@ -88,7 +77,8 @@ def episode_returns_in_env(
                 alive &= ~(terminated | truncated)
                 if not alive.any():
                     break
-            results[name] = returns.reshape(num_tasks, episodes)
+            returns = returns.reshape(num_tasks, episodes)
+            results[name] = returns if per_episode else returns.mean(axis=1)
         return results
     finally:
         envs.close()

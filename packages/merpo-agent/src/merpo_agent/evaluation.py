@@ -47,7 +47,7 @@ import torch
 
 from merpo_agent.config import Config
 from merpo_agent.dynamics import DynamicsEnsemble
-from merpo_agent.env_eval import episode_returns_in_env
+from merpo_agent.env_eval import evaluate_in_env
 from merpo_agent.meta_policy import MetaLearner
 from merpo_agent.model_buffer import ModelBuffer
 from merpo_agent.rac_config import ALGO_SETTINGS, RACConfig
@@ -294,9 +294,9 @@ def meta_test(
                                  for k, v in learners.actor.state_dict().items()}
         policies = {"meta_policy": meta.policy.deterministic, **policies}
         # the seeds are laid out task-major: a slice's tasks keep their seeds
-        env_episodes = episode_returns_in_env(
+        env_episodes = evaluate_in_env(
             cfg.env, tasks, policies, cfg.test.episodes,
-            seed % (2**31) + task_slice.start * cfg.test.episodes, device,
+            seed % (2**31) + task_slice.start * cfg.test.episodes, device, per_episode=True,
         )
     behavior = task_slice.take(test_sampler.dataset_returns.detach())
     returns = {"behavior": behavior.cpu().numpy().astype(float)}

@@ -20,7 +20,7 @@ from torch import nn
 
 from merpo_agent.action_scaling import from_unit_actions, to_unit_actions
 from merpo_agent.checkpoint import load_checkpoint, save_checkpoint
-from merpo_agent.env_eval import TaskReturns, episode_returns_in_env
+from merpo_agent.env_eval import TaskReturns, evaluate_in_env
 from merpo_agent.presets import TABLE2_PER_ENV
 from merpo_agent.transitions import TransitionBatch
 
@@ -526,8 +526,9 @@ def evaluate_agent(
     generator = torch.Generator(device=test_sampler.device).manual_seed(seed)
     z = infer_test_latents(agent, test_sampler, context_size, generator)
     policy = agent.meta_test_policy(z, seed)
-    returns = episode_returns_in_env(
-        env_id, test_sampler.tasks, {name: policy}, episodes, seed, agent.device
+    returns = evaluate_in_env(
+        env_id, test_sampler.tasks, {name: policy}, episodes, seed, agent.device,
+        per_episode=True,
     )[name]
     tasks = test_sampler.tasks
     return TaskReturns({task: float(r.mean()) for task, r in zip(tasks, returns, strict=True)},
