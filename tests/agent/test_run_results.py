@@ -143,8 +143,10 @@ def test_evaluate_writes_json_and_csv_and_honours_episodes_tasks_seed(
     spy.calls.clear()
     assert main(["evaluate", str(merpo_run)]) == 0
     cfg = yaml.safe_load((merpo_run / "config.yaml").read_text())
-    assert spy.calls == [{"tasks": [40, 41], "episodes": cfg["test"]["episodes"],
-                          "seed": cfg["seed"] * 1_000_003 + 4}]
+    seed = cfg["seed"] * 1_000_003 + 4
+    assert spy.calls == [{"tasks": [40, 41], "episodes": cfg["test"]["episodes"], "seed": seed}]
+    data = json.loads((merpo_run / "evaluation.json").read_text())
+    assert data["seed"] == seed and data["episodes"] == cfg["test"]["episodes"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -182,6 +184,7 @@ def test_evaluate_and_plot_read_every_baseline_run(algo, point_robot_store, tmp_
     assert spy.calls == [{"tasks": [41], "episodes": 2, "seed": 3}]
     data = json.loads((run_dir / "evaluation.json").read_text())
     assert data["algo"] == algo and data["tasks"] == [41] and len(data["rows"]) == 1
+    assert data["episodes"] == 2 and data["seed"] == 3
     assert data["rows"][0][f"{algo}_normalized"] == pytest.approx(
         100 * (data["rows"][0][algo] - low[1]) / (high[1] - low[1]))
     assert "baseline_normalized_std" in data["summary"]

@@ -230,14 +230,19 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     run_dir = Path(args.run_dir)
     tasks = _tasks(run_dir, args.tasks)
-    settings = {"run_dir": str(run_dir), "episodes": args.episodes, "seed": args.seed}
     algo = run_algo(run_dir)
     if algo is not None:  # a baseline's run directory
+        import yaml
+
         algo, table, means = evaluate_baseline_run(run_dir, args.device, args.episodes,
                                                    tasks, args.seed)
         print(format_table(algo, table, means))
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
         rows = [{"task": task, **row} for task, row in table.items()]
-        record = {**settings, "algo": algo, **per_task(algo, table), "summary": means}
+        record = {"run_dir": str(run_dir), "env": saved["env"], "algo": algo,
+                  "episodes": args.episodes or saved["run"]["eval_episodes"],
+                  "seed": saved["seed"] if args.seed is None else args.seed,
+                  **per_task(algo, table), "summary": means}
     else:
         trainer = load_trained(run_dir, args.device)
         result = trainer.evaluate(seed=args.seed, tasks=tasks, episodes=args.episodes)
@@ -245,10 +250,10 @@ def _evaluate(args: argparse.Namespace) -> int:
             trainer.save_adapted(result)
         print(result.table())
         rows = result.rows()
-        record = {**settings, "algo": trainer.cfg.algo, "env": result.env_id,
-                  "iteration": result.iteration, "tasks": list(result.tasks),
-                  "episodes": trainer.cfg.test.episodes if args.episodes is None
-                  else args.episodes, "summary": result.means()}
+        record = {"run_dir": str(run_dir), "env": result.env_id, "algo": trainer.cfg.algo,
+                  "iteration": result.iteration, "episodes": args.episodes
+                  or trainer.cfg.test.episodes, "seed": result.seed,
+                  "tasks": list(result.tasks), "summary": result.means()}
     for path in write_evaluation(run_dir, record, rows):
         print(path)
     return 0

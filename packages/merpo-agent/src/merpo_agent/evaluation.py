@@ -85,6 +85,8 @@ class MetaTestResult:
     ref_max: np.ndarray | None = None
     # the adapted policies pi_j (a stacked actor over the K tasks, state_dict on the CPU)
     adapted_actor: dict | None = None
+    # the meta-test's own seed (its RAC updates and the real-env episodes)
+    seed: int | None = None
 
     @property
     def safe(self) -> np.ndarray:
@@ -306,7 +308,7 @@ def meta_test(
     episodes.update({name: list(e) for name, e in env_episodes.items()})
     ref_min, ref_max = sampler_reference_scores(test_sampler)
     return MetaTestResult(cfg.env, tasks, iteration, returns, updates, episodes,
-                          ref_min[lo:hi], ref_max[lo:hi], adapted_actor)
+                          ref_min[lo:hi], ref_max[lo:hi], adapted_actor, seed)
 
 
 EVALUATION_JSON = "evaluation.json"
