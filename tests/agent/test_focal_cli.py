@@ -76,7 +76,8 @@ def test_cbcq_cli_trains_and_writes_a_run_directory(point_robot_store, tmp_path,
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     final = [r for r in records if r["phase"] == "final"]
     assert len(final) == 1 and set(final[0]["tasks"]) == {"40", "41"}
-    assert set(final[0]["tasks"]["40"]) == {"cbcq", "behavior"}
+    assert set(final[0]["tasks"]["40"]) == {"cbcq", "behavior", "cbcq_normalized",
+                                            "behavior_normalized", "cbcq_std"}
     assert [r["iteration"] for r in records if r["phase"] == "meta_test"] == [25, 50]
     assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
 

@@ -4,9 +4,11 @@
         [--algo merpo|merpo-adp|combo|beha-only|combo3|cql|focal|cbcq|mbml|batch-pearl]
         [--device cpu|cuda]
         [--seed N] [--run-dir DIR] [--set key=value ...] [--config FILE.yaml|FILE.toml]
-        [--compile] [--cuda-graphs]
+        [--compile] [--cuda-graphs] [--wandb PROJECT[/GROUP]]
     torchrun --nproc-per-node N -m merpo_agent train ...   # ranks split the task batch
-    merpo-agent evaluate RUN_DIR      # meta-test table of the run's latest checkpoint
+    merpo-agent evaluate RUN_DIR [--episodes N] [--tasks 40-44] [--seed N]
+        # meta-test table of the run's latest checkpoint, also written to
+        # RUN_DIR/evaluation.json and evaluation.csv
     merpo-agent plot RUN_DIR          # PNG learning curves into RUN_DIR/plots
     merpo-agent reproduce fig4|fig5|fig6|fig7 --env ENV [--seeds N] [--quick] [--out DIR]
         [--jobs N] [--quality medium|expert|...]   # the paper's comparisons, with a report
@@ -72,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
+        "--wandb", default=None, metavar="PROJECT[/GROUP]",
+        help="also log to Weights & Biases (needs `pip install wandb`; off by default)",
+    )
+    train.add_argument(
         "--threads", type=int, default=None,
         help="CPU threads for torch (default: torch's choice; 1 is fastest for small "
         "networks on a busy machine)",
@@ -80,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="meta-test table of a run directory")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--device", default=None, help="cpu or cuda (default: the run's)")
+    evaluate.add_argument("--episodes", type=int, default=None,
+                          help="episodes per task (default: the run's)")
+    evaluate.add_argument("--tasks", default=None,
+                          help="test tasks, e.g. 40-44 or 40,42 (default: the run's)")
+    evaluate.add_argument("--seed", type=int, default=None,
+                          help="the meta-test's seed (default: the run's)")
 
     plot = sub.add_parser("plot", help="PNG learning curves of a run directory")
     plot.add_argument("run_dir")
@@ -119,7 +131,8 @@ def _train_baseline(args: argparse.Namespace) -> int:
     )
     table = train_baseline_run(
         algo, args.env, preset, args.overrides, seed, device, run_dir,
-        progress=not args.no_progress, config_file=args.config,
+        progress=not args.no_progress, config_file=args.config, wandb=args.wandb,
+        command=args.command_line,
     )
     print(format_table(algo, table))
     print(f"run directory: {run_dir}")
@@ -139,6 +152,10 @@ def _check_algo(algo: str | None) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     _check_algo(args.algo)
+    if args.wandb is not None:  # one line before any training when wandb is missing
+        from merpo_agent.metrics import check_wandb
+
+        check_wandb(args.wandb)
     if args.threads is not None:
         _set_threads(args.threads)
     if args.algo in BASELINE_ALGOS:
@@ -158,7 +175,8 @@ def _train(args: argparse.Namespace) -> int:
     ctx = init_distributed(cfg.device)
     try:
         cfg = replace(cfg, device=str(ctx.device))
-        trainer = MetaTrainer(cfg, run_dir, progress=not args.no_progress)
+        trainer = MetaTrainer(cfg, run_dir, progress=not args.no_progress, wandb=args.wandb,
+                              command=args.command_line)
         result = trainer.train()
         if ctx.is_main:  # rank 0 alone prints and writes the plots
             print(result.table())
@@ -194,19 +212,73 @@ def _set_threads(threads: int) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from merpo_agent.baselines.run import evaluate_baseline_run, format_table, run_algo
+    from merpo_agent.baselines.run import (
+        evaluate_baseline_run,
+        format_table,
+        per_task,
+        run_algo,
+    )
+    from merpo_agent.config import ConfigError
+    from merpo_agent.evaluation import write_evaluation
     from merpo_agent.trainer import load_trained
 
     if args.device is not None:
         from merpo_agent.config import check_device
 
         check_device(args.device)
-    if run_algo(args.run_dir) is not None:  # a baseline's run directory
-        print(format_table(*evaluate_baseline_run(args.run_dir, args.device)))
-        return 0
-    trainer = load_trained(args.run_dir, args.device)
-    print(trainer.evaluate().table())
+    if args.episodes is not None and args.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+    run_dir = Path(args.run_dir)
+    tasks = _tasks(run_dir, args.tasks)
+    algo = run_algo(run_dir)
+    if algo is not None:  # a baseline's run directory
+        import yaml
+
+        algo, table, means = evaluate_baseline_run(run_dir, args.device, args.episodes,
+                                                   tasks, args.seed)
+        print(format_table(algo, table, means))
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        rows = [{"task": task, **row} for task, row in table.items()]
+        record = {"run_dir": str(run_dir), "env": saved["env"], "algo": algo,
+                  "episodes": args.episodes or saved["run"]["eval_episodes"],
+                  "seed": saved["seed"] if args.seed is None else args.seed,
+                  **per_task(algo, table), "summary": means}
+    else:
+        trainer = load_trained(run_dir, args.device)
+        result = trainer.evaluate(seed=args.seed, tasks=tasks, episodes=args.episodes)
+        if tasks is None:  # the whole test split: its adapted policies for load_policy
+            trainer.save_adapted(result)
+        print(result.table())
+        rows = result.rows()
+        record = {"run_dir": str(run_dir), "env": result.env_id, "algo": trainer.cfg.algo,
+                  "iteration": result.iteration, "episodes": args.episodes
+                  or trainer.cfg.test.episodes, "seed": result.seed,
+                  "tasks": list(result.tasks), "summary": result.means()}
+    for path in write_evaluation(run_dir, record, rows):
+        print(path)
     return 0
+
+
+def _tasks(run_dir: Path, spec: str | None) -> tuple[int, ...] | None:
+    """``--tasks`` in merpo-data's form (``40-44``, ``40,42``, ``test``) for the run's env."""
+    if spec is None:
+        return None
+    import yaml
+    from merpo_data.ids import parse_tasks
+    from merpo_envs import get_meta_info
+
+    from merpo_agent.config import ConfigError
+    from merpo_agent.trainer import RunError
+
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise RunError(f"{run_dir} is not a run directory (no config.yaml); train first with "
+                       "`merpo-agent train --run-dir ...`")
+    env = (yaml.safe_load(config.read_text()) or {}).get("env")
+    try:
+        return parse_tasks(spec, get_meta_info(env))
+    except (ValueError, KeyError) as err:
+        raise ConfigError(f"--tasks: {_one_line(err)}") from None
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -240,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from merpo_agent.trainer import RunError, TrainingDiverged
 
     args = build_parser().parse_args(argv)
+    # the command line as run.json records it (also when ``main`` is called from Python)
+    args.command_line = ["merpo-agent", *(sys.argv[1:] if argv is None else argv)]
     handlers = {"train": _train, "evaluate": _evaluate, "plot": _plot, "reproduce": _reproduce}
     try:
         return handlers[args.command](args)

@@ -30,6 +30,15 @@ def make_task_vector_env(env_id: str, tasks: Sequence[int], episodes: int) -> gy
     return gym.vector.SyncVectorEnv(fns)
 
 
+class TaskReturns(dict):
+    """``{task: mean return}`` that also keeps every episode's return, ``episodes``:
+    ``{task: array (episodes,)}`` (for the spread of a meta-test, ``merpo_agent.scores``)."""
+
+    def __init__(self, means: dict[int, float], episodes: dict[int, np.ndarray]):
+        super().__init__(means)
+        self.episodes = episodes
+
+
 @torch.no_grad()
 def evaluate_in_env(
     env_id: str,
@@ -38,8 +47,10 @@ def evaluate_in_env(
     episodes: int,
     seed: int,
     device: str | torch.device,
+    per_episode: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Mean undiscounted return per task of each named policy: ``{name: array (T,)}``.
+    """Mean undiscounted return per task of each named policy: ``{name: array (T,)}``; with
+    ``per_episode`` every episode's return, ``{name: array (T, episodes)}``.
 
     ``policies`` maps a name to a batched deterministic policy; each is run on the same
     seeds. Actions in [-1, 1] are rescaled to the env's action box.
@@ -66,7 +77,8 @@ def evaluate_in_env(
                 alive &= ~(terminated | truncated)
                 if not alive.any():
                     break
-            results[name] = returns.reshape(num_tasks, episodes).mean(axis=1)
+            returns = returns.reshape(num_tasks, episodes)
+            results[name] = returns if per_episode else returns.mean(axis=1)
         return results
     finally:
         envs.close()

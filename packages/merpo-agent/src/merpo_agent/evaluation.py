@@ -52,6 +52,7 @@ from merpo_agent.meta_policy import MetaLearner
 from merpo_agent.model_buffer import ModelBuffer
 from merpo_agent.rac_config import ALGO_SETTINGS, RACConfig
 from merpo_agent.rac_loop import TaskData, rac_updates
+from merpo_agent.scores import normalized_score, sampler_reference_scores, summarize
 from merpo_agent.task_learners import TaskLearners
 from merpo_agent.task_slice import TaskSlice
 
@@ -66,7 +67,12 @@ COLUMNS = (
 
 @dataclass
 class MetaTestResult:
-    """Per-task mean returns (numpy arrays of shape (K,)) on the unseen tasks."""
+    """Per-task mean returns (numpy arrays of shape (K,)) on the unseen tasks.
+
+    ``episodes``: every episode's return per column and task (K arrays; the behavior
+    column holds the dataset's episodes), for the spread; ``ref_min`` / ``ref_max``: the
+    tasks' dataset reference scores (K,), for the normalized scores (``merpo_agent.scores``).
+    """
 
     env_id: str
     tasks: tuple[int, ...]
@@ -74,6 +80,13 @@ class MetaTestResult:
     returns: dict[str, np.ndarray] = field(default_factory=dict)
     # RAC updates each variant's learners took (read off their optimizers' step counts)
     updates: dict[str, int] = field(default_factory=dict)
+    episodes: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    ref_min: np.ndarray | None = None
+    ref_max: np.ndarray | None = None
+    # the adapted policies pi_j (a stacked actor over the K tasks, state_dict on the CPU)
+    adapted_actor: dict | None = None
+    # the meta-test's own seed (its RAC updates and the real-env episodes)
+    seed: int | None = None
 
     @property
     def safe(self) -> np.ndarray:
@@ -84,23 +97,55 @@ class MetaTestResult:
     def summary_line(self) -> str:
         return f"safe improvement on {int(self.safe.sum())} of {len(self.tasks)} tasks"
 
+    def _episodes(self, name: str) -> list[np.ndarray]:
+        """A column's episode returns per task (its task means where none were kept)."""
+        return self.episodes.get(name) or [np.array([x]) for x in self.returns[name]]
+
+    def normalized(self, name: str) -> np.ndarray | None:
+        """A column's normalized score per task (x100), None without reference scores."""
+        if self.ref_min is None or self.ref_max is None:
+            return None
+        return normalized_score(self.returns[name], self.ref_min, self.ref_max)
+
     def means(self) -> dict[str, float]:
-        """Mean over tasks of every column, named ``<column>_return``, plus ``safe_tasks``."""
-        out = {f"{name}_return": float(np.mean(v)) for name, v in self.returns.items()}
+        """Per column: the mean over tasks ``<column>_return``, its spread over episodes
+        and tasks ``<column>_return_std``, the normalized score ``<column>_normalized`` and
+        ``<column>_normalized_std`` (``scores.summarize``); plus ``safe_tasks``."""
+        out: dict[str, float] = {}
+        for name in self.returns:
+            out.update(summarize(name, self._episodes(name), self.ref_min, self.ref_max))
         out["safe_tasks"] = float(self.safe.sum())
         return out
 
     def per_task_record(self) -> dict:
-        return {
+        record = {
             "iteration": self.iteration,
             "phase": "meta_test_tasks",
             "tasks": list(self.tasks),
-            **{f"{name}_return": [float(x) for x in v] for name, v in self.returns.items()},
-            "safe": [bool(s) for s in self.safe],
         }
+        for name, values in self.returns.items():
+            record[f"{name}_return"] = [float(x) for x in values]
+            record[f"{name}_return_std"] = [float(np.std(e)) for e in self._episodes(name)]
+            norm = self.normalized(name)
+            if norm is not None:
+                record[f"{name}_normalized"] = [float(x) for x in norm]
+        record["safe"] = [bool(s) for s in self.safe]
+        if self.ref_min is not None and self.ref_max is not None:
+            record["ref_min"] = [float(x) for x in self.ref_min]
+            record["ref_max"] = [float(x) for x in self.ref_max]
+        return record
+
+    def rows(self) -> list[dict]:
+        """One dict per task (``task``, each column's return, std and normalized score,
+        ``safe``): the rows of ``merpo-agent evaluate``'s CSV."""
+        record = self.per_task_record()
+        keys = [k for k in record if isinstance(record[k], list) and k != "tasks"]
+        return [{"task": task, **{k: record[k][i] for k in keys}}
+                for i, task in enumerate(self.tasks)]
 
     def table(self) -> str:
-        """The per-task table and the summary line, as printed by ``merpo-agent evaluate``."""
+        """The per-task table, the mean, spread and normalized rows and the summary line,
+        as printed by ``merpo-agent evaluate``."""
         cols = [(key, title) for key, title in COLUMNS if key in self.returns]
         header = ["task", *[title for _, title in cols], "beats behavior & meta-policy"]
         rows = []
@@ -110,9 +155,13 @@ class MetaTestResult:
                 + [f"{self.returns[key][i]:.2f}" for key, _ in cols]
                 + ["yes" if self.safe[i] else "no"]
             )
-        rows.append(
-            ["mean"] + [f"{np.mean(self.returns[key]):.2f}" for key, _ in cols] + [""]
-        )
+        means = self.means()
+        summary = [("mean", "_return", ".2f"), ("std", "_return_std", ".2f")]
+        if self.ref_min is not None:
+            summary += [("normalized", "_normalized", ".1f"),
+                        ("norm. std", "_normalized_std", ".1f")]
+        for title, suffix, spec in summary:
+            rows.append([title] + [f"{means[key + suffix]:{spec}}" for key, _ in cols] + [""])
         widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
 
         def fmt(row: list[str]) -> str:
@@ -120,7 +169,9 @@ class MetaTestResult:
 
         lines = [
             f"meta-test on {self.env_id}, unseen tasks {list(self.tasks)} "
-            f"(meta-iteration {self.iteration}; mean return per task)",
+            f"(meta-iteration {self.iteration}; mean return per task; std over episodes and "
+            "tasks; normalized = 100 (R - ref_min) / (ref_max - ref_min), each task's "
+            "dataset references)",
             fmt(header),
             *[fmt(row) for row in rows],
             self.summary_line(),
@@ -164,6 +215,7 @@ def meta_test(
     task_slice: TaskSlice | None = None,
     num_train_tasks: int | None = None,
     final: bool = True,
+    seed: int | None = None,
 ) -> MetaTestResult:
     """Run the meta-test of the module docstring; returns the per-task returns.
 
@@ -176,14 +228,16 @@ def meta_test(
     lists just those tasks. ``num_train_tasks`` sets COMBO's budget (default: the config's
     training tasks, else the test tasks' count). COMBO, trained from scratch with a full
     budget, runs only in a ``final`` meta-test (the end of training, ``merpo-agent
-    evaluate``), not at the intermediate ones.
+    evaluate``), not at the intermediate ones. ``seed`` replaces the meta-test's own seed
+    (default ``cfg.seed * 1_000_003 + iteration``; ``merpo-agent evaluate --seed``).
     """
     device = torch.device(cfg.device)
     total = test_sampler.num_tasks
     task_slice = task_slice or TaskSlice(0, total, total)
     num_tasks = task_slice.size
     tasks = tuple(test_sampler.tasks)[task_slice.start : task_slice.stop]
-    seed = cfg.seed * 1_000_003 + iteration
+    if seed is None:
+        seed = cfg.seed * 1_000_003 + iteration
     variants = ["adapted"]
     if cfg.test.compare_combo and final:
         variants.append("combo")
@@ -237,16 +291,53 @@ def meta_test(
                 done += n
             updates[variant] = int(learners.critic_optimizer.steps[0].item())
             policies[variant] = _deterministic(learners)
+            if variant == "adapted":
+                adapted_actor = {k: v.detach().cpu().clone()
+                                 for k, v in learners.actor.state_dict().items()}
         policies = {"meta_policy": meta.policy.deterministic, **policies}
         # the seeds are laid out task-major: a slice's tasks keep their seeds
-        env_returns = evaluate_in_env(
+        env_episodes = evaluate_in_env(
             cfg.env, tasks, policies, cfg.test.episodes,
-            seed % (2**31) + task_slice.start * cfg.test.episodes, device,
+            seed % (2**31) + task_slice.start * cfg.test.episodes, device, per_episode=True,
         )
     behavior = task_slice.take(test_sampler.dataset_returns.detach())
     returns = {"behavior": behavior.cpu().numpy().astype(float)}
-    returns.update(env_returns)
-    return MetaTestResult(cfg.env, tasks, iteration, returns, updates)
+    returns.update({name: e.mean(axis=1) for name, e in env_episodes.items()})
+    lo, hi = task_slice.start, task_slice.stop
+    episodes = {"behavior": list(test_sampler.dataset_episode_returns[lo:hi])}
+    episodes.update({name: list(e) for name, e in env_episodes.items()})
+    ref_min, ref_max = sampler_reference_scores(test_sampler)
+    return MetaTestResult(cfg.env, tasks, iteration, returns, updates, episodes,
+                          ref_min[lo:hi], ref_max[lo:hi], adapted_actor, seed)
+
+
+EVALUATION_JSON = "evaluation.json"
+EVALUATION_CSV = "evaluation.csv"
+
+
+def write_evaluation(run_dir, record: dict, rows: list[dict]) -> tuple:
+    """``merpo-agent evaluate``'s table in the run directory, each file written atomically:
+    ``evaluation.json`` (``record``: what was evaluated and how, the means, spreads and
+    normalized scores, and ``rows``) and ``evaluation.csv`` (``rows``, one per task)."""
+    import csv
+    import io
+    import json
+    from pathlib import Path
+
+    from merpo_agent.checkpoint import atomic_write_text
+
+    run_dir = Path(run_dir)
+    json_path = atomic_write_text(run_dir / EVALUATION_JSON,
+                                  json.dumps({**record, "rows": rows}, indent=1) + "\n")
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    text = io.StringIO()
+    out = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
+    out.writeheader()
+    out.writerows(rows)
+    csv_path = atomic_write_text(run_dir / EVALUATION_CSV, text.getvalue())
+    return json_path, csv_path
 
 
 def _deterministic(learners: TaskLearners):
@@ -256,4 +347,11 @@ def _deterministic(learners: TaskLearners):
     return act
 
 
-__all__ = ["COLUMNS", "MetaTestResult", "meta_test"]
+__all__ = [
+    "COLUMNS",
+    "EVALUATION_CSV",
+    "EVALUATION_JSON",
+    "MetaTestResult",
+    "meta_test",
+    "write_evaluation",
+]

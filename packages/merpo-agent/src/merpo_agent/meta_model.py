@@ -120,7 +120,7 @@ def meta_train(
             chosen = tasks
         last = meta_iteration(phi, theta, split, chosen, cfg, generator)
         if log_fn is not None and log_every > 0 and (k + 1) % log_every == 0:
-            log_fn(k + 1, {"meta_model/inner_objective": float(last.mean())})
+            log_fn(k + 1, {"inner_objective": float(last.mean())})
     return phi
 
 

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import json
 import platform
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from merpo_agent.checkpoint import atomic_write_text
+from merpo_agent.provenance import cpu_model, git_commit
+from merpo_agent.scores import normalized_score, reference_scores
 
 REPORT_FILE = "report.md"
 BOOTSTRAP_REPS = 2000
@@ -80,19 +81,6 @@ def combine(verdicts: list[str]) -> str:
     return "holds" if all(v == "holds" for v in verdicts) else "ties"
 
 
-def reference_scores(env_id: str, tasks: list[int], quality: str) -> tuple[np.ndarray, np.ndarray]:
-    """(ref_min, ref_max) per task from the datasets' metadata."""
-    import merpo_data
-
-    lows, highs = [], []
-    for task in tasks:
-        dataset = merpo_data.load_dataset(merpo_data.dataset_id(env_id, task, quality))
-        meta = dataset.storage.metadata
-        lows.append(float(meta["ref_min_score"]))
-        highs.append(float(meta["ref_max_score"]))
-    return np.array(lows), np.array(highs)
-
-
 def _row_scores(experiment, results, row) -> tuple[np.ndarray, list[int], str]:
     runs = results[row.run]
     spec = next(r for r in experiment.runs if r.key == row.run)
@@ -106,15 +94,6 @@ def _fmt(triple: tuple[float, float, float], digits: int = 2) -> str:
     return f"{triple[0]:.{digits}f} [{triple[1]:.{digits}f}, {triple[2]:.{digits}f}]"
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, check=True, cwd=Path(__file__).parent)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-
-
 def write_report(experiment, env_id, quality, sizes, results, out_dir: Path, command, wall_s):
     """Write ``out_dir/report.md``, ``stats.json`` and ``curves.png``; returns the report."""
     matrices, returns, normalized = {}, {}, {}
@@ -122,16 +101,18 @@ def write_report(experiment, env_id, quality, sizes, results, out_dir: Path, com
         matrix, tasks, row_quality = _row_scores(experiment, results, row)
         low, high = reference_scores(env_id, tasks, row_quality or quality)
         returns[row.label] = matrix
-        normalized[row.label] = 100.0 * (matrix - low) / (high - low)
+        normalized[row.label] = normalized_score(matrix, low, high)
         matrices[row.label] = tasks
     stats = interval_estimates(returns)
+    commit = git_commit()
+    commit = commit[:12] if commit else "unknown (not a git checkout)"
     norm_stats = interval_estimates(normalized)
     seeds = len(next(iter(results.values())))
     lines = [
         f"# {experiment.title}",
         "",
         f"- command: `{command}`",
-        f"- commit: {_git_commit()}; machine: {_machine()}; python {platform.python_version()}",
+        f"- commit: {commit}; machine: {_machine()}; python {platform.python_version()}",
         f"- wall time: {wall_s / 60:.1f} min for the runs of this invocation (finished runs "
         "are reused and cost nothing)",
         f"- env {env_id}, data quality {quality} (unless a row says otherwise), {seeds} seeds "
@@ -181,15 +162,7 @@ def _machine() -> str:
     """CPU model, core count and the device the runs used (they train on the CPU)."""
     import os
 
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count() or 1} CPU cores, runs on the CPU (no GPU)"
+    return f"{cpu_model()}, {os.cpu_count() or 1} CPU cores, runs on the CPU (no GPU)"
 
 
 def _plot_curves(experiment, results, path: Path) -> Path:
@@ -311,4 +284,4 @@ def _c7(stats, returns):
 
 CLAIMS = {"C1": _c1, "C2": _c2, "C3": _c3, "C4": _c4, "C5": _c5, "C6": _c6, "C7": _c7}
 
-__all__ = ["CLAIMS", "compare", "interval_estimates", "reference_scores", "write_report"]
+__all__ = ["CLAIMS", "compare", "interval_estimates", "write_report"]

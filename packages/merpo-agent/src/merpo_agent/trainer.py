@@ -48,7 +48,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ from merpo_agent.meta_model import adapt, meta_train
 from merpo_agent.meta_policy import MetaLearner
 from merpo_agent.metrics import MetricsWriter, to_host
 from merpo_agent.model_buffer import ModelBuffer
+from merpo_agent.provenance import record_session
 from merpo_agent.rac_loop import TaskData, buffer_capacity, rac_updates
 from merpo_agent.task_learners import TaskLearners
 from merpo_agent.task_slice import TaskSlice
@@ -92,6 +94,11 @@ from merpo_agent.transitions import TransitionBatch
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
+# the adapted policies of the last final meta-test (``load_policy(run_dir, task=j)``)
+ADAPTED = "adapted.pt"
+ADAPTED_FORMAT = "merpo-adapted-policies"
+# TensorBoard HParams metrics of a MerPO run
+HPARAM_METRICS = ("meta_test/adapted_return", "meta_test/adapted_normalized")
 # Keys a resumed run may change (extend training, move device, print more or less often).
 RESUMABLE_CHANGES = {
     "device", "data.build_missing", "meta.iterations", "meta.eval_every", "meta.log_every",
@@ -148,8 +155,12 @@ class MetaTrainer:
         progress: bool = True,
         say: Callable[[str], None] | None = None,
         tensorboard: bool = True,
+        wandb: str | None = None,
+        command: list[str] | None = None,
     ):
         self.run_dir = Path(run_dir)
+        self.wandb = wandb  # ``--wandb PROJECT[/GROUP]`` (metrics.MetricsWriter)
+        self.command = command  # the command line for run.json (default: sys.argv)
         self.cfg = self._resolve_config(cfg)
         self.rank, self.world_size = get_rank(), get_world_size()
         self.is_main = self.rank == 0
@@ -293,7 +304,7 @@ class MetaTrainer:
             )
 
             def log_meta_model(k: int, values: dict[str, float]) -> None:
-                writer.log(0, "meta_model", {"step": k, **values})
+                writer.log(0, "meta_model", values, step=k)
 
             phi = meta_train(
                 self.train_data, dyn, self.device, gen, split=split, seed=cfg.seed,
@@ -531,29 +542,67 @@ class MetaTrainer:
         set_rng_state(state["rng"], {"data": self.generator})
 
     # ------------------------------------------------------------------ meta-test
-    def evaluate(self, final: bool = True) -> MetaTestResult:
+    def evaluate(self, final: bool = True, seed: int | None = None,
+                 tasks: Sequence[int] | None = None,
+                 episodes: int | None = None) -> MetaTestResult:
         """The meta-test (§4.3) with the current meta-policy and meta-Q (``final``: with the
-        full-budget COMBO column too)."""
+        full-budget COMBO column too).
+
+        ``merpo-agent evaluate`` may change what the run's own meta-test did: ``seed`` (the
+        meta-test's seed), ``tasks`` (a subset of the run's test tasks: phi_m* adapted task
+        models and behavior cloning exist for those alone) and ``episodes`` per task."""
+        cfg = self.cfg
+        if episodes is not None:
+            if episodes < 1:
+                raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+            cfg = replace(cfg, test=replace(cfg.test, episodes=episodes))
         # the duals the training tasks learned (their mean) start the test tasks' duals;
         # before the first meta-iteration they are the config's initial values
         initial_duals = self.table.duals().mean(dim=1)
-        if self.world_size == 1:
+        if tasks is not None and tuple(tasks) != tuple(self.test_data.tasks):
+            result = self._subset_meta_test(cfg, tuple(tasks), initial_duals, final, seed)
+        elif self.world_size == 1:
             result = meta_test(
-                self.cfg, self.meta, self.test_data, self.test_models, self.bc_test.policy,
+                cfg, self.meta, self.test_data, self.test_models, self.bc_test.policy,
                 self.iteration, self.info.terminated_torch, initial_duals=initial_duals,
-                num_train_tasks=self.num_train, final=final,
+                num_train_tasks=self.num_train, final=final, seed=seed,
             )
         else:
             result = self._sharded_meta_test(initial_duals, final)
         self.last_result = result
         return result
 
+    def _subset_meta_test(self, cfg: Config, tasks: tuple[int, ...],
+                          initial_duals: torch.Tensor, final: bool,
+                          seed: int | None) -> MetaTestResult:
+        """The meta-test of some of the run's test tasks (their models and pi_hat_beta)."""
+        from merpo_envs import format_tasks
+
+        known = list(self.test_data.tasks)
+        missing = [t for t in tasks if t not in known]
+        if missing:
+            raise RunError(
+                f"task(s) {format_tasks(missing)} are not test tasks of this run "
+                f"({format_tasks(known)}): the run adapted task models and behavior cloning "
+                "for those only; pass --tasks within them"
+            )
+        rows = torch.tensor([known.index(t) for t in tasks], device=self.device)
+        with torch.random.fork_rng(devices=[]):  # leave the global RNG as it was
+            models = self.test_models.empty_like(len(tasks))
+        models.copy_from_(self.test_models, rows)
+        sampler = make_sampler(replace(cfg, data=replace(cfg.data, test_tasks=tasks)), "test")
+        return meta_test(
+            cfg, self.meta, sampler, models, self.bc_test.select(rows), self.iteration,
+            self.info.terminated_torch, initial_duals=initial_duals,
+            num_train_tasks=self.num_train, final=final, seed=seed,
+        )
+
     def _sharded_meta_test(self, initial_duals: torch.Tensor, final: bool) -> MetaTestResult:
         """torchrun: each rank meta-tests its share of the test tasks; every rank gets the
         whole table (the ranks' returns gathered in task order)."""
         count = self.test_data.num_tasks
         lo, hi = shard_bounds(count, self.rank, self.world_size)
-        returns: dict = {}
+        part: dict = {}
         if hi > lo:
             local = torch.arange(lo, hi, device=self.device)
             with torch.random.fork_rng(devices=[]):  # leave the global RNG as it was
@@ -565,10 +614,31 @@ class MetaTrainer:
                 task_slice=TaskSlice(lo, hi, count), num_train_tasks=self.num_train,
                 final=final,
             )
-            returns = result.returns
-        parts = [part for part in all_gather_objects(returns) if part]
-        merged = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-        return MetaTestResult(self.cfg.env, tuple(self.test_data.tasks), self.iteration, merged)
+            part = {"returns": result.returns, "episodes": result.episodes,
+                    "ref": (result.ref_min, result.ref_max)}
+        parts = [p for p in all_gather_objects(part) if p]
+        merged = {name: np.concatenate([p["returns"][name] for p in parts])
+                  for name in parts[0]["returns"]}
+        episodes = {name: [e for p in parts for e in p["episodes"][name]]
+                    for name in parts[0]["episodes"]}
+        ref_min = np.concatenate([p["ref"][0] for p in parts])
+        ref_max = np.concatenate([p["ref"][1] for p in parts])
+        return MetaTestResult(self.cfg.env, tuple(self.test_data.tasks), self.iteration, merged,
+                              episodes=episodes, ref_min=ref_min, ref_max=ref_max)
+
+    def save_adapted(self, result: MetaTestResult) -> Path | None:
+        """Write the meta-test's adapted policies pi_j (§4.3) to ``checkpoints/adapted.pt``
+        for ``merpo_agent.load_policy(run_dir, task=j)``; None when the result has none
+        (a torchrun meta-test keeps each rank's share)."""
+        if result.adapted_actor is None or not self.is_main:
+            return None
+        path = self.run_dir / CHECKPOINT_DIR / ADAPTED
+        save_checkpoint(path, {
+            "format": ADAPTED_FORMAT, "env": self.cfg.env, "iteration": result.iteration,
+            "tasks": list(result.tasks), "hidden": self.cfg.rac.hidden,
+            "hidden_layers": self.cfg.rac.hidden_layers, "actor": result.adapted_actor,
+        }, keep_previous=False)
+        return path
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> MetaTestResult:
@@ -582,9 +652,11 @@ class MetaTrainer:
             self.load()
         if self.is_main:
             atomic_write_text(self.run_dir / CONFIG_FILE, cfg.to_yaml())
+            record_session(self.run_dir, cfg.device, fresh=not resumed, command=self.command)
             writer = MetricsWriter(
                 self.run_dir, tensorboard=self.tensorboard,
                 purge_step=self.iteration + 1 if resumed else 0,
+                hparams=cfg.to_dict(), hparam_metrics=HPARAM_METRICS, wandb=self.wandb,
             )
         else:  # torchrun: rank 0 alone writes the run directory
             writer = _NullWriter()
@@ -637,6 +709,8 @@ class MetaTrainer:
                     means = result.means()
                     writer.log(k, "meta_test", means)
                     writer.log_record(result.per_task_record())
+                    if final:
+                        self.save_adapted(result)
                     bar.set_postfix(
                         test_return=f"{means['adapted_return']:.2f}",
                         meta=f"{means['meta_policy_return']:.2f}",
@@ -649,6 +723,7 @@ class MetaTrainer:
             bar.close()
         if self.last_result is None or self.last_result.iteration != self.iteration:
             result = self.evaluate()  # a finished run resumed: its last meta-test, again
+            self.save_adapted(result)
             if not writer.has(self.iteration, "meta_test"):
                 writer.log(self.iteration, "meta_test", result.means())
                 writer.log_record(result.per_task_record())
@@ -694,7 +769,7 @@ class _NullWriter:
     def has(self, iteration: int, phase: str) -> bool:
         return False
 
-    def log(self, iteration: int, phase: str, values) -> dict[str, Any]:
+    def log(self, iteration: int, phase: str, values, step: int | None = None) -> dict[str, Any]:
         return {"iteration": int(iteration), "phase": phase, **to_host(values)}
 
     def log_record(self, record) -> None:
@@ -714,8 +789,6 @@ def load_trained(run_dir: str | Path, device: str | None = None) -> MetaTrainer:
         )
     cfg = load_run_config(run_dir / CONFIG_FILE)
     if device is not None:
-        from dataclasses import replace
-
         cfg = replace(cfg, device=device)
     trainer = MetaTrainer(cfg, run_dir, progress=False)
     trainer.build()
@@ -723,4 +796,12 @@ def load_trained(run_dir: str | Path, device: str | None = None) -> MetaTrainer:
     return trainer
 
 
-__all__ = ["MetaTrainer", "RunError", "TrainingDiverged", "load_trained", "make_sampler"]
+__all__ = [
+    "ADAPTED",
+    "ADAPTED_FORMAT",
+    "MetaTrainer",
+    "RunError",
+    "TrainingDiverged",
+    "load_trained",
+    "make_sampler",
+]

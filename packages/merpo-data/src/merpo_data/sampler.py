@@ -110,6 +110,11 @@ class TaskSampler:
         self.dataset_returns = torch.tensor(
             [p["mean_return"] for p in parts], dtype=torch.float32, device=self.device
         )
+        # every dataset episode's return, per task (numpy, on the host): the spread of the
+        # behavior policy beside a meta-test's
+        self.dataset_episode_returns: tuple[np.ndarray, ...] = tuple(
+            p["episode_returns"] for p in parts
+        )
 
     def _ensure_local(self, build_missing: bool) -> None:
         missing = [
@@ -204,4 +209,5 @@ def _flatten(dataset: minari.MinariDataset) -> dict[str, np.ndarray]:
         "next_observations": np.concatenate(nxt),
         "terminations": np.concatenate(term),
         "mean_return": float(np.mean(returns)),
+        "episode_returns": np.asarray(returns, dtype=np.float64),
     }

@@ -20,7 +20,7 @@ from torch import nn
 
 from merpo_agent.action_scaling import from_unit_actions, to_unit_actions
 from merpo_agent.checkpoint import load_checkpoint, save_checkpoint
-from merpo_agent.env_eval import evaluate_in_env
+from merpo_agent.env_eval import TaskReturns, evaluate_in_env
 from merpo_agent.presets import TABLE2_PER_ENV
 from merpo_agent.transitions import TransitionBatch
 
@@ -520,15 +520,19 @@ def evaluate_agent(
     """Meta-test: z of each task inferred from its offline data (``context_size``
     transitions, default ``config.eval_context_size``), then ``agent.meta_test_policy(z)``
     in the real env: ``episodes`` episodes per task (seeds ``seed + i``) in one Gymnasium
-    vector env over all tasks. Returns ``{task: mean undiscounted return}``."""
+    vector env over all tasks. Returns ``{task: mean undiscounted return}`` (a
+    ``TaskReturns``: every episode's return is in its ``episodes``)."""
     check_evaluation(name, env_id, test_sampler, episodes)
     generator = torch.Generator(device=test_sampler.device).manual_seed(seed)
     z = infer_test_latents(agent, test_sampler, context_size, generator)
     policy = agent.meta_test_policy(z, seed)
     returns = evaluate_in_env(
-        env_id, test_sampler.tasks, {name: policy}, episodes, seed, agent.device
+        env_id, test_sampler.tasks, {name: policy}, episodes, seed, agent.device,
+        per_episode=True,
     )[name]
-    return {task: float(r) for task, r in zip(test_sampler.tasks, returns, strict=True)}
+    tasks = test_sampler.tasks
+    return TaskReturns({task: float(r.mean()) for task, r in zip(tasks, returns, strict=True)},
+                       dict(zip(tasks, returns, strict=True)))
 
 
 # ---- agent files ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -51,11 +52,15 @@ from merpo_agent.checkpoint import (
 )
 from merpo_agent.config import ConfigError, check_device
 from merpo_agent.overrides import flatten, parse_assignment, parse_value, read_config_file, to_dict
+from merpo_agent.provenance import record_session
+from merpo_agent.scores import normalized_score, sampler_reference_scores, summarize
 from merpo_agent.trainer import RunError
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
 RUN_FORMAT = "baseline-run"
+# TensorBoard HParams metrics of a baseline run
+HPARAM_METRICS = ("meta_test/baseline_return", "meta_test/baseline_normalized")
 # Settings a resumed run may change (train longer, move device, log or test more often).
 RESUMABLE_CHANGES = {
     "device", "run.steps", "run.eval_every", "run.eval_episodes", "run.checkpoint_every",
@@ -276,9 +281,14 @@ def train_baseline_run(
     run_dir: Path,
     progress: bool = True,
     config_file: str | Path | None = None,
+    wandb: str | None = None,
+    command: list[str] | None = None,
 ) -> dict[int, dict[str, float]]:
     """Train (or resume) the baseline, meta-test it on the test tasks; returns
-    ``{task: {algo, behavior}}`` (the mean returns of the saved agent and of the data)."""
+    ``{task: {algo, behavior, ...}}`` (the mean returns of the saved agent and of the data,
+    their normalized scores and the agent's std over episodes: ``_table``). ``wandb``:
+    ``PROJECT[/GROUP]`` of a Weights & Biases run beside TensorBoard; ``command``: the command
+    line ``run.json`` records (default ``sys.argv``)."""
     from merpo_agent.metrics import MetricsWriter
 
     spec = baseline(algo)
@@ -291,7 +301,6 @@ def train_baseline_run(
     if resumed:
         _check_resumable(run_dir, record)
     train, test = _samplers(env_id, run, device)
-    behavior_mean = float(test.dataset_returns.mean())
 
     try:
         learner = spec.learner.build(config, train, device, seed)
@@ -313,7 +322,9 @@ def train_baseline_run(
         step = int(state["step"])
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(record, sort_keys=False))
-    writer = MetricsWriter(run_dir, purge_step=step + 1 if resumed else 0)
+    record_session(run_dir, device, fresh=not resumed, command=command)
+    writer = MetricsWriter(run_dir, purge_step=step + 1 if resumed else 0, hparams=record,
+                           hparam_metrics=HPARAM_METRICS, wandb=wandb)
 
     def save(at: int) -> None:
         save_checkpoint(checkpoint, {
@@ -331,10 +342,12 @@ def train_baseline_run(
             return
         returns = spec.evaluate(agent, test, env_id, run.eval_episodes, seed)
         mean = sum(returns.values()) / len(returns)
-        writer.log(at, "meta_test", {"baseline_return": mean, "behavior_return": behavior_mean})
+        writer.log(at, "meta_test", summary(test, returns))
+        writer.log_record({"iteration": at, "phase": "meta_test_tasks",
+                           **per_task(algo, _table(algo, test, returns))})
         if progress:
             print(f"{algo} update {at}: mean test return {mean:.2f} "
-                  f"(behavior {behavior_mean:.2f})")
+                  f"(behavior {float(test.dataset_returns.mean()):.2f})")
 
     try:
         if resumed:
@@ -366,11 +379,44 @@ def train_baseline_run(
 
 
 def _table(algo: str, test: Any, returns: dict[int, float]) -> dict[int, dict[str, float]]:
+    """Per task: the agent's (``algo``) and the data's (``behavior``) mean return, their
+    normalized scores (``<name>_normalized``) and the agent's std over episodes."""
     behavior = test.dataset_returns.tolist()
-    return {
-        task: {algo: returns[task], "behavior": behavior[i]}
-        for i, task in enumerate(test.tasks)
-    }
+    low, high = sampler_reference_scores(test)
+    episodes = getattr(returns, "episodes", {})
+    table = {}
+    for i, task in enumerate(test.tasks):
+        row = {algo: returns[task], "behavior": behavior[i]}
+        row[f"{algo}_normalized"] = float(normalized_score(returns[task], low[i], high[i]))
+        row["behavior_normalized"] = float(normalized_score(behavior[i], low[i], high[i]))
+        if task in episodes:
+            row[f"{algo}_std"] = float(np.std(episodes[task]))
+        table[task] = row
+    return table
+
+
+def summary(test: Any, returns: dict[int, float]) -> dict[str, float]:
+    """A baseline meta-test's record: ``baseline_*`` and ``behavior_*`` means, spreads over
+    episodes and tasks and normalized scores (``scores.summarize``)."""
+    low, high = sampler_reference_scores(test)
+    episodes = getattr(returns, "episodes", {})
+    agent = [episodes.get(task, np.array([returns[task]])) for task in test.tasks]
+    return {**summarize("baseline", agent, low, high),
+            **summarize("behavior", test.dataset_episode_returns, low, high)}
+
+
+def per_task(algo: str, table: dict[int, dict[str, float]]) -> dict[str, list]:
+    """A table as per-task lists (``tasks``, ``baseline_return``, ``baseline_normalized``,
+    ...): the shape of MerPO's per-task meta-test records."""
+    tasks = list(table)
+    names = {algo: "baseline", "behavior": "behavior"}
+    out: dict[str, list] = {"tasks": tasks}
+    for source, name in names.items():
+        out[f"{name}_return"] = [table[t][source] for t in tasks]
+        out[f"{name}_normalized"] = [table[t][f"{source}_normalized"] for t in tasks]
+    if all(f"{algo}_std" in table[t] for t in tasks):
+        out["baseline_return_std"] = [table[t][f"{algo}_std"] for t in tasks]
+    return out
 
 
 # ---- reading a run directory back (merpo-agent evaluate) --------------------------------
@@ -390,10 +436,16 @@ def run_algo(run_dir: str | Path) -> str | None:
 
 
 def evaluate_baseline_run(
-    run_dir: str | Path, device: str | None = None
-) -> tuple[str, dict[int, dict[str, float]]]:
+    run_dir: str | Path,
+    device: str | None = None,
+    episodes: int | None = None,
+    tasks: tuple[int, ...] | None = None,
+    seed: int | None = None,
+) -> tuple[str, dict[int, dict[str, float]], dict[str, float]]:
     """Meta-test the agent of a baseline run's ``checkpoints/latest.pt`` on its test tasks
-    (the run's seed and episodes); returns ``(algo, {task: {algo, behavior}})``."""
+    (default: the run's test tasks, seed and episodes; ``tasks`` may be any tasks with
+    datasets: the agent infers each task from its data); returns ``(algo, {task: {algo,
+    behavior, ...}}, summary)`` (``_table``, ``summary``)."""
     run_dir = Path(run_dir)
     algo = run_algo(run_dir)
     if algo is None:
@@ -406,8 +458,12 @@ def evaluate_baseline_run(
     try:
         run = BaselineRun(**{k: tuple(v) if isinstance(v, list) else v
                              for k, v in data["run"].items()})
+        if episodes is not None:
+            run = dataclasses.replace(run, eval_episodes=episodes)
     except (TypeError, ValueError) as err:
-        raise RunError(f"{run_dir / CONFIG_FILE}: bad run settings ({_first_line(err)})") from None
+        raise ConfigError(f"bad evaluation settings: {_first_line(err)}") from None
+    if tasks is not None:
+        run = dataclasses.replace(run, test_tasks=tuple(tasks))
     _, test = _samplers(data["env"], run, device)
     state = load_checkpoint(run_dir / CHECKPOINT_DIR / LATEST)
     try:
@@ -417,25 +473,38 @@ def evaluate_baseline_run(
             f"checkpoint {run_dir / CHECKPOINT_DIR / LATEST} is not a {spec.label} run "
             f"checkpoint ({_first_line(err)}); train the run again"
         ) from None
-    returns = spec.evaluate(agent, test, data["env"], run.eval_episodes, int(data["seed"]))
-    return algo, _table(algo, test, returns)
+    seed = int(data["seed"]) if seed is None else seed
+    returns = spec.evaluate(agent, test, data["env"], run.eval_episodes, seed)
+    return algo, _table(algo, test, returns), summary(test, returns)
 
 
-def format_table(algo: str, table: dict[int, dict[str, float]]) -> str:
+def format_table(algo: str, table: dict[int, dict[str, float]],
+                 means: dict[str, float] | None = None) -> str:
+    """The per-task table (returns and normalized scores), the mean and, given ``means``
+    (``summary``), the spread over episodes and tasks, and the summary line."""
     label = baseline(algo).label
     width = max(10, len(label))
-    lines = [f"{'task':>5} {'behavior':>10} {label:>{width}} {'beats behavior':>15}"]
+    norm = f"{label} norm."
+    lines = [f"{'task':>5} {'behavior':>10} {label:>{width}} {norm:>{len(norm)}} "
+             f"{'beats behavior':>15}"]
     for task, row in table.items():
         better = "yes" if row[algo] > row["behavior"] else "no"
         lines.append(
-            f"{task:>5} {row['behavior']:>10.2f} {row[algo]:>{width}.2f} {better:>15}"
+            f"{task:>5} {row['behavior']:>10.2f} {row[algo]:>{width}.2f} "
+            f"{row[f'{algo}_normalized']:>{len(norm)}.1f} {better:>15}"
         )
     wins = sum(row[algo] > row["behavior"] for row in table.values())
     n = len(table)
     mean = sum(row[algo] for row in table.values()) / n
     behavior = sum(row["behavior"] for row in table.values()) / n
-    lines.append(f"{'mean':>5} {behavior:>10.2f} {mean:>{width}.2f}")
-    lines.append(f"{label} beats the behavior policy on {wins} of {n} tasks")
+    normalized = sum(row[f"{algo}_normalized"] for row in table.values()) / n
+    lines.append(f"{'mean':>5} {behavior:>10.2f} {mean:>{width}.2f} {normalized:>{len(norm)}.1f}")
+    if means is not None:
+        lines.append(f"{'std':>5} {means['behavior_return_std']:>10.2f} "
+                     f"{means['baseline_return_std']:>{width}.2f} "
+                     f"{means['baseline_normalized_std']:>{len(norm)}.1f}")
+    lines.append(f"{label} beats the behavior policy on {wins} of {n} tasks (std over "
+                 "episodes and tasks; normalized = 100 (R - ref_min) / (ref_max - ref_min))")
     return "\n".join(lines)
 
 
