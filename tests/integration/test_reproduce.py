@@ -81,3 +81,23 @@ def test_single_task_runs_plot_their_own_task_returns(tmp_path):
     result = read_result(tmp_path, "combo")
     assert result["curve"] == [[50, -10.0], [90, -7.0]]
     assert result["own_task"] == [-6.0, -8.0]
+
+
+def test_a_finished_run_is_retrained_when_its_settings_changed(tmp_path, monkeypatch):
+    """Same command line, other resolved settings (a preset changed since): retrain."""
+    from merpo_agent import reproduce
+
+    command = ["python", "-m", "merpo_agent", "train", "--env", PRW, "--algo", "merpo",
+               "--seed", "0", "--run-dir", str(tmp_path), "--preset", "small"]
+    trained = []
+    monkeypatch.setattr(reproduce.subprocess, "run",
+                        lambda *a, **k: trained.append(1) or type("R", (), {"returncode": 0}))
+    monkeypatch.setattr(reproduce, "read_result", lambda run_dir, algo: {"tasks": [40]})
+    first = reproduce.run_one(command, tmp_path, "merpo", log=lambda _: None)
+    assert trained == [1] and first["config"]["preset"] == "small"
+    assert reproduce.run_one(command, tmp_path, "merpo", log=lambda _: None) == first
+    assert trained == [1]  # reused
+    real = reproduce.resolved_config
+    monkeypatch.setattr(reproduce, "resolved_config", lambda c: {**real(c), "seed": 7})
+    reproduce.run_one(command, tmp_path, "merpo", log=lambda _: None)
+    assert trained == [1, 1]  # retrained

@@ -304,14 +304,50 @@ def _read_yaml(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def resolved_config(command: list[str]) -> dict:
+    """The settings a ``merpo-agent train`` command resolves to with the code installed now
+    (preset, overrides, the algorithm's config), as the run directory would record them."""
+    from merpo_agent.cli import build_parser, train_config
+    from merpo_agent.overrides import to_dict
+
+    args = build_parser().parse_args(command[3:])
+    if is_baseline(args.algo):
+        from merpo_agent.baselines.run import build_baseline
+
+        run, config = build_baseline(args.algo, args.env, args.preset, args.overrides,
+                                     args.config)
+        return {"run": to_dict(run), "method": to_dict(config)}
+    return train_config(args).to_dict()
+
+
+def _trained_config(saved: dict, run_dir: Path, algo: str) -> dict | None:
+    """The settings a finished run was trained with: its result's record, or for results
+    written before results recorded them, a MerPO run directory's config.yaml (None when
+    unknown: such a baseline result is reused on its command alone)."""
+    if "config" in saved:
+        return saved["config"]
+    if is_baseline(algo) or not (run_dir / "config.yaml").is_file():
+        return None
+    from merpo_agent.config import load_run_config
+
+    return json.loads(json.dumps(load_run_config(run_dir / "config.yaml").to_dict()))
+
+
 def run_one(command: list[str], run_dir: Path, algo: str, log) -> dict:
-    """Train (or resume) one run unless its result is there; returns its result."""
+    """Train (or resume) one run unless its result is there; returns its result.
+
+    A finished run is reused when its command AND the settings that command resolves to now
+    are the ones it was trained with: a preset changed since (same command line, other
+    values) retrains the run instead of reporting a stale result."""
     result_path = run_dir / RESULT_FILE
     shown = shlex.join(command[2:])
+    expected = json.loads(json.dumps(resolved_config(command)))  # tuples as JSON lists
     if result_path.is_file():
         saved = json.loads(result_path.read_text())
-        if saved.get("command") == shown:
+        trained = _trained_config(saved, run_dir, algo)
+        if saved.get("command") == shown and trained in (None, expected):
             return saved
+        log(f"retraining {run_dir}: its command or settings changed")
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -324,7 +360,7 @@ def run_one(command: list[str], run_dir: Path, algo: str, log) -> dict:
             f"see {run_dir / 'train.log'}; reproduce again to resume"
         )
     result = read_result(run_dir, algo)
-    result.update(command=shown, wall_s=time.perf_counter() - start, algo=algo)
+    result.update(command=shown, wall_s=time.perf_counter() - start, algo=algo, config=expected)
     atomic_write_text(result_path, json.dumps(result, indent=1))
     log(f"done {run_dir} in {result['wall_s']:.0f} s")
     return result
