@@ -101,3 +101,10 @@ def test_a_finished_run_is_retrained_when_its_settings_changed(tmp_path, monkeyp
     monkeypatch.setattr(reproduce, "resolved_config", lambda c: {**real(c), "seed": 7})
     reproduce.run_one(command, tmp_path, "merpo", log=lambda _: None)
     assert trained == [1, 1]  # retrained
+    # a field the code gained after the run was trained counts as unchanged
+    monkeypatch.setattr(reproduce, "resolved_config", lambda c: {**real(c), "new_field": 1})
+    saved = json.loads((tmp_path / "result.json").read_text())
+    saved["config"] = real(command)
+    (tmp_path / "result.json").write_text(json.dumps(saved))
+    reproduce.run_one(command, tmp_path, "merpo", log=lambda _: None)
+    assert trained == [1, 1]

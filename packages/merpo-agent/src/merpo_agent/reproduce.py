@@ -328,9 +328,16 @@ def _trained_config(saved: dict, run_dir: Path, algo: str) -> dict | None:
         return saved["config"]
     if is_baseline(algo) or not (run_dir / "config.yaml").is_file():
         return None
-    from merpo_agent.config import load_run_config
+    return _read_yaml(run_dir / "config.yaml")
 
-    return json.loads(json.dumps(load_run_config(run_dir / "config.yaml").to_dict()))
+
+def _same_settings(trained: dict, expected: dict) -> bool:
+    """Every setting the run was trained with has the value the command resolves to now
+    (fields the code gained since are not in ``trained``: they count as unchanged)."""
+    from merpo_agent.overrides import flatten
+
+    now = flatten(expected)
+    return all(now.get(key, value) == value for key, value in flatten(trained).items())
 
 
 def run_one(command: list[str], run_dir: Path, algo: str, log) -> dict:
@@ -345,7 +352,8 @@ def run_one(command: list[str], run_dir: Path, algo: str, log) -> dict:
     if result_path.is_file():
         saved = json.loads(result_path.read_text())
         trained = _trained_config(saved, run_dir, algo)
-        if saved.get("command") == shown and trained in (None, expected):
+        if saved.get("command") == shown and (trained is None or _same_settings(trained,
+                                                                               expected)):
             return saved
         log(f"retraining {run_dir}: its command or settings changed")
     run_dir.mkdir(parents=True, exist_ok=True)
