@@ -13,7 +13,7 @@
   batch on a GPU, chunks of C tasks on a CPU), all three timed side by side.
 
 ``--quick``: rollout length 1 and T = 1 only, training T in {1, 8}; the full run adds length
-5, the 8-task rollout and training T = 40.
+5, the 8-task rollout, training T = 40, and training small (2 x 32) ensembles at T = 1, 8, 40.
 
     python benchmarks/bench_dynamics.py [--quick] [--device cuda]
 """
@@ -27,6 +27,7 @@ from common import add_common_arguments, compare_times, fmt_ms, print_header, sa
 from merpo_agent.dynamics import ChunkedTrainer, HoldoutSplit
 from merpo_agent.rollout import rollout
 from workloads import (
+    SMOKE,
     TABLE2,
     SyntheticTaskSampler,
     make_dynamics,
@@ -150,6 +151,8 @@ def run(args: argparse.Namespace) -> dict:
         "rollouts": rollout_benchmark(device, lengths, r_counts, r_rep, r_rounds),
         "training": training_benchmark(device, counts, t_rep, t_rounds),
     }
+    if not args.quick:  # small ensembles: where batching pays on a CPU too
+        results["training_small"] = training_benchmark(device, (1, 8, 40), 5, 3, SMOKE)
     save("dynamics", args, device, results)
     return results
 

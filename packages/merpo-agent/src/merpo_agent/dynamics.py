@@ -41,11 +41,14 @@ from merpo_agent.optimizers import adam_options
 from merpo_agent.task_slice import TaskSlice, device_chunk_size, draw_sliced, task_chunks
 from merpo_agent.transitions import TransitionBatch
 
-# Weights (parameters per task) of one batched training op that a CPU still runs at least
-# as fast as a loop over its tasks (benchmarks/bench_dynamics.py); bigger ops' memory-bound
-# parts (activations, NLL, Adam) spill the cache: Table 2's 7 x 4 x 256 ensemble
-# (1.4 M weights per task) trains batched at 0.6x the loop for T = 8, so C = 1 there.
-CPU_CHUNK_DYNAMICS_WEIGHTS = 131_072
+# Weights of one batched training op (tasks x parameters per task) up to which a CPU runs
+# it at least as fast as a loop over its tasks (benchmarks/bench_dynamics.py): 2^21, whose
+# parameters, gradients and two Adam moments (32 MiB) about fill a CPU's last-level cache;
+# bigger ops' memory-bound parts spill it. Measured at T = 8 on a loaded 2-core CPU, one
+# thread, batched over the loop: 2 x 32 (21 k weights per task) 1.9x, 3 x 64 (85 k) 1.5x,
+# 3 x 128 (285 k) 1.1x, Table 2's 4 x 256 (1.5 M) 1.1x in pairs but 0.97x all 8 (0.60x on a
+# quiet 2-core CPU, two threads): Table 2 ensembles train one task at a time.
+CPU_CHUNK_DYNAMICS_WEIGHTS = 2_097_152
 
 
 @dataclass
@@ -713,7 +716,6 @@ class ChunkedTrainer:
 
     def __init__(self, model: DynamicsEnsemble, lr: float, task_chunk: int = 0):
         size = model.chunk_size(task_chunk)
-        self.model = model
         self.chunks: list[TaskSlice | None] = (
             [None] if size >= model.num_tasks else task_chunks(model.num_tasks, size)
         )
