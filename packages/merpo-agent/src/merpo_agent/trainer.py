@@ -6,7 +6,9 @@ Setup (once per run, then checkpointed):
 2. the offline meta-model phi_m* (Eq. 3, Alg. 2 lines 2-7; ``meta_model.meta_train``);
 3. task models adapted from phi_m* (Eq. 4, line 8) for the training tasks and, since phi_m*
    is fixed from here on, once for the test tasks too; the log shows each adapted model's
-   held-out MSE beside a from-scratch model's trained for the same steps;
+   held-out MSE beside a from-scratch model's trained for the same steps (steps 2 and 3
+   train ``dynamics.task_chunk`` tasks per batched op, 0 = the device's choice, with the
+   same result for every chunk size: ``dynamics.ChunkedTrainer``);
 4. behavior-cloning models pi_hat_beta per task (for lambda's D_beta', App. A.2.2);
 5. Alg. 2 line 1: one RAC learner per training task (``learner_table.LearnerTable``), every
    actor a copy of the initial pi_c and every critic a copy of the initial Q_meta. These
