@@ -7,11 +7,13 @@
   ``DynamicsEnsemble.step`` deals the samples to the elites in equal random shares, so
   each sample runs through its own elite only (fixed shapes, 1/E of the full ensemble's work).
 - Training: one Adam step of the proximal objective of Eq. 3-4 (NLL + eta ||theta - phi||^2,
-  ``dynamics.train_step``) with a fresh 256-sample batch per member drawn on the device,
-  for T tasks batched vs a loop over T single-task models (each with its own Adam).
+  ``dynamics.ChunkedTrainer``) with a fresh 256-sample batch per member drawn on the device,
+  for T tasks batched (one op) vs a loop over T single-task models (each with its own Adam)
+  vs the per-device chunks ``train_models`` runs (``DynamicsEnsemble.chunk_size``: the whole
+  batch on a GPU, chunks of C tasks on a CPU), all three timed side by side.
 
 ``--quick``: rollout length 1 and T = 1 only, training T in {1, 8}; the full run adds length
-5, the 8-task rollout and training T = 40.
+5, the 8-task rollout, training T = 40, and training small (2 x 32) ensembles at T = 1, 8, 40.
 
     python benchmarks/bench_dynamics.py [--quick] [--device cuda]
 """
@@ -22,9 +24,10 @@ import argparse
 
 import torch
 from common import add_common_arguments, compare_times, fmt_ms, print_header, save, setup
-from merpo_agent.dynamics import HoldoutSplit, train_step
+from merpo_agent.dynamics import ChunkedTrainer, HoldoutSplit
 from merpo_agent.rollout import rollout
 from workloads import (
+    SMOKE,
     TABLE2,
     SyntheticTaskSampler,
     make_dynamics,
@@ -81,10 +84,10 @@ def rollout_benchmark(device, lengths, task_counts, repeats, rounds):
     return out
 
 
-def training_benchmark(device, task_counts, repeats, rounds):
-    sizes = TABLE2
+def training_benchmark(device, task_counts, repeats, rounds, sizes=TABLE2):
     print(f"\n-- dynamics training: Adam steps of NLL + eta ||theta - phi||^2, batch 256 per "
-          f"member, {sizes.dyn_ensemble}x{sizes.dyn_layers}x{sizes.dyn_hidden}")
+          f"member, {sizes.dyn_ensemble}x{sizes.dyn_layers}x{sizes.dyn_hidden} "
+          f"({sizes.name})")
     out = {}
     base = None
     for tasks in task_counts:
@@ -93,31 +96,39 @@ def training_benchmark(device, task_counts, repeats, rounds):
         split = HoldoutSplit(sampler, generator=g)
         phi = make_dynamics(sizes, 1, device)
 
-        def steps_for(model, task_indices, split=split, g=g, phi=phi):
-            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        def steps_for(model, task_indices, task_chunk, split=split, g=g, phi=phi):
+            trainer = ChunkedTrainer(model, 1e-3, task_chunk)
 
             def step():
                 batch = split.sample_train(256, task_indices, members=model.ensemble,
                                            generator=g)
-                train_step(model, optimizer, batch, eta=0.1, anchor=phi)
+                trainer.step(batch, eta=0.1, anchor=phi)
 
-            return step
+            return step, len(trainer.chunks), model.chunk_size(task_chunk)
 
-        batched = make_dynamics(sizes, tasks, device)
-        fns = {"batched": steps_for(batched, torch.arange(tasks, device=device))}
+        every = torch.arange(tasks, device=device)
+        fns = {"batched": steps_for(make_dynamics(sizes, tasks, device), every, tasks)[0]}
         if tasks > 1:
             loop_steps = [steps_for(make_dynamics(sizes, 1, device, seed=i),
-                                    torch.tensor([i], device=device)) for i in range(tasks)]
+                                    torch.tensor([i], device=device), 1)[0]
+                          for i in range(tasks)]
             fns["loop"] = lambda fs=loop_steps: [f() for f in fs]
+            # the per-device choice train_models makes (dynamics.task_chunk = 0)
+            fns["chunked"], count, chunk = steps_for(make_dynamics(sizes, tasks, device),
+                                                     every, 0)
         times = compare_times(fns, device, warmup=1, repeats=repeats, rounds=rounds)
         tb = times["batched"]
         base = tb if tasks == 1 else base
         row = {"batched_ms": tb * 1e3, "task_steps_per_s_batched": tasks / tb}
         line = f"   T={tasks:3d}: batched {fmt_ms(tb)} ({tasks / tb:8.1f} task-steps/s)"
         if "loop" in times:
-            row["loop_ms"] = times["loop"] * 1e3
-            row["speedup_batched_over_loop"] = times["loop"] / tb
-            line += f" | loop {fmt_ms(times['loop'])} -> batched is {times['loop'] / tb:.2f}x"
+            tl, tc = times["loop"], times["chunked"]
+            row["loop_ms"] = tl * 1e3
+            row["speedup_batched_over_loop"] = tl / tb
+            row.update(chunk_size=chunk, chunks=count, chunked_ms=tc * 1e3,
+                       speedup_chunked_over_loop=tl / tc)
+            line += (f" | loop {fmt_ms(tl)} -> batched is {tl / tb:.2f}x"
+                     f" | per-device chunks of {chunk}: {fmt_ms(tc)} -> {tl / tc:.2f}x the loop")
         if tasks > 1 and base is not None:
             row["time_ratio_vs_T1"] = tb / base
             line += f" | T / 1 = {tb / base:.2f}"
@@ -140,6 +151,8 @@ def run(args: argparse.Namespace) -> dict:
         "rollouts": rollout_benchmark(device, lengths, r_counts, r_rep, r_rounds),
         "training": training_benchmark(device, counts, t_rep, t_rounds),
     }
+    if not args.quick:  # small ensembles: where batching pays on a CPU too
+        results["training_small"] = training_benchmark(device, (1, 8, 40), 5, 3, SMOKE)
     save("dynamics", args, device, results)
     return results
 

@@ -86,13 +86,14 @@ def loop_update(sizes, num_tasks, device, algo="merpo"):
 def chunked_update(sizes, num_tasks, device):
     """The trainer's per-device choice: chunks of ``device_chunk_size`` tasks, each one
     batched update, one after the other (the whole batch on a GPU)."""
-    from merpo_agent.trainer import device_chunk_size
+    from merpo_agent.task_slice import device_chunk_size, task_chunks
+    from merpo_agent.trainer import CPU_CHUNK_CRITIC_WEIGHTS, critic_weights
 
     config = sizes.rac_config()
-    size = device_chunk_size(device, num_tasks, config.hidden, config.hidden_layers,
-                             sizes.obs_dim + sizes.act_dim)
-    bounds = [(lo, min(lo + size, num_tasks)) for lo in range(0, num_tasks, size)]
-    parts = [build_update(sizes, hi - lo, device, seed=lo) for lo, hi in bounds]
+    weights = critic_weights(config.hidden, config.hidden_layers, sizes.obs_dim + sizes.act_dim)
+    size = device_chunk_size(device, num_tasks, weights, CPU_CHUNK_CRITIC_WEIGHTS)
+    parts = [build_update(sizes, c.size, device, seed=c.start)
+             for c in task_chunks(num_tasks, size)]
 
     def step():
         for p in parts:

@@ -126,6 +126,7 @@ def test_config_files_yaml_and_toml(tmp_path):
         (["rac.use_model=maybe"], "expected true or false"),
         (["rac.alpha=2"], "alpha must be in"),
         (["meta.iterations=0"], "iterations=0 must be >= 1"),
+        (["dynamics.task_chunk=-1"], "task_chunk=-1 must be >= 0"),
         (["data.quality=great"], "not one of"),
         (["rac"], "key=value"),
         (["rac=1"], "is a section"),

@@ -9,12 +9,16 @@ import pytest
 import torch
 from agent_helpers import DEVICES
 from merpo_agent.dynamics import (
+    CPU_CHUNK_DYNAMICS_WEIGHTS,
+    ChunkedTrainer,
     DynamicsConfig,
     DynamicsEnsemble,
     HoldoutSplit,
     train_from_scratch,
+    train_models,
 )
 from merpo_agent.rollout import rollout
+from merpo_agent.task_slice import TaskSlice, device_chunk_size
 from merpo_agent.transitions import TransitionBatch
 
 OBS, ACT = 3, 2
@@ -373,6 +377,68 @@ def test_config_validation():
         DynamicsConfig(holdout_fraction=1.5)
     model = DynamicsEnsemble.from_config(2, OBS, ACT, DynamicsConfig(hidden=8, hidden_layers=1))
     assert model.net.net[0].weight.shape == (2, 7, OBS + ACT, 8) and model.elite_idx.shape == (2, 5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_chunked_training_equals_whole_batch_training(device):
+    """Eq. 3-4 with chunks of 1, 2 or all T = 5 tasks per batched op (each chunk its own
+    Adam): the same parameters, objectives and generator state after a few steps, bit for
+    bit on the CPU (each step's batch is drawn once for all tasks and cut)."""
+    sampler = linear_system_sampler([200, 240, 260, 300, 220], device)
+    split = HoldoutSplit(sampler, generator=torch.Generator(device).manual_seed(0))
+    phi = DynamicsEnsemble(1, OBS, ACT, 3, 2, 16, 2, device=device, seed=1)
+    results = {}
+    for chunk in (1, 2, 5):
+        model = DynamicsEnsemble(5, OBS, ACT, 3, 2, 16, 2, device=device, seed=0)
+        model.set_normalizer_stats(*split.input_stats())
+        assert [c is None or c.size for c in ChunkedTrainer(model, 1e-2, chunk).chunks] == {
+            1: [1] * 5, 2: [2, 2, 1], 5: [True]}[chunk]
+        gen = torch.Generator(device).manual_seed(3)
+        global_rng = torch.get_rng_state()
+        last = train_models(model, split, 4, 1e-2, 32, eta=0.1, anchor=phi, generator=gen,
+                            task_chunk=chunk)
+        assert torch.equal(torch.get_rng_state(), global_rng)  # no weights drawn for views
+        results[chunk] = ([p.detach().clone() for p in model.parameters()], last,
+                          gen.get_state())
+    whole_params, whole_last, whole_gen = results[5]
+    assert not torch.equal(whole_params[0], DynamicsEnsemble(
+        5, OBS, ACT, 3, 2, 16, 2, device=device, seed=0).net.net[0].weight)
+    check = torch.equal if device == "cpu" else (
+        lambda a, b: torch.allclose(a, b, rtol=1e-5, atol=1e-6))
+    for chunk in (1, 2):
+        params, last, gen_state = results[chunk]
+        assert all(check(a, b) for a, b in zip(params, whole_params, strict=True)), chunk
+        assert check(last, whole_last) and torch.equal(gen_state, whole_gen)
+
+
+def test_task_rows_are_views_of_the_models_rows():
+    model = DynamicsEnsemble(4, OBS, ACT, 3, 2, 8, 1, seed=0)
+    view = model.task_rows(TaskSlice(1, 3, 4))
+    assert view.num_tasks == 2 and view.device == model.device
+    assert view.elite_idx.shape == (2, 2) and view.input_mean.shape == (2, OBS + ACT)
+    with torch.no_grad():
+        view.net.net[0].weight.add_(1.0)
+        view.max_logvar.fill_(3.0)
+    assert torch.equal(model.max_logvar[1:3], torch.full_like(model.max_logvar[1:3], 3.0))
+    assert (model.max_logvar[[0, 3]] == 0.5).all()
+    fresh = DynamicsEnsemble(4, OBS, ACT, 3, 2, 8, 1, seed=0)
+    assert torch.equal(model.net.net[0].weight[1:3], fresh.net.net[0].weight[1:3] + 1.0)
+    assert torch.equal(model.net.net[0].weight[0], fresh.net.net[0].weight[0])
+    with pytest.raises(ValueError, match="slice of 5 tasks"):
+        model.task_rows(TaskSlice(0, 1, 5))
+
+
+def test_chunk_size_per_device_and_override():
+    """A GPU keeps the whole batch; a CPU fits chunks to CPU_CHUNK_DYNAMICS_WEIGHTS (Table 2's
+    7 x 4 x 256 ensembles one task at a time); dynamics.task_chunk overrides both."""
+    small = DynamicsEnsemble(8, OBS, ACT, 3, 2, 16, 2)
+    assert small.chunk_size() == min(8, CPU_CHUNK_DYNAMICS_WEIGHTS // small.weights_per_task)
+    assert small.chunk_size(3) == 3 and small.chunk_size(99) == 8
+    table2 = DynamicsEnsemble.from_config(2, 17, 6, DynamicsConfig())
+    assert 2 * table2.weights_per_task > CPU_CHUNK_DYNAMICS_WEIGHTS and table2.chunk_size() == 1
+    assert device_chunk_size("cuda", 40, table2.weights_per_task, 1) == 40  # what a GPU gets
+    with pytest.raises(ValueError, match="task_chunk=-1 must be >= 0"):
+        DynamicsConfig(task_chunk=-1)
 
 
 def test_seeded_init_is_reproducible():

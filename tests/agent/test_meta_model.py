@@ -295,6 +295,25 @@ def test_meta_train_task_batches_are_deterministic():
     assert not torch.equal(other.net.net[0].weight, runs[0][0])
 
 
+def test_meta_model_and_adaptation_do_not_depend_on_the_task_chunk():
+    """dynamics.task_chunk reaches Eq. 3 (meta_train), Eq. 4 (adapt) and the from-scratch
+    comparison; one task per batched op gives what the whole batch gives."""
+    sampler = task_family_sampler([50, 60, 70])
+    runs = []
+    for chunk in (1, 3):
+        cfg = tiny_cfg(task_chunk=chunk)
+        gen = torch.Generator().manual_seed(4)
+        split = HoldoutSplit(sampler, generator=gen)
+        phi = meta_train(sampler, cfg, generator=gen, split=split, seed=0)
+        model, metrics = adapt(phi, sampler, steps=3, generator=gen, split=split, cfg=cfg,
+                               seed=1)
+        runs.append((clone_params(phi) + clone_params(model), metrics))
+    for a, b in zip(runs[0][0], runs[1][0], strict=True):
+        assert torch.equal(a, b)
+    for name, value in runs[0][1].items():
+        assert torch.equal(value, runs[1][1][name]), name
+
+
 def test_bad_inputs_give_clear_errors():
     sampler = task_family_sampler([30, 30])
     cfg = tiny_cfg()

@@ -13,7 +13,7 @@ from merpo_agent.model_buffer import ModelBuffer
 from merpo_agent.rac_config import RACConfig
 from merpo_agent.rac_loop import TaskData, rac_updates
 from merpo_agent.task_learners import TaskLearners
-from merpo_agent.task_slice import TaskSlice
+from merpo_agent.task_slice import TaskSlice, device_chunk_size, task_chunks
 from merpo_agent.transitions import TransitionBatch
 
 PRW = "merpo/PointRobotWind-v0"
@@ -31,6 +31,19 @@ def test_draw_cuts_the_whole_batch_draw():
         TaskSlice(0, 2, 3).draw(torch.rand, (3, 5))
     with pytest.raises(ValueError, match="start <= stop"):
         TaskSlice(2, 1, 3)
+
+
+def test_task_chunks_cover_the_batch_in_order_and_the_device_picks_their_size():
+    assert [(c.start, c.stop) for c in task_chunks(5, 2)] == [(0, 2), (2, 4), (4, 5)]
+    assert [c.size for c in task_chunks(8, 3)] == [3, 3, 2] and task_chunks(0, 4) == []
+    assert all(c.total == 8 for c in task_chunks(8, 8)) and len(task_chunks(8, 9)) == 1
+    with pytest.raises(ValueError, match="chunk size must be >= 1"):
+        task_chunks(4, 0)
+    # a GPU keeps the whole batch in one op; a CPU as many tasks as fit the weight budget
+    assert device_chunk_size("cuda", 40, 10**9, 1) == 40
+    assert device_chunk_size("cpu", 40, 1000, 8000) == 8
+    assert device_chunk_size("cpu", 4, 1000, 8000) == 4
+    assert device_chunk_size("cpu", 40, 10**9, 8000) == 1
 
 
 def test_model_step_and_buffer_sample_of_a_slice_equal_the_whole_rows():

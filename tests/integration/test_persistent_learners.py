@@ -80,11 +80,17 @@ def test_merpo_adp_adapts_alpha_at_meta_test(point_robot_store, tmp_path, monkey
 
 def test_chunks_of_the_task_batch_compute_what_the_whole_batch_computes(point_robot_store,
                                                                         tmp_path):
-    """meta.task_chunk = 1 (a CPU's choice for big networks) runs the batch's tasks one by
-    one, each drawing the whole batch's randomness: the same learners as one batched op."""
+    """meta.task_chunk = 1 and dynamics.task_chunk = 1 (a CPU's choice for big networks) run
+    the batch's tasks one by one, each drawing the whole batch's randomness: the same task
+    models (Eq. 3-4) and learners as one batched op."""
     whole = _train(tmp_path / "whole", "merpo")
-    chunked = _train(tmp_path / "chunked", "merpo", "meta.task_chunk=1")
+    chunked = _train(tmp_path / "chunked", "merpo", "meta.task_chunk=1", "dynamics.task_chunk=1")
     assert [c.size for c in chunked.chunks] == [1, 1] and whole.chunks == [None]
+    assert whole.task_models.chunk_size() == whole.num_train  # smoke ensembles: one op
+    for name in ("meta_model", "task_models", "test_models"):
+        for (key, a), b in zip(getattr(whole, name).state_dict().items(),
+                               getattr(chunked, name).state_dict().values(), strict=True):
+            assert torch.equal(b, a), f"{name}.{key}"
     for a, b in zip(whole.table.learners.persistent_tensors(),
                     chunked.table.learners.persistent_tensors(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)

@@ -14,9 +14,13 @@ Pieces, top to bottom:
   regularizer), input normalizer, held-out MSE, elites, ``step`` (one model transition).
 - :class:`HoldoutSplit`: the held-out 10% of each task's data, training batches drawn from
   the other 90% on the device.
-- :func:`proximal_penalty`, :func:`train_step`, :func:`train_models`: the optimisation
-  shared by the meta-model (Eq. 3), task adaptation (Eq. 4) and from-scratch training
-  (``merpo_agent.meta_model`` builds on these).
+- :func:`proximal_penalty`, :func:`train_step`, :class:`ChunkedTrainer`,
+  :func:`train_models`: the optimisation shared by the meta-model (Eq. 3, Alg. 2 lines
+  3-6), task adaptation (Eq. 4, line 8) and from-scratch training
+  (``merpo_agent.meta_model`` builds on these). The tasks train in chunks of C tasks, each
+  chunk one set of batched ops (C = T on a GPU; on a CPU, C from the model's weights per
+  task, :data:`CPU_CHUNK_DYNAMICS_WEIGHTS`); every task's objective is its own, so the
+  result does not depend on C.
 
 Model rollouts of a policy live in ``merpo_agent.rollout``.
 """
@@ -34,8 +38,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from merpo_agent.optimizers import adam_options
-from merpo_agent.task_slice import TaskSlice, draw_sliced
+from merpo_agent.task_slice import TaskSlice, device_chunk_size, draw_sliced, task_chunks
 from merpo_agent.transitions import TransitionBatch
+
+# Weights of one batched training op (tasks x parameters per task) up to which a CPU runs
+# it at least as fast as a loop over its tasks (benchmarks/bench_dynamics.py): 2^21, whose
+# parameters, gradients and two Adam moments (32 MiB) about fill a CPU's last-level cache;
+# bigger ops' memory-bound parts spill it. Measured at T = 8 on a loaded 2-core CPU, one
+# thread, batched over the loop: 2 x 32 (21 k weights per task) 1.9x, 3 x 64 (85 k) 1.5x,
+# 3 x 128 (285 k) 1.1x, Table 2's 4 x 256 (1.5 M) 1.1x in pairs but 0.97x all 8 (0.60x on a
+# quiet 2-core CPU, two threads): Table 2 ensembles train one task at a time.
+CPU_CHUNK_DYNAMICS_WEIGHTS = 2_097_152
 
 
 @dataclass
@@ -68,6 +81,10 @@ class DynamicsConfig:
     - ``max_holdout`` = 5000: MBPO's cap on the held-out set per task.
     - ``scratch_lr`` / ``scratch_steps``: training a task model from scratch without the
       meta-model (single-task RAC, Table 1: model lr 1e-3); the steps are our choice.
+    - ``task_chunk`` = 0: tasks per batched op when task models train (Eq. 3 inner steps,
+      Eq. 4, from scratch); 0 = per device (:meth:`DynamicsEnsemble.chunk_size`: the whole
+      batch on a GPU, on a CPU as many tasks as fit :data:`CPU_CHUNK_DYNAMICS_WEIGHTS`).
+      Each step's batch is drawn for all tasks at once and cut, so the result is the same.
     """
 
     ensemble: int = 7
@@ -88,6 +105,7 @@ class DynamicsConfig:
     logvar_bound_weight: float = 0.01
     scratch_lr: float = 1e-3
     scratch_steps: int = 5000
+    task_chunk: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.elites <= self.ensemble:
@@ -105,6 +123,8 @@ class DynamicsConfig:
         for name in ("adaptation_steps", "meta_inner_steps", "meta_iterations", "scratch_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"dynamics {name}={getattr(self, name)} must be >= 0")
+        if self.task_chunk < 0:
+            raise ValueError(f"dynamics task_chunk={self.task_chunk} must be >= 0 (0: per device)")
         if self.meta_task_batch_size is not None and self.meta_task_batch_size < 1:
             raise ValueError(
                 f"dynamics meta_task_batch_size={self.meta_task_batch_size} must be >= 1 "
@@ -234,6 +254,44 @@ class DynamicsEnsemble(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.max_logvar.device
+
+    @property
+    def weights_per_task(self) -> int:
+        """Parameters of one task's ensemble (all members, the log-variance bounds)."""
+        return sum(p[0].numel() for p in self.parameters())
+
+    def chunk_size(self, task_chunk: int = 0) -> int:
+        """Tasks per batched training op: ``task_chunk`` if > 0 (at most T), else the
+        device's choice (``task_slice.device_chunk_size`` with
+        :data:`CPU_CHUNK_DYNAMICS_WEIGHTS`)."""
+        if task_chunk > 0:
+            return min(task_chunk, self.num_tasks)
+        return device_chunk_size(
+            self.device, self.num_tasks, self.weights_per_task, CPU_CHUNK_DYNAMICS_WEIGHTS
+        )
+
+    def task_rows(self, rows: TaskSlice) -> DynamicsEnsemble:
+        """A model of the tasks ``[rows.start, rows.stop)`` whose parameters and buffers are
+        views of this model's rows: training it trains those rows in place.
+
+        Built on the meta device, so no random number is drawn for weights it never uses.
+        """
+        if rows.total != self.num_tasks:
+            raise ValueError(f"task_rows: a slice of {rows.total} tasks for a model of "
+                             f"{self.num_tasks}")
+        with torch.device("meta"):
+            view = DynamicsEnsemble(
+                rows.size, self.obs_dim, self.act_dim, self.ensemble, self.num_elites,
+                self.hidden, self.hidden_layers, logvar_bound_weight=self.logvar_bound_weight,
+            )
+        for name, p in self.named_parameters():
+            owner, _, leaf = name.rpartition(".")
+            setattr(view.get_submodule(owner), leaf,
+                    nn.Parameter(rows.take(p.detach()), requires_grad=p.requires_grad))
+        for name, b in self.named_buffers():
+            owner, _, leaf = name.rpartition(".")
+            setattr(view.get_submodule(owner), leaf, rows.take(b))
+        return view
 
     @torch.no_grad()
     def copy_from_(
@@ -644,6 +702,48 @@ def train_step(
     return loss.detach()
 
 
+class ChunkedTrainer:
+    """Adam on a model's T tasks, C tasks per batched op (Eq. 3 inner steps, Eq. 4).
+
+    The tasks are cut into chunks of ``model.chunk_size(task_chunk)`` tasks
+    (``task_slice.task_chunks``); each chunk is a :meth:`DynamicsEnsemble.task_rows` view
+    of the model with its own Adam, so training a chunk trains the model's rows in place
+    and nothing is copied back. :meth:`step` takes one batch of all T tasks (drawn once,
+    with the generator as whole-batch training draws it) and gives each chunk its rows:
+    each task's objective and Adam state are its own, so the parameters after any number
+    of steps do not depend on C. One chunk (a GPU's choice) is the model itself.
+    """
+
+    def __init__(self, model: DynamicsEnsemble, lr: float, task_chunk: int = 0):
+        size = model.chunk_size(task_chunk)
+        self.chunks: list[TaskSlice | None] = (
+            [None] if size >= model.num_tasks else task_chunks(model.num_tasks, size)
+        )
+        self.parts = [model if c is None else model.task_rows(c) for c in self.chunks]
+        options = adam_options(model.device)
+        self.optimizers = [torch.optim.Adam(p.parameters(), lr=lr, **options) for p in self.parts]
+
+    def step(
+        self,
+        batch: TransitionBatch,
+        eta: float = 0.0,
+        anchor: Sequence[torch.Tensor] | DynamicsEnsemble | None = None,
+    ) -> torch.Tensor:
+        """One :func:`train_step` of every chunk on its rows of ``batch`` (fields (T, ...))
+        and of per-task anchors (a T = 1 anchor is shared); the per-task objective (T,)."""
+        if isinstance(anchor, DynamicsEnsemble):
+            anchor = list(anchor.parameters())
+        losses = []
+        for chunk, part, optimizer in zip(self.chunks, self.parts, self.optimizers, strict=True):
+            rows, rows_anchor = batch, anchor
+            if chunk is not None:
+                rows = TransitionBatch(*(chunk.take(x) for x in batch))
+                if anchor is not None:
+                    rows_anchor = [a if a.shape[0] == 1 else chunk.take(a) for a in anchor]
+            losses.append(train_step(part, optimizer, rows, eta, rows_anchor))
+        return losses[0] if len(losses) == 1 else torch.cat(losses)
+
+
 def train_models(
     model: DynamicsEnsemble,
     split: HoldoutSplit,
@@ -654,19 +754,22 @@ def train_models(
     eta: float = 0.0,
     anchor: Sequence[torch.Tensor] | DynamicsEnsemble | None = None,
     generator: torch.Generator | None = None,
+    task_chunk: int = 0,
 ) -> torch.Tensor:
     """``steps`` Adam steps of :func:`train_step` on the tasks ``task_indices`` of ``split``.
 
     A fresh Adam each call (each call is a new optimisation problem). Each member gets its own
-    batch of ``batch_size`` training transitions per step. Returns the last per-task objective.
+    batch of ``batch_size`` training transitions per step. The tasks train in chunks of
+    ``model.chunk_size(task_chunk)`` (:class:`ChunkedTrainer`; 0 = the device's choice), with
+    the same result for every chunk size. Returns the last per-task objective.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, **adam_options(model.device))
+    trainer = ChunkedTrainer(model, lr, task_chunk)
     last = torch.full((model.num_tasks,), float("nan"), device=model.device)
     for _ in range(steps):
         batch = split.sample_train(
             batch_size, task_indices, members=model.ensemble, generator=generator
         )
-        last = train_step(model, optimizer, batch, eta, anchor)
+        last = trainer.step(batch, eta, anchor)
     return last
 
 
@@ -698,6 +801,7 @@ def train_from_scratch(
         cfg.batch_size,
         tasks,
         generator=generator,
+        task_chunk=cfg.task_chunk,
     )
     val, mask = split.validation(tasks)
     model.select_elites(val, mask)

@@ -74,6 +74,7 @@ def meta_iteration(
         eta=cfg.eta,
         anchor=phi,
         generator=generator,
+        task_chunk=cfg.task_chunk,
     )
     meta_update_(phi, theta, cfg.meta_model_lr)
     return last
@@ -175,6 +176,7 @@ def adapt(
         eta=eta,
         anchor=meta_model,
         generator=generator,
+        task_chunk=cfg.task_chunk,
     )
     model.select_elites(val, mask)
     metrics["heldout_mse_adapted"] = model.heldout_mse(val, mask)

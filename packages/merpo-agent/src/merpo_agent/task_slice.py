@@ -6,6 +6,11 @@ process computes on the whole batch, every random tensor with a task axis is dra
 WHOLE batch, from a generator in the same state on every rank, and then cut to the rank's
 rows (:meth:`TaskSlice.draw`). Drawing ``total`` rows costs a little RNG work per rank;
 the networks, the costly part, only ever see the local rows.
+
+The same slices cut a task batch into chunks run one after another in one process
+(:func:`task_chunks`), when the device runs smaller batched ops faster
+(:func:`device_chunk_size`): the RAC inner loop (Alg. 2 lines 10-15) and the training of
+task models (Eq. 3-4).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from merpo_data.distributed import shard_bounds
 
 
 @dataclass(frozen=True)
@@ -75,4 +81,24 @@ def draw_sliced(
     return task_slice.draw(sample, local_shape)
 
 
-__all__ = ["TaskSlice", "draw_sliced"]
+def task_chunks(total: int, size: int) -> list[TaskSlice]:
+    """``total`` task slots in ``ceil(total / size)`` consecutive chunks of at most ``size``
+    slots, their sizes differing by at most one (``[]`` for no slots)."""
+    if size < 1:
+        raise ValueError(f"task chunk size must be >= 1, got {size}")
+    count = -(-total // size)
+    return [TaskSlice(*shard_bounds(total, i, count), total) for i in range(count)]
+
+
+def device_chunk_size(device: torch.device | str, batch: int, weights_per_task: int,
+                      cpu_max_weights: int) -> int:
+    """The device's tasks per batched op: all of ``batch`` off the CPU; on the CPU as many
+    tasks (at least one) as keep one op's weights within ``cpu_max_weights``, the measured
+    size beyond which the op's memory-bound parts spill the cache and a loop over smaller
+    ops runs faster."""
+    if torch.device(device).type != "cpu":
+        return batch
+    return max(1, min(batch, cpu_max_weights // max(1, weights_per_task)))
+
+
+__all__ = ["TaskSlice", "device_chunk_size", "draw_sliced", "task_chunks"]

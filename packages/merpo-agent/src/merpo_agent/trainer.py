@@ -6,7 +6,9 @@ Setup (once per run, then checkpointed):
 2. the offline meta-model phi_m* (Eq. 3, Alg. 2 lines 2-7; ``meta_model.meta_train``);
 3. task models adapted from phi_m* (Eq. 4, line 8) for the training tasks and, since phi_m*
    is fixed from here on, once for the test tasks too; the log shows each adapted model's
-   held-out MSE beside a from-scratch model's trained for the same steps;
+   held-out MSE beside a from-scratch model's trained for the same steps (steps 2 and 3
+   train ``dynamics.task_chunk`` tasks per batched op, 0 = the device's choice, with the
+   same result for every chunk size: ``dynamics.ChunkedTrainer``);
 4. behavior-cloning models pi_hat_beta per task (for lambda's D_beta', App. A.2.2);
 5. Alg. 2 line 1: one RAC learner per training task (``learner_table.LearnerTable``), every
    actor a copy of the initial pi_c and every critic a copy of the initial Q_meta. These
@@ -89,7 +91,7 @@ from merpo_agent.model_buffer import ModelBuffer
 from merpo_agent.provenance import record_session
 from merpo_agent.rac_loop import TaskData, buffer_capacity, rac_updates
 from merpo_agent.task_learners import TaskLearners
-from merpo_agent.task_slice import TaskSlice
+from merpo_agent.task_slice import TaskSlice, device_chunk_size, task_chunks
 from merpo_agent.transitions import TransitionBatch
 
 CONFIG_FILE = "config.yaml"
@@ -258,9 +260,7 @@ class MetaTrainer:
                                self.train_data.act_dim)
         if size >= self.batch_size:
             return [None]
-        count = -(-self.batch_size // size)
-        return [TaskSlice(*shard_bounds(self.batch_size, i, count), self.batch_size)
-                for i in range(count)]
+        return task_chunks(self.batch_size, size)
 
     def _chunk_modules(self, size: int) -> tuple:
         """(learners, model buffer, slot models) for a chunk of ``size`` tasks."""
@@ -742,18 +742,13 @@ def task_chunk_size(cfg: Config, device: torch.device, batch: int, obs_dim: int,
     batch on a GPU, and on a CPU as many tasks as fit ``CPU_CHUNK_CRITIC_WEIGHTS``."""
     if cfg.meta.task_chunk > 0:
         return min(cfg.meta.task_chunk, batch)
-    return device_chunk_size(device, batch, cfg.rac.hidden, cfg.rac.hidden_layers,
-                             obs_dim + act_dim)
+    weights = critic_weights(cfg.rac.hidden, cfg.rac.hidden_layers, obs_dim + act_dim)
+    return device_chunk_size(device, batch, weights, CPU_CHUNK_CRITIC_WEIGHTS)
 
 
-def device_chunk_size(device: torch.device | str, batch: int, hidden: int, hidden_layers: int,
-                      in_features: int) -> int:
-    """The device's tasks per batched op: all of ``batch`` off the CPU; on the CPU as many
-    tasks as keep the twin critics' weights within ``CPU_CHUNK_CRITIC_WEIGHTS``."""
-    if torch.device(device).type != "cpu":
-        return batch
-    per_task = 2 * (in_features * hidden + (hidden_layers - 1) * hidden * hidden + hidden)
-    return max(1, min(batch, CPU_CHUNK_CRITIC_WEIGHTS // per_task))
+def critic_weights(hidden: int, hidden_layers: int, in_features: int) -> int:
+    """The twin critics' weights per task, what ``CPU_CHUNK_CRITIC_WEIGHTS`` bounds."""
+    return 2 * (in_features * hidden + (hidden_layers - 1) * hidden * hidden + hidden)
 
 
 def _silent(_: str) -> None:
