@@ -237,18 +237,14 @@ def build_config(
 
 
 def check_device(device: str) -> None:
-    import torch
+    """One :class:`ConfigError` line for an unknown device or CUDA asked for without it
+    (the check itself is ``merpo_data.distributed.check_device``)."""
+    from merpo_data.distributed import check_device as check
 
     try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}; use cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "--device cuda was asked for but CUDA is not available here; use --device cpu"
-        )
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {device!r}; use cpu or cuda")
+        check(device)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 __all__ = [

@@ -5,25 +5,26 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import minari
 import numpy as np
 from merpo_envs import get_meta_info
 
 from merpo_data.atomic import atomic_write
 from merpo_data.datasets import is_local
 from merpo_data.ids import QUALITIES, dataset_id
+from merpo_data.integrity import open_dataset, read_episodes
 
 
 def dataset_returns(env_id: str) -> dict[str, dict[int, float]]:
-    """quality -> task -> mean episode return, for the env's datasets present locally."""
+    """quality -> task -> mean episode return, for the env's datasets present locally
+    (a damaged one is a one-line ``DamagedDatasetError``)."""
     info = get_meta_info(env_id)
     out: dict[str, dict[int, float]] = {q: {} for q in QUALITIES}
     for q in QUALITIES:
         for t in info.tasks:
             ds_id = dataset_id(env_id, t, q)
             if is_local(ds_id):
-                ds = minari.load_dataset(ds_id)
-                out[q][t] = float(np.mean([ep.rewards.sum() for ep in ds.iterate_episodes()]))
+                episodes = read_episodes(open_dataset(ds_id), ds_id)
+                out[q][t] = float(np.mean([ep.rewards.sum() for ep in episodes]))
     return out
 
 
