@@ -84,9 +84,12 @@ def load_shipped(path: Path, tasks: Sequence[int]) -> dict:
     return out
 
 
-def export_shipped(env_id: str, preset: str = "default", seed: int = 0) -> Path:
-    """Write the cached behavior policies of every task of (env, preset, seed) to
-    :func:`shipped_path` (a maintainer's step, after ``merpo-data generate ENV --retrain``)."""
+def export_shipped(
+    env_id: str, preset: str = "default", seed: int = 0, tasks: Sequence[int] | None = None
+) -> Path:
+    """Write the cached behavior policies of (env, preset, seed) to :func:`shipped_path`:
+    every task's, or those of ``tasks`` (a maintainer's step, after ``merpo-data generate
+    ENV --retrain``)."""
     from merpo_envs import get_meta_info
 
     from merpo_data.behavior import load_record, task_file
@@ -96,7 +99,8 @@ def export_shipped(env_id: str, preset: str = "default", seed: int = 0) -> Path:
     info = get_meta_info(env_id)
     data_preset = get_preset(env_id, preset)
     directory = behavior_dir(info.slug, data_preset.name, seed)
-    missing = [t for t in info.tasks if not task_file(directory, t).exists()]
+    tasks = info.tasks if tasks is None else tuple(tasks)
+    missing = [t for t in tasks if not task_file(directory, t).exists()]
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} task(s) of {env_id} have no finished policies in {directory}; "
@@ -109,5 +113,5 @@ def export_shipped(env_id: str, preset: str = "default", seed: int = 0) -> Path:
         "hidden": data_preset.sac.hidden,
         "hidden_layers": data_preset.sac.hidden_layers,
     }
-    records = [load_record(directory, t) for t in info.tasks]
+    records = [load_record(directory, t) for t in tasks]
     return save_shipped(records, shipped_path(info.slug, data_preset.name, seed), metadata)
