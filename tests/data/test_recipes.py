@@ -58,7 +58,8 @@ def test_expert_not_above_uniform_fails_with_one_line(
     import shutil
 
     store = tmp_path / "store"
-    shutil.copytree(point_robot_store / ".merpo-data" / "behavior", store / ".merpo-data" / "behavior")
+    cache = Path(".merpo-data") / "behavior"
+    shutil.copytree(point_robot_store / cache, store / cache)
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
     # the expert's 100-episode mean below the uniform policy's (what Half-Cheetah's
     # tiny test preset gave): generation stops before writing anything
