@@ -7,8 +7,19 @@ Qualities (the paper's App. A.2.2, "Data collection"):
 - ``expert``: the best checkpoint (highest evaluated return);
 - ``mixed``: episodes from every checkpoint, spread evenly.
 Rollouts are stochastic (a ~ pi(.|s)) and keep whole episodes, terminations and
-truncations apart. Each dataset is written with ``minari.create_dataset_from_buffers`` from
-whole-episode numpy arrays into a temporary store, then renamed into Minari's store.
+truncations apart, with the numeric step infos (Point-Robot-Wind's sparse reward, the
+MuJoCo envs' reward components). Each dataset is written with
+``minari.create_dataset_from_buffers`` from whole-episode numpy arrays into a temporary
+store, then renamed into Minari's store.
+
+- Reference scores (:func:`reference_scores`): ``ref_max_score`` is the expert
+  checkpoint's mean return over ``reference_episodes`` (100) episodes collected as its
+  dataset is, ``ref_min_score`` the uniform policy's; an expert that does not beat the
+  uniform policy stops generation with one line.
+- A dataset is a pure function of its recipe: tasks are trained and rolled out in the
+  fixed task groups of their preset (``DataPreset.task_groups``), whatever was asked for.
+  The recipe (preset, seed, task group, package versions, content hash) is stored under
+  ``RECIPE_KEY``; ``requirements`` pin the versions.
 """
 
 from __future__ import annotations
