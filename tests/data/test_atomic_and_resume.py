@@ -105,7 +105,7 @@ def test_failure_mid_write_leaves_no_dataset(empty_store, monkeypatch):
     monkeypatch.setattr(HDF5Storage, "update_episodes", write_half_then_die)
     with pytest.raises(KeyboardInterrupt):
         _write()
-    ds_id = dataset_id(ENV, 5, "expert")
+    ds_id = dataset_id(ENV, 5, "expert", "test")
     assert ds_id not in minari.list_local_datasets()
     assert not (empty_store / ds_id).exists()
     assert _merpo_dirs(empty_store) == []  # the half-written temporary store is gone too
@@ -127,7 +127,7 @@ def test_recreating_an_existing_id_needs_force(empty_store):
 
 def test_generate_refuses_another_recipe_without_force(empty_store, tiny_preset):
     generate(ENV, tasks=[7], qualities=["random"], preset="test", progress=False)
-    ds_id = dataset_id(ENV, 7, "random")
+    ds_id = dataset_id(ENV, 7, "random", "test")
     with pytest.raises(ValueError, match="exists with another recipe.*--force"):
         generate(ENV, tasks=[7], qualities=["random"], preset="test", episodes=9, progress=False)
     generate(
@@ -204,7 +204,7 @@ def test_finished_tasks_are_never_retrained(empty_store, tiny_preset, monkeypatc
     generate(ENV, tasks=[2, 3], qualities=["medium", "expert"], preset="test", progress=False)
     assert trained == [(3,)]
     assert set(minari.list_local_datasets()) == {
-        dataset_id(ENV, t, q) for t in (2, 3) for q in ("medium", "expert")
+        dataset_id(ENV, t, q, "test") for t in (2, 3) for q in ("medium", "expert")
     }
 
 
@@ -212,7 +212,7 @@ def test_load_dataset_builds_a_missing_one_when_no_remote_answers(
     empty_store, tiny_preset, monkeypatch
 ):
     monkeypatch.setenv("MINARI_REMOTE", "nowhere://merpo")  # a remote Minari cannot reach
-    ds_id = dataset_id(ENV, 11, "mixed")
+    ds_id = dataset_id(ENV, 11, "mixed", "test")
     with pytest.raises(
         FileNotFoundError,
         match=r"merpo-data generate merpo/PointRobotWind-v0 --tasks 11 --qualities mixed",

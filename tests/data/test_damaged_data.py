@@ -19,7 +19,7 @@ from merpo_data.datasets import RECIPE_KEY
 from merpo_data.integrity import DamagedDatasetError, dataset_problem
 
 ENV = "merpo/PointRobotWind-v0"
-DAMAGED = dataset_id(ENV, 0, "medium")
+DAMAGED = dataset_id(ENV, 0, "medium", "test")
 SMOKE_TASKS = (0, 1, 2, 3, 40, 41)  # the agent's smoke preset trains on 0-3, tests on 40-41
 
 
@@ -49,7 +49,7 @@ def _damage(store: Path, ds_id: str, how: str) -> None:
 
 @pytest.fixture
 def store(point_robot_store, tmp_path, monkeypatch) -> Path:
-    ids = [dataset_id(ENV, t, "medium") for t in SMOKE_TASKS]
+    ids = [dataset_id(ENV, t, "medium", "test") for t in SMOKE_TASKS]
     root = _copy_store(point_robot_store, tmp_path / "store", ids, behavior=True)
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
     return root
@@ -59,14 +59,14 @@ def _one_line_naming_the_fix(text: str) -> None:
     text = text.strip()
     assert len(text.splitlines()) == 1, text
     assert DAMAGED in text and "Traceback" not in text
-    assert f"merpo-data generate {ENV} --tasks 0 --qualities medium --force" in text
+    assert f"merpo-data generate {ENV} --tasks 0 --qualities medium --preset test --force" in text
 
 
 @pytest.mark.parametrize("how", ["truncated", "metadata"])
 def test_sampler_names_the_damaged_dataset_and_the_fix(store, how):
     _damage(store, DAMAGED, how)
     with pytest.raises(DamagedDatasetError) as err:
-        TaskSampler(ENV, tasks=[1, 0], quality="medium")
+        TaskSampler(ENV, tasks=[1, 0], quality="medium", preset="test")
     _one_line_naming_the_fix(str(err.value))
 
 
@@ -75,20 +75,26 @@ def test_info_and_plot_say_one_line(store, how, capsys, tmp_path):
     _damage(store, DAMAGED, how)
     assert data_main(["info", DAMAGED]) == 2
     _one_line_naming_the_fix(capsys.readouterr().err)
-    assert data_main(["plot", ENV, "--output", str(tmp_path / "returns.png")]) == 2
+    png = tmp_path / "returns.png"
+    assert data_main(["plot", ENV, "--output", str(png), "--preset", "test"]) == 2
     _one_line_naming_the_fix(capsys.readouterr().err)
-    assert not (tmp_path / "returns.png").exists()
+    assert not png.exists()
 
 
-@pytest.mark.parametrize("how", ["truncated", "metadata", "edited"])
-def test_list_marks_the_damaged_dataset(store, how, capsys):
+@pytest.mark.parametrize(
+    "how, argv", [("truncated", []), ("metadata", []), ("edited", ["--verify"])]
+)
+def test_list_marks_the_damaged_dataset(store, how, argv, capsys):
     _damage(store, DAMAGED, how)
-    assert data_main(["list"]) == 0
+    if how == "edited":  # the file reads: only the content hash tells
+        assert data_main(["list"]) == 0
+        assert "DAMAGED" not in capsys.readouterr().out
+    assert data_main(["list", *argv]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(SMOKE_TASKS)
     (marked,) = [line for line in lines if "DAMAGED" in line]
     assert marked.startswith(f"{DAMAGED}\tDAMAGED") and "--force" in marked
-    assert f"{dataset_id(ENV, 1, 'medium')}\t100 episodes\t2500 steps" in lines
+    assert f"{dataset_id(ENV, 1, 'medium', 'test')}\t100 episodes\t2500 steps" in lines
 
 
 @pytest.mark.parametrize("how", ["truncated", "metadata", "edited"])
@@ -101,7 +107,7 @@ def test_generate_rebuilds_a_damaged_dataset(store, point_robot_store, how, caps
     generate(ENV, tasks=[0, 1], qualities=["medium"], preset="test", progress=False)
     err = capsys.readouterr().err
     assert f"rebuilding: dataset {DAMAGED} is damaged" in err
-    assert dataset_id(ENV, 1, "medium") not in err  # the sound one is kept as it is
+    assert dataset_id(ENV, 1, "medium", "test") not in err  # the sound one is kept as it is
     assert dataset_problem(DAMAGED, RECIPE_KEY) is None
     after = json.loads((store / DAMAGED / "data" / "metadata.json").read_text())[RECIPE_KEY]
     # Rebuilt from the cached behavior policies: the very same data.
@@ -130,7 +136,7 @@ def test_cuda_without_cuda_is_one_line(point_robot_store, monkeypatch, capsys, t
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="CUDA is not available here; use --device cpu"):
-        TaskSampler(ENV, tasks=[0], quality="medium", device="cuda")
+        TaskSampler(ENV, tasks=[0], quality="medium", device="cuda", preset="test")
     argv = ["generate", ENV, "--tasks", "0", "--preset", "test", "--device", "cuda", "--quiet"]
     assert data_main(argv) == 2
     err = capsys.readouterr().err.strip()

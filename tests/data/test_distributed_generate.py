@@ -69,7 +69,7 @@ def test_two_gloo_ranks_build_the_same_datasets_as_one_process(tmp_path):
     single_out = _run([sys.executable, "-m", "merpo_data", *ARGS], single)
     sharded_out = _run([*TORCHRUN, *ARGS], sharded)
 
-    expected = {dataset_id(ENV, t, QUALITY) for t in TASKS}
+    expected = {dataset_id(ENV, t, QUALITY, "test") for t in TASKS}
     one, two = _summary(single), _summary(sharded)
     assert set(one) == set(two) == expected
     for ds_id in expected:

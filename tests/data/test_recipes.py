@@ -32,11 +32,11 @@ def test_reference_scores_are_100_episode_means(point_robot_store):
     """ref_max: the expert policy over 100 episodes collected as its dataset was; ref_min:
     the uniform policy over 100 episodes (App. A.2.2 qualities)."""
     for task in (1, 40):
-        meta = minari.load_dataset(dataset_id(ENV, task, "expert")).storage.metadata
+        meta = minari.load_dataset(dataset_id(ENV, task, "expert", "test")).storage.metadata
         assert meta["num_episodes_average_score"] == 100
         lo, hi = meta["ref_min_score"], meta["ref_max_score"]
         for quality, ref in (("expert", hi), ("random", lo)):
-            ds = minari.load_dataset(dataset_id(ENV, task, quality))
+            ds = minari.load_dataset(dataset_id(ENV, task, quality, "test"))
             mean = np.mean([ep.rewards.sum() for ep in ds.iterate_episodes()])
             assert ref == pytest.approx(mean, abs=1.5)  # other episodes, same policy
             assert ref != pytest.approx(mean, abs=1e-9)  # ... on a stream of their own
@@ -48,7 +48,7 @@ def test_reference_scores_are_reproduced_by_reference_scores(point_robot_store):
     preset = get_preset(ENV, "test")
     records = ensure_behavior_policies(ENV, [40, 41], preset, progress=False)
     refs = reference_scores(ENV, (40, 41), records, preset, 0)
-    meta = minari.load_dataset(dataset_id(ENV, 41, "medium")).storage.metadata
+    meta = minari.load_dataset(dataset_id(ENV, 41, "medium", "test")).storage.metadata
     assert refs[41] == (meta["ref_min_score"], meta["ref_max_score"])
 
 
@@ -75,7 +75,7 @@ def test_expert_not_above_uniform_fails_with_one_line(
 
 def test_step_infos_are_stored(point_robot_store):
     """Point-Robot-Wind's sparse reward (and the task) per step, aligned with the rewards."""
-    ds = minari.load_dataset(dataset_id(ENV, 2, "expert"))
+    ds = minari.load_dataset(dataset_id(ENV, 2, "expert", "test"))
     for ep in list(ds.iterate_episodes())[:10]:
         sparse = ep.infos["sparse_reward"]
         assert sparse.shape == ep.rewards.shape
@@ -86,7 +86,7 @@ def test_step_infos_are_stored(point_robot_store):
 
 
 def test_recipe_and_requirements_in_the_metadata_and_info(point_robot_store, capsys):
-    ds_id = dataset_id(ENV, 3, "medium")
+    ds_id = dataset_id(ENV, 3, "medium", "test")
     ds = minari.load_dataset(ds_id)
     recipe = _recipe(ds_id)
     assert {k: recipe[k] for k in ("preset", "seed", "episodes", "task", "quality")} == {
@@ -119,7 +119,7 @@ def test_a_task_alone_is_bit_identical_to_the_task_among_others(
 ):
     """The session store built tasks 0-3 and 40-41 in one call; task 1 alone, in a store of
     its own (its behavior policies trained again), gives the very same datasets."""
-    ids = [dataset_id(ENV, 1, q) for q in ("medium", "expert", "random")]
+    ids = [dataset_id(ENV, 1, q, "test") for q in ("medium", "expert", "random")]
     full = _hashes(ids)
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "alone"))
     generate(ENV, tasks=[1], qualities=["medium", "expert", "random"], preset="test",
@@ -143,7 +143,7 @@ def test_shipped_policies_rebuild_what_training_built(point_robot_store, tmp_pat
     monkeypatch.setattr(shipped, "POLICY_DIR", tmp_path / "policies")
     path = shipped.export_shipped(ENV, "test", 0, tasks=[0, 1])
     assert path == tmp_path / "policies" / "point-robot-wind-test-seed0.safetensors"
-    ids = [dataset_id(ENV, t, q) for t in (0, 1) for q in ("medium", "mixed")]
+    ids = [dataset_id(ENV, t, q, "test") for t in (0, 1) for q in ("medium", "mixed")]
     trained = _hashes(ids)
 
     calls = []

@@ -3,10 +3,10 @@
     merpo-data generate ENV [--tasks 0-9,40-49] [--qualities medium,expert] [--preset default]
                             [--episodes N] [--seed S] [--device cpu] [--force] [--retrain]
     torchrun --nproc-per-node N -m merpo_data generate ENV ...   (ranks split the tasks)
-    merpo-data list
+    merpo-data list [--verify]
     merpo-data info ID
     merpo-data download ID
-    merpo-data plot ENV [--output FILE]
+    merpo-data plot ENV [--output FILE] [--preset default]
     merpo-data --version
 
 Bad input (unknown env or id, bad task range, a damaged dataset, ``--device cuda``
@@ -51,7 +51,11 @@ def _parser() -> argparse.ArgumentParser:
         "cached ones",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
-    sub.add_parser("list", help="list local merpo datasets")
+    ls = sub.add_parser("list", help="list local merpo datasets, damaged ones marked")
+    ls.add_argument(
+        "--verify", action="store_true",
+        help="also read every episode and compare the content hash (slower)",
+    )
     i = sub.add_parser(
         "info", help="episodes, transitions, returns and normalized score of a dataset"
     )
@@ -61,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="PNG of the mean return per task and quality")
     pl.add_argument("env")
     pl.add_argument("--output", default=None, help="PNG path (default: <env slug>-returns.png)")
+    pl.add_argument("--preset", default="default", help="the data preset (default or test)")
     return p
 
 
@@ -162,7 +167,7 @@ def _list(args) -> int:
         if data.is_dir()
     )
     for ds_id in ids:
-        problem = dataset_problem(ds_id, RECIPE_KEY)
+        problem = dataset_problem(ds_id, RECIPE_KEY, verify=args.verify)
         if problem is not None:
             print(f"{ds_id}\tDAMAGED: {problem}")
             continue
@@ -221,7 +226,7 @@ def _download(args) -> int:
 def _plot(args) -> int:
     from merpo_data.plot import plot_returns
 
-    print(plot_returns(args.env, args.output))
+    print(plot_returns(args.env, args.output, args.preset))
     return 0
 
 

@@ -50,7 +50,8 @@ from merpo_data.ids import (
     QUALITIES,
     dataset_id,
     env_namespace,
-    parse_dataset_id,
+    generate_command,
+    parse_dataset_recipe,
     parse_qualities,
     parse_tasks,
 )
@@ -169,7 +170,7 @@ def generate(
     replace_ids: set[str] = set()
     for q in quality_list:
         for t in task_list:
-            ds_id = dataset_id(env_id, t, q)
+            ds_id = dataset_id(env_id, t, q, data_preset.name)
             if is_local(ds_id) and not force:
                 problem = dataset_problem(ds_id, RECIPE_KEY)
                 if problem is None:
@@ -203,7 +204,7 @@ def generate(
                         env_id, group, write, q, records, refs, data_preset, seed,
                         force, replace_ids, device, progress,
                     )  # fmt: skip
-    return [dataset_id(env_id, t, q) for t in task_list for q in quality_list]
+    return [dataset_id(env_id, t, q, data_preset.name) for t in task_list for q in quality_list]
 
 
 def reference_scores(
@@ -253,7 +254,7 @@ def _build_quality(
     bar = tqdm(total=len(tasks), desc=f"write {quality}", unit="dataset", disable=not progress)
     for pos, task in enumerate(group):
         if task in tasks:
-            ds_id = dataset_id(env_id, task, quality)
+            ds_id = dataset_id(env_id, task, quality, preset.name)
             write_dataset(
                 env_id, task, quality, episodes[pos], recs[pos], preset, seed,
                 force or ds_id in replace_ids, refs[task],
@@ -361,7 +362,7 @@ def write_dataset(
     that built it, the content hash of the data) under ``RECIPE_KEY``, and
     ``requirements`` pin those versions.
     """
-    ds_id = dataset_id(env_id, task, quality)
+    ds_id = dataset_id(env_id, task, quality, preset.name)
     if is_local(ds_id) and not force:
         raise FileExistsError(
             f"dataset {ds_id} already exists; pass --force (force=True) to rebuild it"
@@ -450,12 +451,12 @@ def load_dataset(dataset_id_: str, download: bool = True) -> minari.MinariDatase
     download`` experience without a server. With ``download=False`` a missing dataset is
     a one-line error naming the command that builds it.
     """
-    env_id, task, quality = parse_dataset_id(dataset_id_)
+    env_id, task, quality, preset = parse_dataset_recipe(dataset_id_)
     if not is_local(dataset_id_):
         if not download:
             raise FileNotFoundError(
                 f"dataset {dataset_id_} is not in {store_root()}; build it with "
-                f"`merpo-data generate {env_id} --tasks {task} --qualities {quality}`"
+                f"`{generate_command(env_id, [task], [quality], preset)}`"
             )
         if os.environ.get("MINARI_REMOTE"):
             try:
@@ -463,5 +464,5 @@ def load_dataset(dataset_id_: str, download: bool = True) -> minari.MinariDatase
             except Exception:  # noqa: BLE001  no remote, no copy there, no network: build it
                 pass
         if not is_local(dataset_id_):
-            generate(env_id, tasks=[task], qualities=[quality])
+            generate(env_id, tasks=[task], qualities=[quality], preset=preset)
     return open_dataset(dataset_id_)

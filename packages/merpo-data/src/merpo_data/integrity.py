@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from types import SimpleNamespace
 
 import minari
 import numpy as np
 
-from merpo_data.ids import parse_dataset_id
+from merpo_data.ids import generate_command, parse_dataset_recipe
 
 __all__ = [
     "DamagedDatasetError",
@@ -48,8 +50,8 @@ class DamagedDatasetError(ValueError):
 
 def rebuild_command(dataset_id: str) -> str:
     """The ``merpo-data generate`` command that rebuilds one dataset over a damaged copy."""
-    env_id, task, quality = parse_dataset_id(dataset_id)
-    return f"merpo-data generate {env_id} --tasks {task} --qualities {quality} --force"
+    env_id, task, quality, preset = parse_dataset_recipe(dataset_id)
+    return generate_command(env_id, [task], [quality], preset, force=True)
 
 
 def damaged(dataset_id: str, reason: str) -> DamagedDatasetError:
@@ -87,24 +89,61 @@ def read_episodes(dataset: minari.MinariDataset, dataset_id: str | None = None) 
     return episodes
 
 
-def dataset_problem(dataset_id: str, recipe_key: str) -> str | None:
+def dataset_problem(dataset_id: str, recipe_key: str, verify: bool = True) -> str | None:
     """Why a local dataset is damaged, or ``None`` when it reads whole.
 
     Reads every episode and, when the dataset's recipe (metadata ``recipe_key``) holds a
-    content hash, compares it with the data's.
+    content hash, compares it with the data's; the episodes are read straight from the
+    HDF5 file in one pass (the arrays Minari would return). ``verify=False`` only checks
+    that the metadata loads and the HDF5 file opens with every episode in it (a torn file
+    fails there): a fraction of a second less per dataset, for ``merpo-data list``.
     """
     try:
         dataset = open_dataset(dataset_id)
-        episodes = read_episodes(dataset, dataset_id)
         raw = dataset.storage.metadata.get(recipe_key)
         stored = json.loads(raw).get("content_hash") if raw else None
     except DamagedDatasetError as err:
         return str(err)
     except _READ_ERRORS as err:
         return str(damaged(dataset_id, f"recipe: {type(err).__name__}: {err}"))
-    if stored is not None and stored != content_hash(episodes):
+    path = Path(dataset.storage.data_path) / "main_data.hdf5"
+    try:
+        episodes = _hdf5_episodes(path, dataset.total_episodes)
+        if not verify:
+            next(episodes, None)  # opens the file and counts the episodes
+            episodes.close()
+            return None
+        digest = content_hash(episodes)
+    except _READ_ERRORS as err:
+        return str(damaged(dataset_id, f"episodes: {type(err).__name__}: {err}"))
+    if stored is not None and stored != digest:
         return str(damaged(dataset_id, "its content hash differs from the one in its recipe"))
     return None
+
+
+def _hdf5_episodes(path: Path, total: int) -> Iterator[SimpleNamespace]:
+    """The episodes of a Minari HDF5 file as Minari decodes them (Box spaces: arrays)."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        if len(handle.keys()) != total:
+            raise ValueError(f"{len(handle.keys())} episodes in the file, metadata says {total}")
+        for index in range(total):
+            group = handle[f"episode_{index}"]
+            fields = {
+                name: _read_tree(group[name])
+                for name in ("observations", "actions", "rewards", "terminations", "truncations")
+            }
+            infos = _read_tree(group["infos"]) if "infos" in group else None
+            yield SimpleNamespace(**fields, infos=infos)
+
+
+def _read_tree(node):
+    import h5py
+
+    if isinstance(node, h5py.Group):
+        return {key: _read_tree(node[key]) for key in node.keys()}
+    return node[()]
 
 
 def content_hash(episodes: Iterable) -> str:
@@ -114,21 +153,15 @@ def content_hash(episodes: Iterable) -> str:
     for episode in episodes:
         for name in ("observations", "actions", "rewards", "terminations", "truncations"):
             _update(digest, name, getattr(episode, name))
-        infos = getattr(episode, "infos", None) or {}
-        _update_tree(digest, "infos", infos)
+        _update(digest, "infos", getattr(episode, "infos", None) or {})
     return digest.hexdigest()
 
 
-def _update_tree(digest, name: str, tree: Mapping) -> None:
-    for key in sorted(tree):
-        value = tree[key]
-        if isinstance(value, Mapping):
-            _update_tree(digest, f"{name}/{key}", value)
-        else:
-            _update(digest, f"{name}/{key}", value)
-
-
 def _update(digest, name: str, value) -> None:
+    if isinstance(value, Mapping):  # dict spaces and infos: their leaves, keys sorted
+        for key in sorted(value):
+            _update(digest, f"{name}/{key}", value[key])
+        return
     array = np.ascontiguousarray(np.asarray(value))
     digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
     digest.update(array.tobytes())

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from merpo_envs import get_meta_info
 
+from merpo_data.ids import check_preset
 from merpo_data.sac import SACConfig
 
 DEFAULT_EPISODES = 200  # per dataset; the paper found 200 episodes enough (App. A.2.2)
@@ -160,13 +161,9 @@ def _generic_mujoco(env_id: str, name: str) -> DataPreset:
     )
 
 
-PRESET_NAMES = ("default", "test")
-
-
 def get_preset(env_id: str, name: str = "default") -> DataPreset:
     """The preset ``name`` of ``env_id`` (one-line error for unknown names)."""
     get_meta_info(env_id)  # unknown env -> one-line error listing the ids
-    if name not in PRESET_NAMES:
-        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESET_NAMES)}")
+    check_preset(name)
     specific = _SPECIFIC.get((env_id, name))
     return specific if specific is not None else _generic_mujoco(env_id, name)

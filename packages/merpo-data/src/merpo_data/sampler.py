@@ -25,11 +25,11 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from merpo_envs import format_tasks, get_meta_info
+from merpo_envs import get_meta_info
 
 from merpo_data.datasets import generate, is_local
 from merpo_data.distributed import check_device
-from merpo_data.ids import QUALITIES, check_quality, dataset_id
+from merpo_data.ids import check_preset, check_quality, dataset_id, generate_command
 from merpo_data.integrity import open_dataset, read_episodes
 
 
@@ -73,6 +73,8 @@ class TaskSampler:
         quality: one quality for all tasks, or one per task.
         device: where the tensors live (``cuda`` without CUDA is a one-line error).
         build_missing: build missing datasets (``merpo_data.generate``) instead of raising.
+        preset: the data preset that built the datasets (``"test"``: the cheap test
+            datasets, ``task-NN-<quality>-test-v0``).
 
     Dataset actions are in env units (not rescaled); ``action_low``/``action_high`` give
     the env's action box. A damaged dataset is one ``DamagedDatasetError`` line naming
@@ -88,6 +90,7 @@ class TaskSampler:
         quality: str | Sequence[str] = "medium",
         device: str | torch.device = "cpu",
         build_missing: bool = False,
+        preset: str = "default",
     ):
         info = get_meta_info(env_id)
         self.env_id = info.env_id
@@ -109,11 +112,13 @@ class TaskSampler:
                 "pass one or one per task"
             )
         self.qualities: tuple[str, ...] = tuple(check_quality(q) for q in qualities)
+        self.preset = check_preset(preset)
         self.device = check_device(device)
         self.num_tasks = len(self.tasks)
         self.obs_dim, self.act_dim = info.obs_dim, info.act_dim
         self.dataset_ids = tuple(
-            dataset_id(env_id, t, q) for t, q in zip(self.tasks, self.qualities, strict=True)
+            dataset_id(env_id, t, q, preset)
+            for t, q in zip(self.tasks, self.qualities, strict=True)
         )
         self._ensure_local(build_missing)
 
@@ -178,18 +183,21 @@ class TaskSampler:
         if not missing:
             return
         if not build_missing:
-            tasks = format_tasks(t for t, _ in missing)
-            quals = ",".join(q for q in QUALITIES if q in {q for _, q in missing})
+            command = generate_command(
+                self.env_id, [t for t, _ in missing], [q for _, q in missing], self.preset
+            )
             raise ValueError(
                 f"{len(missing)} dataset(s) missing, e.g. "
-                f"{dataset_id(self.env_id, *missing[0])}; run "
-                f"`merpo-data generate {self.env_id} --tasks {tasks} --qualities {quals}`, "
+                f"{dataset_id(self.env_id, *missing[0], self.preset)}; run `{command}`, "
                 "or let training build them with `--set data.build_missing=true` "
                 "(build_missing=True in Python)"
             )
         for quality in sorted({q for _, q in missing}):
             generate(
-                self.env_id, tasks=[t for t, q in missing if q == quality], qualities=[quality]
+                self.env_id,
+                tasks=[t for t, q in missing if q == quality],
+                qualities=[quality],
+                preset=self.preset,
             )
 
     def _task_rows(self, task_indices: torch.Tensor | None):
