@@ -130,7 +130,7 @@ def test_missing_datasets_message_gives_ranges_and_the_cli_form_of_build_missing
     with pytest.raises(ValueError) as info:
         TaskSampler(ENV, tasks=[*range(10), 40, 41, 42, 43, 44], quality="medium", preset="test")
     message = str(info.value)
-    assert "--tasks 4-9,42-44 --qualities medium`" in message
+    assert "--tasks 4-9,42-44 --qualities medium --preset test`" in message
     assert "--set data.build_missing=true" in message
 
 

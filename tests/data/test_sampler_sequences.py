@@ -44,7 +44,7 @@ def sampler(tmp_path_factory):
         for task, lengths in LENGTHS.items():
             episodes = [_episode(task, e, n) for e, n in enumerate(lengths)]
             write_dataset(ENV, task, "medium", episodes, rec, get_preset(ENV, "test"), 0)
-        yield TaskSampler(ENV, tasks=list(LENGTHS), quality="medium")
+        yield TaskSampler(ENV, tasks=list(LENGTHS), quality="medium", preset="test")
     finally:
         if before is None:
             os.environ.pop("MINARI_DATASETS_PATH", None)

@@ -300,10 +300,9 @@ class TaskSampler:
             raise ValueError(f"context length must be >= 1, got {length}")
         start = self.draw_indices(batch_size, task_indices, generator)
         steps = torch.arange(length, device=self.device)
-        mask = self.timesteps[start].unsqueeze(-1) + steps < self._episode_length[
-            start
-        ].unsqueeze(-1)
-        last = self._episode_first[start] + self._episode_length[start] - 1
+        length_ = self._episode_length[start]
+        mask = self.timesteps[start].unsqueeze(-1) + steps < length_.unsqueeze(-1)
+        last = self._episode_first[start] + length_ - 1
         index = torch.where(mask, start.unsqueeze(-1) + steps, last.unsqueeze(-1))
         return self._sequence(index, mask, self.episode_ids[start])
 
@@ -348,14 +347,7 @@ class TaskSampler:
     def task_transitions(self, i: int) -> TransitionBatch:
         """All transitions of task position ``i`` (leading axis ``N_i``, no task axis)."""
         start, size = self._offset_list[i], self._size_list[i]
-        sl = slice(start, start + size)
-        return TransitionBatch(
-            self.observations[sl],
-            self.actions[sl],
-            self.rewards[sl],
-            self.next_observations[sl],
-            self.terminations[sl],
-        )
+        return self.gather(slice(start, start + size))
 
     def episodes(self, i: int) -> list:
         """The whole episodes (``minari`` EpisodeData) of task position ``i``."""
