@@ -175,3 +175,34 @@ def test_the_shipped_point_robot_policies():
         assert rec.returns[rec.expert_index] > rec.random_return
     with pytest.raises(ValueError, match="ships no policies of task 50"):
         load_shipped(path, [50])
+
+
+def test_cached_policies_of_another_grouping_are_not_used(point_robot_store, tmp_path, monkeypatch):
+    """Checkpoint files that do not say they trained in the task's group (older merpo-data
+    trained "the tasks asked for") would make the data depend on the request: retrain."""
+    import shutil
+
+    import merpo_data.behavior as behavior
+    import torch
+    from merpo_data.atomic import atomic_torch_save
+    from merpo_data.behavior import ensure_behavior_policies
+
+    cache = Path(".merpo-data") / "behavior"
+    shutil.copytree(point_robot_store / cache, tmp_path / cache)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    preset = get_preset(ENV, "test")
+    assert ensure_behavior_policies(ENV, [3], preset, progress=False)[3].group == (2, 3)
+    path = tmp_path / cache / "point-robot-wind" / "test-seed0" / "task-02.pt"
+    state = torch.load(path, weights_only=True)
+    del state["group"]
+    atomic_torch_save(state, path)
+    calls = []
+
+    def train(env_id, tasks, *args, **kwargs):
+        calls.append(tuple(tasks))
+        raise KeyboardInterrupt("stop before training")
+
+    monkeypatch.setattr(behavior, "_train_group", train)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_behavior_policies(ENV, [3], preset, progress=False)
+    assert calls == [(2, 3)]

@@ -50,8 +50,9 @@ class BehaviorRecord:
     task: int
     steps: np.ndarray  # (C,) env steps of the task at each checkpoint
     returns: np.ndarray  # (C,) evaluated stochastic return of each checkpoint
-    random_return: float  # mean return of uniform actions (ref_min_score)
+    random_return: float  # mean return of uniform actions (places the medium checkpoint)
     actor: dict[str, torch.Tensor]  # parameter name -> (C, ...)
+    group: tuple[int, ...] | None = None  # the task group it trained in (None: not recorded)
 
     @property
     def num_checkpoints(self) -> int:
@@ -81,6 +82,7 @@ def load_record(directory: Path, task: int) -> BehaviorRecord:
         returns=state["returns"].numpy(),
         random_return=float(state["random_return"]),
         actor=state["actor"],
+        group=tuple(int(t) for t in state["group"]) if "group" in state else None,
     )
 
 
@@ -117,7 +119,8 @@ def ensure_behavior_policies(
     """Every requested task's record, from its task group's policies.
 
     A task's policies come from its fixed task group (``preset.task_groups``), whatever
-    else was asked for: the group's finished checkpoint files if any; else the policies
+    else was asked for: the group's finished checkpoint files if any (trained in that very
+    group; files that do not say so are not used); else the policies
     shipped with merpo-data for (env, preset, seed) (:mod:`merpo_data.shipped`); else the
     whole group trains as one stacked SAC. ``retrain`` ignores the shipped policies and
     the finished files and trains the groups again. A leftover ``train-state.pt`` of the
@@ -137,8 +140,11 @@ def ensure_behavior_policies(
             for task in group:
                 task_file(directory, task).unlink(missing_ok=True)
         if all(task_file(directory, t).exists() for t in group):
-            records.update({t: load_record(directory, t) for t in group})
-            continue
+            cached = {t: load_record(directory, t) for t in group}
+            # Files from another grouping (older merpo-data) would break the recipe.
+            if all(rec.group == tuple(group) for rec in cached.values()):
+                records.update(cached)
+                continue
         if shipped is not None and shipped.exists():
             records.update(load_shipped(shipped, group))
             continue
@@ -215,6 +221,7 @@ def _train_group(
                     for k in history["actor"][0]
                 },
                 "preset": preset.name,
+                "group": torch.tensor(tasks),
             },
             task_file(directory, task),
         )
