@@ -166,8 +166,8 @@ def test_encoder_learns_to_tell_two_winds_apart():
 def test_batch_pearl_trains_end_to_end_on_point_robot(point_robot_store, tmp_path):
     from merpo_data import TaskSampler
 
-    train = TaskSampler(ENV, [0, 1, 2, 3], "mixed")
-    test = TaskSampler(ENV, [40, 41], "mixed")
+    train = TaskSampler(ENV, [0, 1, 2, 3], "mixed", preset="test")
+    test = TaskSampler(ENV, [40, 41], "mixed", preset="test")
     config = BatchPearlConfig.smoke(ENV)
     logs = []
     agent = train_batch_pearl(config, train, 600, "cpu", seed=0,

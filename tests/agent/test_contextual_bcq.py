@@ -227,8 +227,8 @@ def test_config_checks_and_env_discount():
 def test_contextual_bcq_trains_end_to_end_on_point_robot(point_robot_store, tmp_path):
     from merpo_data import TaskSampler
 
-    train = TaskSampler(ENV, [0, 1, 2, 3], "mixed")
-    test = TaskSampler(ENV, [40, 41], "mixed")
+    train = TaskSampler(ENV, [0, 1, 2, 3], "mixed", preset="test")
+    test = TaskSampler(ENV, [40, 41], "mixed", preset="test")
     config = ContextualBCQConfig.smoke(ENV)
     logs, seen = [], []
     initial = train_contextual_bcq(config, train, 0, "cpu", seed=0)
@@ -244,7 +244,8 @@ def test_contextual_bcq_trains_end_to_end_on_point_robot(point_robot_store, tmp_
     # It clearly beats uniformly random behavior (the "random" datasets' mean return, about
     # -25 here; the trained agent gets about -16, the mixed data -16); the untrained agent
     # does not (about -27).
-    random_behavior = float(TaskSampler(ENV, [40, 41], "random").dataset_returns.mean())
+    random_data = TaskSampler(ENV, [40, 41], "random", preset="test")
+    random_behavior = float(random_data.dataset_returns.mean())
     returns = evaluate_contextual_bcq(agent, test, ENV, episodes=2, seed=0)
     untrained = evaluate_contextual_bcq(initial, test, ENV, episodes=2, seed=0)
     assert set(returns) == {40, 41}
@@ -274,7 +275,7 @@ def test_contextual_bcq_trains_end_to_end_on_point_robot(point_robot_store, tmp_
 def test_task_batches_smaller_than_the_task_set(point_robot_store):
     from merpo_data import TaskSampler
 
-    train = TaskSampler(ENV, [0, 1, 2, 3], "medium")
+    train = TaskSampler(ENV, [0, 1, 2, 3], "medium", preset="test")
     config = ContextualBCQConfig.smoke(ENV, task_batch_size=2, log_every=5)
     logs = []
     train_contextual_bcq(config, train, 12, "cpu", seed=1, log_fn=lambda s, m: logs.append(s))

@@ -264,8 +264,8 @@ def test_focal_trains_end_to_end_on_point_robot(point_robot_store, tmp_path):
     from merpo_data import TaskSampler
     from merpo_envs.point_robot_wind import WINDS
 
-    train = TaskSampler(ENV, [0, 1, 2, 3], "mixed")
-    test = TaskSampler(ENV, [40, 41], "mixed")
+    train = TaskSampler(ENV, [0, 1, 2, 3], "mixed", preset="test")
+    test = TaskSampler(ENV, [40, 41], "mixed", preset="test")
     config = FocalConfig.smoke(ENV)
     logs = []
     initial = train_focal(config, train, 0, "cpu", seed=0)
@@ -291,7 +291,7 @@ def test_focal_trains_end_to_end_on_point_robot(point_robot_store, tmp_path):
     assert all(math.isfinite(r) for r in returns.values())
     # It clearly beats uniformly random behavior on the unseen tasks (the "random" datasets'
     # mean return, about -25 here; the trained policy gets about -17, the mixed data -16).
-    random_behavior = TaskSampler(ENV, [40, 41], "random").dataset_returns.mean()
+    random_behavior = TaskSampler(ENV, [40, 41], "random", preset="test").dataset_returns.mean()
     assert sum(returns.values()) / 2 > float(random_behavior) + 4.0, returns
 
     # Save / load round trip (weights_only): same latents, same actions.
@@ -310,7 +310,7 @@ def test_focal_trains_end_to_end_on_point_robot(point_robot_store, tmp_path):
 def test_task_batches_smaller_than_the_task_set(point_robot_store):
     from merpo_data import TaskSampler
 
-    train = TaskSampler(ENV, [0, 1, 2, 3], "medium")
+    train = TaskSampler(ENV, [0, 1, 2, 3], "medium", preset="test")
     config = FocalConfig.smoke(ENV, task_batch_size=2, behavior_steps=5, log_every=5)
     logs, seen = [], []
     agent = train_focal(

@@ -128,8 +128,8 @@ def test_mbml_trains_end_to_end_on_point_robot(point_robot_store, tmp_path):
     from merpo_data import TaskSampler
     from merpo_envs.point_robot_wind import WINDS
 
-    train = TaskSampler(ENV, [0, 1, 2, 3], "mixed")
-    test = TaskSampler(ENV, [40, 41], "mixed")
+    train = TaskSampler(ENV, [0, 1, 2, 3], "mixed", preset="test")
+    test = TaskSampler(ENV, [40, 41], "mixed", preset="test")
     config = MBMLConfig.smoke(ENV)
     logs = []
     initial = train_mbml(config, train, 0, "cpu", seed=0)

@@ -330,7 +330,7 @@ def test_bad_inputs_give_clear_errors():
 def test_meta_model_on_point_robot_wind_datasets(point_robot_store):
     """Real data: meta-train on tasks 0-3, adapt to unseen tasks 40, 41 with Table 2's t, lr."""
     env_id = "merpo/PointRobotWind-v0"
-    sampler = TaskSampler(env_id, tasks=[0, 1, 2, 3, 40, 41], quality="mixed")
+    sampler = TaskSampler(env_id, tasks=[0, 1, 2, 3, 40, 41], quality="mixed", preset="test")
     gen = torch.Generator().manual_seed(0)
     split = HoldoutSplit(sampler, generator=gen)
     cfg = tiny_cfg(

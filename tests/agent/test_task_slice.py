@@ -75,7 +75,7 @@ def test_rac_updates_of_slices_equal_the_whole_batch(point_robot_store):
     from merpo_data import TaskSampler
     from merpo_envs import get_meta_info
 
-    sampler = TaskSampler(PRW, tasks=[0, 1, 2, 3], quality="medium")
+    sampler = TaskSampler(PRW, tasks=[0, 1, 2, 3], quality="medium", preset="test")
     info = get_meta_info(PRW)
     obs_dim, act_dim = sampler.obs_dim, sampler.act_dim
     rac = RACConfig(hidden=16, hidden_layers=1, batch_size=16, cql_uniform_actions=2,

@@ -43,8 +43,15 @@ def tiny_preset(monkeypatch):
         episodes=6,
         rollout_envs_per_task=3,
         random_eval_episodes=2,
+        reference_episodes=2,
+        tasks_per_group=1,
     )
     monkeypatch.setattr(datasets, "get_preset", lambda env_id, name="default": tiny)
+    # Policies this short need not beat the uniform one, which reference_scores refuses
+    # (test_recipes.py tests that); the plumbing tested here does not depend on the scores.
+    monkeypatch.setattr(
+        datasets, "reference_scores", lambda env_id, group, *a, **k: {t: (-1e3, 0.0) for t in group}
+    )
     return tiny
 
 
@@ -98,7 +105,7 @@ def test_failure_mid_write_leaves_no_dataset(empty_store, monkeypatch):
     monkeypatch.setattr(HDF5Storage, "update_episodes", write_half_then_die)
     with pytest.raises(KeyboardInterrupt):
         _write()
-    ds_id = dataset_id(ENV, 5, "expert")
+    ds_id = dataset_id(ENV, 5, "expert", "test")
     assert ds_id not in minari.list_local_datasets()
     assert not (empty_store / ds_id).exists()
     assert _merpo_dirs(empty_store) == []  # the half-written temporary store is gone too
@@ -120,7 +127,7 @@ def test_recreating_an_existing_id_needs_force(empty_store):
 
 def test_generate_refuses_another_recipe_without_force(empty_store, tiny_preset):
     generate(ENV, tasks=[7], qualities=["random"], preset="test", progress=False)
-    ds_id = dataset_id(ENV, 7, "random")
+    ds_id = dataset_id(ENV, 7, "random", "test")
     with pytest.raises(ValueError, match="exists with another recipe.*--force"):
         generate(ENV, tasks=[7], qualities=["random"], preset="test", episodes=9, progress=False)
     generate(
@@ -171,7 +178,9 @@ def test_interrupted_generate_resumes_and_matches_an_uninterrupted_run(
 
     monkeypatch.setattr(SACTrainer, "_env_step", counting_step)
     generate(ENV, tasks=tasks, qualities=["expert"], preset="test", progress=False)
-    assert steps["n"] == 300 - 100  # resumed at iteration 100, not from scratch
+    # Task 4's group resumed at iteration 100, not from scratch; task 9's group (the tiny
+    # preset's groups are single tasks) had not started: it trains all 300 iterations.
+    assert steps["n"] == (300 - 100) + 300
     assert not (directory / TRAIN_STATE).exists()
     for t in tasks:
         resumed = load_record(directory, t)
@@ -195,7 +204,7 @@ def test_finished_tasks_are_never_retrained(empty_store, tiny_preset, monkeypatc
     generate(ENV, tasks=[2, 3], qualities=["medium", "expert"], preset="test", progress=False)
     assert trained == [(3,)]
     assert set(minari.list_local_datasets()) == {
-        dataset_id(ENV, t, q) for t in (2, 3) for q in ("medium", "expert")
+        dataset_id(ENV, t, q, "test") for t in (2, 3) for q in ("medium", "expert")
     }
 
 
@@ -203,7 +212,7 @@ def test_load_dataset_builds_a_missing_one_when_no_remote_answers(
     empty_store, tiny_preset, monkeypatch
 ):
     monkeypatch.setenv("MINARI_REMOTE", "nowhere://merpo")  # a remote Minari cannot reach
-    ds_id = dataset_id(ENV, 11, "mixed")
+    ds_id = dataset_id(ENV, 11, "mixed", "test")
     with pytest.raises(
         FileNotFoundError,
         match=r"merpo-data generate merpo/PointRobotWind-v0 --tasks 11 --qualities mixed",

@@ -14,14 +14,14 @@ ENV = "merpo/PointRobotWind-v0"
 def test_list_info_plot(point_robot_store, capsys, tmp_path):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "merpo/point-robot-wind/task-41-mixed-v0\t100 episodes\t2500 steps" in out
-    assert main(["info", "merpo/point-robot-wind/task-03-expert-v0"]) == 0
+    assert "merpo/point-robot-wind/task-41-mixed-test-v0\t100 episodes\t2500 steps" in out
+    assert main(["info", "merpo/point-robot-wind/task-03-expert-test-v0"]) == 0
     out = capsys.readouterr().out
     assert "episodes:     100" in out and "transitions:  2500" in out and "normalized:" in out
     png = tmp_path / "returns.png"
-    assert main(["plot", ENV, "--output", str(png)]) == 0
+    assert main(["plot", ENV, "--output", str(png), "--preset", "test"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["download", "merpo/point-robot-wind/task-00-random-v0"]) == 0
+    assert main(["download", "merpo/point-robot-wind/task-00-random-test-v0"]) == 0
     assert "100 episodes" in capsys.readouterr().out
 
 

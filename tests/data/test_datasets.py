@@ -17,9 +17,14 @@ TASKS = (0, 1, 2, 3, 40, 41)
 
 def test_generated_ids_are_in_minaris_local_store(point_robot_store):
     local = minari.list_local_datasets()
-    expected = {f"merpo/point-robot-wind/task-{t:02d}-{q}-v0" for t in TASKS for q in QUALITIES}
+    expected = {
+        f"merpo/point-robot-wind/task-{t:02d}-{q}-test-v0" for t in TASKS for q in QUALITIES
+    }
     assert expected <= set(local)
     assert dataset_id(ENV, 3, "medium") == "merpo/point-robot-wind/task-03-medium-v0"
+    # The test preset's datasets never take the id of a real (default-preset) one.
+    assert dataset_id(ENV, 3, "medium", "test") == "merpo/point-robot-wind/task-03-medium-test-v0"
+    assert not any(minari.list_local_datasets(prefix="merpo/point-robot-wind/task-03-medium-v0"))
     # The behavior-policy cache is hidden: Minari lists nothing else of ours.
     assert {i for i in local if i.startswith("merpo/")} == expected
 
@@ -33,11 +38,11 @@ def test_generate_again_finds_the_same_ids_without_rebuilding(point_robot_store,
     monkeypatch.setattr(datasets, "_build_quality", fail)
     monkeypatch.setattr(datasets, "ensure_behavior_policies", fail)
     ids = generate(ENV, tasks="0-3,40-41", preset="test", progress=False)
-    assert ids == [dataset_id(ENV, t, q) for t in TASKS for q in QUALITIES]
+    assert ids == [dataset_id(ENV, t, q, "test") for t in TASKS for q in QUALITIES]
 
 
 def test_minari_round_trip(point_robot_store):
-    ds = minari.load_dataset(dataset_id(ENV, 2, "expert"))
+    ds = minari.load_dataset(dataset_id(ENV, 2, "expert", "test"))
     assert ds.total_episodes == 100 and ds.total_steps == 2500
     episodes = list(ds.iterate_episodes())
     for ep in episodes[:5]:
@@ -59,7 +64,7 @@ def test_minari_round_trip(point_robot_store):
 
 @pytest.mark.parametrize("task", [1, 41])
 def test_recover_environment_makes_the_exact_task(point_robot_store, task):
-    ds = minari.load_dataset(dataset_id(ENV, task, "medium"))
+    ds = minari.load_dataset(dataset_id(ENV, task, "medium", "test"))
     for eval_env in (True, False):
         env = ds.recover_environment(eval_env=eval_env)
         assert env.unwrapped.task == task
@@ -73,19 +78,19 @@ def test_metadata_and_reference_scores(point_robot_store):
     import merpo_envs
 
     for q in QUALITIES:
-        ds = minari.load_dataset(dataset_id(ENV, 40, q))
+        ds = minari.load_dataset(dataset_id(ENV, 40, q, "test"))
         meta = ds.storage.metadata
         assert meta["ref_min_score"] < meta["ref_max_score"]
-        assert meta["requirements"] == ["merpo-envs"]
+        assert "merpo-envs==0.1.0" in meta["requirements"]
         assert meta["algorithm_name"] and meta["author"] and meta["code_permalink"]
         wind = merpo_envs.get_meta_info(ENV).task_params(40)["wind"]
         assert json.dumps(wind) in meta["description"] and "task 40" in meta["description"]
         assert f"Quality '{q}'" in meta["description"]
-    # Reference scores are per task (random policy and expert checkpoint), shared by qualities.
+    # Reference scores are per task (uniform policy and expert checkpoint), shared by qualities.
     refs = {
         (
-            minari.load_dataset(dataset_id(ENV, 40, q)).storage.metadata["ref_min_score"],
-            minari.load_dataset(dataset_id(ENV, 40, q)).storage.metadata["ref_max_score"],
+            minari.load_dataset(dataset_id(ENV, 40, q, "test")).storage.metadata["ref_min_score"],
+            minari.load_dataset(dataset_id(ENV, 40, q, "test")).storage.metadata["ref_max_score"],
         )
         for q in QUALITIES
     }
@@ -99,7 +104,7 @@ def _mean_return(ds) -> float:
 def test_normalized_scores_order_the_qualities(point_robot_store):
     """random ~ 0, expert ~ 1 in Minari's normalized score, and expert > medium > random."""
     for task in TASKS:
-        ds = {q: minari.load_dataset(dataset_id(ENV, task, q)) for q in QUALITIES}
+        ds = {q: minari.load_dataset(dataset_id(ENV, task, q, "test")) for q in QUALITIES}
         score = {
             q: float(minari.get_normalized_score(ds[q], np.array(_mean_return(ds[q]))))
             for q in QUALITIES
@@ -112,7 +117,10 @@ def test_normalized_scores_order_the_qualities(point_robot_store):
 
 def test_expert_beats_medium_beats_random_on_every_task(point_robot_store):
     for task in TASKS:
-        r = {q: _mean_return(minari.load_dataset(dataset_id(ENV, task, q))) for q in QUALITIES}
+        r = {
+            q: _mean_return(minari.load_dataset(dataset_id(ENV, task, q, "test")))
+            for q in QUALITIES
+        }
         # Margins in return units: random is ~ -30, a trained expert ~ -10 on this env.
         assert r["expert"] > r["medium"] + 3 > r["random"] + 6, (task, r)
 
@@ -124,6 +132,6 @@ def test_namespaces_have_descriptions(point_robot_store):
 
 
 def test_load_dataset_returns_the_local_one(point_robot_store):
-    ds = load_dataset(dataset_id(ENV, 0, "mixed"))
-    assert ds.spec.dataset_id == "merpo/point-robot-wind/task-00-mixed-v0"
+    ds = load_dataset(dataset_id(ENV, 0, "mixed", "test"))
+    assert ds.spec.dataset_id == "merpo/point-robot-wind/task-00-mixed-test-v0"
     assert isinstance(ds.recover_environment(), gym.Env)

@@ -2,10 +2,9 @@
 
 A 2-process Gloo run (``python -m torch.distributed.run --standalone --nproc-per-node 2 -m
 merpo_data generate ...``) and a single-process run of the same request, each in its own
-Minari store, must give the same dataset ids, episode and step counts and recipes; each rank
-must have trained only its own shard of the tasks (its own SAC group), and only rank 0
-prints the summary. The datasets are equivalent, not bit-identical (each shard trains its
-own SAC group; see ``merpo_data.behavior._train_group``).
+Minari store, must give bit-identical datasets: tasks train in the fixed task groups of
+their preset (pairs with the "test" preset), the ranks split the groups, and only rank 0
+prints the summary.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from merpo_data.datasets import RECIPE_KEY
 from merpo_data.distributed import init_from_env, shard_bounds
 
 ENV = "merpo/PointRobotWind-v0"
-TASKS = (5, 6, 7)  # uneven on purpose: rank 0 takes 2 tasks, rank 1 takes 1
+TASKS = (5, 6, 7)  # in the test preset's groups (4, 5) and (6, 7): one per rank
 QUALITY = "expert"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone",
             "--nproc-per-node", "2", "-m", "merpo_data"]  # fmt: skip
@@ -70,7 +69,7 @@ def test_two_gloo_ranks_build_the_same_datasets_as_one_process(tmp_path):
     single_out = _run([sys.executable, "-m", "merpo_data", *ARGS], single)
     sharded_out = _run([*TORCHRUN, *ARGS], sharded)
 
-    expected = {dataset_id(ENV, t, QUALITY) for t in TASKS}
+    expected = {dataset_id(ENV, t, QUALITY, "test") for t in TASKS}
     one, two = _summary(single), _summary(sharded)
     assert set(one) == set(two) == expected
     for ds_id in expected:
@@ -80,16 +79,19 @@ def test_two_gloo_ranks_build_the_same_datasets_as_one_process(tmp_path):
     # Only rank 0 reports, naming the process count; the single run reports too.
     assert sharded_out.count("datasets ready") == 1 and "by 2 processes" in sharded_out
     assert single_out.count("datasets ready") == 1
-    # Each rank trained its own shard as its own SAC group: tasks (5, 6) and (7,) vs (5, 6, 7).
-    # The behavior checkpoints record the group's evaluated returns; the single-process run's
-    # task 7 comes from another group (another seed), so its returns differ.
+    # The same content (the content hash covers every array) and the same behavior
+    # policies: each task trained in its own group, whichever process trained it.
+    assert {i: r["content_hash"] for i, (_, _, r) in one.items()} == {
+        i: r["content_hash"] for i, (_, _, r) in two.items()
+    }
     behavior = Path("point-robot-wind") / "test-seed0"
 
     def returns(store, task):
         path = store / ".merpo-data" / "behavior" / behavior / f"task-{task:02d}.pt"
         return torch.load(path, weights_only=True)["returns"]
 
-    assert not torch.equal(returns(single, 7), returns(sharded, 7))
+    for task in (4, 5, 6, 7):  # whole groups trained, task 4 too
+        assert torch.equal(returns(single, task), returns(sharded, task))
     for store in (single, sharded):
         assert not list((store / ".merpo-data" / "behavior" / behavior).glob("train-state*"))
 

@@ -14,7 +14,7 @@ TASKS = [0, 1, 2, 3, 40, 41]
 
 @pytest.fixture(scope="module")
 def sampler(point_robot_store):
-    return TaskSampler(ENV, tasks=TASKS, quality="medium")
+    return TaskSampler(ENV, tasks=TASKS, quality="medium", preset="test")
 
 
 def test_attributes(sampler, point_robot_store):
@@ -73,7 +73,7 @@ def test_batch_rows_come_from_the_right_task(sampler):
 
 def test_task_transitions_match_minari(sampler):
     """task_transitions(i) are exactly the dataset's episodes, flattened (next obs shifted)."""
-    ds = minari.load_dataset(dataset_id(ENV, 40, "medium"))
+    ds = minari.load_dataset(dataset_id(ENV, 40, "medium", "test"))
     episodes = list(ds.iterate_episodes())
     obs = np.concatenate([e.observations[:-1] for e in episodes])
     nxt = np.concatenate([e.observations[1:] for e in episodes])
@@ -104,15 +104,15 @@ def test_generator_makes_batches_reproducible(sampler):
 
 def test_quality_per_task_and_order(point_robot_store):
     qualities = ["random", "expert", "mixed", "medium", "expert", "random"]
-    s = TaskSampler(ENV, tasks=TASKS, quality=qualities)
+    s = TaskSampler(ENV, tasks=TASKS, quality=qualities, preset="test")
     assert s.qualities == tuple(qualities)
-    expert = TaskSampler(ENV, tasks=[1], quality="expert")
+    expert = TaskSampler(ENV, tasks=[1], quality="expert", preset="test")
     assert torch.equal(s.task_transitions(1).observations, expert.task_transitions(0).observations)
 
 
 def test_split_names_need_all_tasks(point_robot_store):
     with pytest.raises(ValueError, match="merpo-data generate merpo/PointRobotWind-v0"):
-        TaskSampler(ENV, tasks="test", quality="medium")
+        TaskSampler(ENV, tasks="test", quality="medium", preset="test")
 
 
 def test_missing_dataset_names_generate_command(point_robot_store):
@@ -120,7 +120,7 @@ def test_missing_dataset_names_generate_command(point_robot_store):
         ValueError,
         match=r"merpo-data generate merpo/PointRobotWind-v0 --tasks 7 --qualities expert",
     ):
-        TaskSampler(ENV, tasks=[0, 7], quality="expert")
+        TaskSampler(ENV, tasks=[0, 7], quality="expert", preset="test")
 
 
 def test_missing_datasets_message_gives_ranges_and_the_cli_form_of_build_missing(
@@ -128,9 +128,9 @@ def test_missing_datasets_message_gives_ranges_and_the_cli_form_of_build_missing
 ):
     # tasks 0-3 and 40-41 are in the store: 4-9 and 42-44 are missing, in --tasks form
     with pytest.raises(ValueError) as info:
-        TaskSampler(ENV, tasks=[*range(10), 40, 41, 42, 43, 44], quality="medium")
+        TaskSampler(ENV, tasks=[*range(10), 40, 41, 42, 43, 44], quality="medium", preset="test")
     message = str(info.value)
-    assert "--tasks 4-9,42-44 --qualities medium`" in message
+    assert "--tasks 4-9,42-44 --qualities medium --preset test`" in message
     assert "--set data.build_missing=true" in message
 
 
@@ -146,7 +146,7 @@ def test_missing_datasets_message_gives_ranges_and_the_cli_form_of_build_missing
 )
 def test_bad_arguments(point_robot_store, kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
-        TaskSampler(ENV, **kwargs)
+        TaskSampler(ENV, **kwargs, preset="test")
 
 
 def test_unknown_env():
@@ -156,12 +156,12 @@ def test_unknown_env():
 
 def test_all_qualities_load(point_robot_store):
     for q in QUALITIES:
-        assert TaskSampler(ENV, tasks=[41], quality=q).sizes.tolist() == [2500]
+        assert TaskSampler(ENV, tasks=[41], quality=q, preset="test").sizes.tolist() == [2500]
 
 
 @pytest.mark.gpu
 def test_cuda_device(point_robot_store):
-    s = TaskSampler(ENV, tasks=[0, 1], quality="medium", device="cuda")
+    s = TaskSampler(ENV, tasks=[0, 1], quality="medium", device="cuda", preset="test")
     batch = s.sample(4, generator=torch.Generator(device="cuda").manual_seed(0))
     assert all(x.device.type == "cuda" for x in batch)
     assert s.action_low.device.type == "cuda" and s.offsets.device.type == "cuda"

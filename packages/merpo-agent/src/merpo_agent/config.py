@@ -37,6 +37,9 @@ class DataConfig:
     """Datasets of the run (``merpo_data.TaskSampler``)."""
 
     quality: str = "medium"
+    # The merpo-data preset that built the datasets: "default", or "test" (the cheap test
+    # datasets, ids task-NN-<quality>-test-v0; the smoke preset reads them).
+    preset: str = "default"
     # Empty = the env's own train / test split (App. A.1); a subset is fine (quickstart).
     train_tasks: tuple[int, ...] = ()
     test_tasks: tuple[int, ...] = ()
@@ -45,9 +48,11 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         from merpo_data import QUALITIES
+        from merpo_data.ids import check_preset
 
         if self.quality not in QUALITIES:
             raise ValueError(f"quality {self.quality!r} is not one of {', '.join(QUALITIES)}")
+        check_preset(self.preset)
 
 
 @dataclass(frozen=True)
@@ -237,18 +242,14 @@ def build_config(
 
 
 def check_device(device: str) -> None:
-    import torch
+    """One :class:`ConfigError` line for an unknown device or CUDA asked for without it
+    (the check itself is ``merpo_data.distributed.check_device``)."""
+    from merpo_data.distributed import check_device as check
 
     try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}; use cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "--device cuda was asked for but CUDA is not available here; use --device cpu"
-        )
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {device!r}; use cpu or cuda")
+        check(device)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 __all__ = [

@@ -246,6 +246,7 @@ def smoke(env: str) -> Config:
     info = get_meta_info(cfg.env)
     data = DataConfig(
         quality="medium",
+        preset="test",  # merpo-data's cheap test datasets
         train_tasks=tuple(info.train_tasks[:4]),
         test_tasks=tuple(info.test_tasks[:2]),
     )

@@ -52,9 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     start = time.perf_counter()
     try:
-        cfg = build_config(
-            ENV_ID, args.preset, "merpo", None, args.overrides, args.seed, args.device
-        )
+        overrides = [f"data.preset={args.data_preset}", *args.overrides]
+        cfg = build_config(ENV_ID, args.preset, "merpo", None, overrides, args.seed, args.device)
         tasks = list(cfg.data.train_tasks) + list(cfg.data.test_tasks)
         print(
             f"[1/3] datasets: {ENV_ID} tasks {tasks}, quality {cfg.data.quality} "

@@ -130,6 +130,7 @@ def make_sampler(cfg: Config, split: str):
             quality=cfg.data.quality,
             device=cfg.device,
             build_missing=cfg.data.build_missing,
+            preset=cfg.data.preset,
         )
     except (ValueError, FileNotFoundError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -3,15 +3,20 @@
 - :func:`generate` trains per-task SAC behavior policies and writes Minari datasets
   ``merpo/<env>/task-<NN>-<quality>-v0`` for the qualities :data:`QUALITIES`.
 - :func:`load_dataset` returns a dataset, building it when missing.
-- :class:`TaskSampler` loads tasks' transitions onto a device and samples ``(T, B, ...)`` batches.
+- :class:`TaskSampler` loads tasks' transitions onto a device and samples ``(T, B, ...)`` batches
+  (and, for other methods, contexts and whole episodes as :class:`SequenceBatch`).
+- :class:`DamagedDatasetError`: a damaged local dataset, one line naming the fix.
 """
 
 from merpo_data.datasets import generate, load_dataset
 from merpo_data.ids import QUALITIES, dataset_id, parse_dataset_id, parse_qualities, parse_tasks
-from merpo_data.sampler import TaskSampler, TransitionBatch
+from merpo_data.integrity import DamagedDatasetError
+from merpo_data.sampler import SequenceBatch, TaskSampler, TransitionBatch
 
 __all__ = [
     "QUALITIES",
+    "DamagedDatasetError",
+    "SequenceBatch",
     "TaskSampler",
     "TransitionBatch",
     "dataset_id",

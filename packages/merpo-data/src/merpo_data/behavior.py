@@ -7,11 +7,14 @@ dataset qualities. This module owns the checkpoint files and the resume logic:
 - ``task-NN.pt`` (one per finished task): the actor's parameters at every checkpoint,
   stacked on a leading checkpoint axis ``(C, ...)``, the env steps and evaluated
   stochastic return of each checkpoint, and the uniform-random policy's return.
-  A task with this file is finished and is never trained again.
+  A task with this file is finished and is never trained again (unless ``--retrain``).
+- Tasks train in the fixed groups of their preset (``DataPreset.task_groups``); where
+  merpo-data ships an env's policies (``merpo_data.shipped``) they are used instead of
+  training.
 - ``train-state.pt`` (while a group of tasks trains): the full SAC state (networks,
   optimizers, replay buffer, RNG) plus the checkpoints so far, rewritten atomically at every
   checkpoint; an interrupted run resumes from it. Under torchrun rank ``r > 0`` keeps its
-  own ``train-state-rank<r>.pt`` (ranks train disjoint task shards side by side; a restart
+  own ``train-state-rank<r>.pt`` (ranks train disjoint task groups side by side; a restart
   with the same number of processes resumes each rank's group).
 """
 
@@ -47,8 +50,9 @@ class BehaviorRecord:
     task: int
     steps: np.ndarray  # (C,) env steps of the task at each checkpoint
     returns: np.ndarray  # (C,) evaluated stochastic return of each checkpoint
-    random_return: float  # mean return of uniform actions (ref_min_score)
+    random_return: float  # mean return of uniform actions (places the medium checkpoint)
     actor: dict[str, torch.Tensor]  # parameter name -> (C, ...)
+    group: tuple[int, ...] | None = None  # the task group it trained in (None: not recorded)
 
     @property
     def num_checkpoints(self) -> int:
@@ -78,6 +82,7 @@ def load_record(directory: Path, task: int) -> BehaviorRecord:
         returns=state["returns"].numpy(),
         random_return=float(state["random_return"]),
         actor=state["actor"],
+        group=tuple(int(t) for t in state["group"]) if "group" in state else None,
     )
 
 
@@ -109,33 +114,49 @@ def ensure_behavior_policies(
     device="cpu",
     progress: bool = True,
     state_file: str = TRAIN_STATE,
+    retrain: bool = False,
 ) -> dict[int, BehaviorRecord]:
-    """Train the tasks that have no finished checkpoint file yet; return every task's record.
+    """Every requested task's record, from its task group's policies.
 
-    Tasks train in chunks of ``preset.tasks_per_chunk`` (one stacked SAC per chunk). A
-    leftover ``train-state.pt`` whose tasks all still need training is resumed first;
-    one whose tasks are finished or not requested is set aside (and replaced later).
+    A task's policies come from its fixed task group (``preset.task_groups``), whatever
+    else was asked for: the group's finished checkpoint files if any (trained in that very
+    group; files that do not say so are not used); else the policies
+    shipped with merpo-data for (env, preset, seed) (:mod:`merpo_data.shipped`); else the
+    whole group trains as one stacked SAC. ``retrain`` ignores the shipped policies and
+    the finished files and trains the groups again. A leftover ``train-state.pt`` of the
+    same group is resumed; one of another group is set aside (and replaced).
     ``state_file``: the resume file's name in the checkpoint folder (one per torchrun rank).
     """
+    from merpo_data.shipped import load_shipped, shipped_path
+
     info = get_meta_info(env_id)
     directory = behavior_dir(info.slug, preset.name, seed)
-    missing = [t for t in tasks if not task_file(directory, t).exists()]
+    groups = list(dict.fromkeys(preset.group_of(t, info.num_tasks) for t in tasks))
     state_path = directory / state_file
-    groups: list[tuple[tuple[int, ...], dict | None]] = []
-    if missing and state_path.exists():
-        # On the CPU: generator states must stay CPU ByteTensors; load_state_dict moves the rest.
-        state = torch_load(state_path)
-        state_tasks = tuple(int(t) for t in state["trainer"]["tasks"])
-        if set(state_tasks) <= set(missing):
-            groups.append((state_tasks, state))
-            missing = [t for t in missing if t not in state_tasks]
-    for start in range(0, len(missing), preset.tasks_per_chunk):
-        groups.append((tuple(missing[start : start + preset.tasks_per_chunk]), None))
-    for group_tasks, state in groups:
-        _train_group(
-            env_id, group_tasks, preset, seed, device, directory, state, progress, state_path
-        )
-    return {t: load_record(directory, t) for t in tasks}
+    shipped = None if retrain else shipped_path(info.slug, preset.name, seed)
+    records: dict[int, BehaviorRecord] = {}
+    for group in groups:
+        if retrain:
+            for task in group:
+                task_file(directory, task).unlink(missing_ok=True)
+        if all(task_file(directory, t).exists() for t in group):
+            cached = {t: load_record(directory, t) for t in group}
+            # Files from another grouping (older merpo-data) would break the recipe.
+            if all(rec.group == tuple(group) for rec in cached.values()):
+                records.update(cached)
+                continue
+        if shipped is not None and shipped.exists():
+            records.update(load_shipped(shipped, group))
+            continue
+        state = None
+        if state_path.exists():
+            # On the CPU: generator states stay CPU ByteTensors; load_state_dict moves the rest.
+            state = torch_load(state_path)
+            if tuple(int(t) for t in state["trainer"]["tasks"]) != tuple(group):
+                state = None
+        _train_group(env_id, group, preset, seed, device, directory, state, progress, state_path)
+        records.update({t: load_record(directory, t) for t in group})
+    return {t: records[t] for t in tasks}
 
 
 def _train_group(
@@ -143,12 +164,12 @@ def _train_group(
 ) -> None:
     sac = preset.sac
     state_path = directory / TRAIN_STATE if state_path is None else state_path
-    # The seed of a group depends on its tasks, so a task trained alone or in a group of
-    # the same tasks gets the same run. Within a group one generator draws every task's
-    # noise as one (T, ...) tensor per call, so a task's run also depends on its group:
+    # The seed of a group depends on its tasks. Within a group one generator draws every
+    # task's noise as one (T, ...) tensor per call, so a task's run depends on its group:
     # per-task streams would cost a generator call per task and step (a Python loop over
-    # tasks on the hot path). Hence torchrun shards (other groups) give equivalent
-    # behavior policies (same budget, recipe and checkpoints), not bit-identical ones.
+    # tasks on the hot path). Groups are fixed by the preset (DataPreset.task_groups), so
+    # a task always trains in the same group: any request, chunking or torchrun sharding
+    # gives the same policies.
     group_seed = seed * 1_000_003 + sum((t + 1) * 7919 for t in tasks)
     trainer = SACTrainer(env_id, tasks, sac, device=device, seed=group_seed)
     history: dict = {"steps": [], "returns": [], "actor": []}
@@ -200,6 +221,7 @@ def _train_group(
                     for k in history["actor"][0]
                 },
                 "preset": preset.name,
+                "group": torch.tensor(tasks),
             },
             task_file(directory, task),
         )

@@ -1,15 +1,16 @@
 """``merpo-data``: generate, list, inspect, download and plot the merpo datasets.
 
     merpo-data generate ENV [--tasks 0-9,40-49] [--qualities medium,expert] [--preset default]
-                            [--episodes N] [--seed S] [--device cpu] [--force]
+                            [--episodes N] [--seed S] [--device cpu] [--force] [--retrain]
     torchrun --nproc-per-node N -m merpo_data generate ENV ...   (ranks split the tasks)
-    merpo-data list
+    merpo-data list [--verify]
     merpo-data info ID
     merpo-data download ID
-    merpo-data plot ENV [--output FILE]
+    merpo-data plot ENV [--output FILE] [--preset default]
     merpo-data --version
 
-Bad input (unknown env or id, bad task range) ends with one error line, exit status 2.
+Bad input (unknown env or id, bad task range, a damaged dataset, ``--device cuda``
+without CUDA) ends with one error line naming the fix, exit status 2.
 """
 
 from __future__ import annotations
@@ -44,8 +45,17 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="cpu")
     g.add_argument("--force", action="store_true", help="rebuild datasets that exist")
+    g.add_argument(
+        "--retrain", action="store_true",
+        help="train the behavior policies from scratch instead of using the shipped or "
+        "cached ones",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
-    sub.add_parser("list", help="list local merpo datasets")
+    ls = sub.add_parser("list", help="list local merpo datasets, damaged ones marked")
+    ls.add_argument(
+        "--verify", action="store_true",
+        help="also read every episode and compare the content hash (slower)",
+    )
     i = sub.add_parser(
         "info", help="episodes, transitions, returns and normalized score of a dataset"
     )
@@ -55,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="PNG of the mean return per task and quality")
     pl.add_argument("env")
     pl.add_argument("--output", default=None, help="PNG path (default: <env slug>-returns.png)")
+    pl.add_argument("--preset", default="default", help="the data preset (default or test)")
     return p
 
 
@@ -85,6 +96,7 @@ def _generate(args) -> int:
     from merpo_data.datasets import ensure_namespaces, generate
 
     start = time.perf_counter()
+    distributed.check_device(args.device)
     ctx = distributed.init_from_env(args.device)
     try:
         _check_request(args)
@@ -110,6 +122,7 @@ def _generate(args) -> int:
             progress=ctx.is_main and not args.quiet,
             seed=args.seed,
             device=str(ctx.device),
+            retrain=args.retrain,
             rank=ctx.rank,
             world_size=ctx.world_size,
         )
@@ -140,25 +153,44 @@ def _check_request(args) -> None:
 
 
 def _list(args) -> int:
-    import minari
+    """Every merpo dataset of the local store, a damaged one marked with its fix."""
+    import json
 
-    datasets = minari.list_local_datasets(prefix="merpo")
-    for ds_id, meta in datasets.items():
+    from merpo_data.datasets import RECIPE_KEY
+    from merpo_data.integrity import dataset_problem
+    from merpo_data.store import store_root
+
+    root = store_root()
+    ids = sorted(
+        str(data.parent.relative_to(root))
+        for data in root.glob("merpo/*/*/data")
+        if data.is_dir()
+    )
+    for ds_id in ids:
+        problem = dataset_problem(ds_id, RECIPE_KEY, verify=args.verify)
+        if problem is not None:
+            print(f"{ds_id}\tDAMAGED: {problem}")
+            continue
+        meta = json.loads((root / ds_id / "data" / "metadata.json").read_text())
         print(f"{ds_id}\t{meta.get('total_episodes')} episodes\t{meta.get('total_steps')} steps")
-    if not datasets:
+    if not ids:
         print("no merpo datasets in the local store; run `merpo-data generate ENV`")
     return 0
 
 
 def _info(args) -> int:
+    import json
+
     import minari
 
-    from merpo_data.datasets import load_dataset
+    from merpo_data.datasets import RECIPE_KEY, load_dataset
+    from merpo_data.integrity import read_episodes
 
     ds = load_dataset(args.id, download=False)
-    returns = np.array([ep.rewards.sum() for ep in ds.iterate_episodes()])
+    returns = np.array([ep.rewards.sum() for ep in read_episodes(ds, args.id)])
     norm = minari.get_normalized_score(ds, returns).mean()
     meta = ds.storage.metadata
+    recipe = json.loads(meta[RECIPE_KEY]) if meta.get(RECIPE_KEY) else {}
     print(f"id:           {args.id}")
     print(f"episodes:     {ds.total_episodes}")
     print(f"transitions:  {ds.total_steps}")
@@ -167,8 +199,18 @@ def _info(args) -> int:
     )
     print(
         f"normalized:   {norm:.3f}  (ref_min_score {meta['ref_min_score']:.3f}, "
-        f"ref_max_score {meta['ref_max_score']:.3f})"
+        f"ref_max_score {meta['ref_max_score']:.3f}, over "
+        f"{meta.get('num_episodes_average_score')} episodes each)"
     )
+    group = recipe.get("task_group")
+    print(
+        f"recipe:       preset {recipe.get('preset')}, seed {recipe.get('seed')}, "
+        f"episodes {recipe.get('episodes')}, task group "
+        f"{f'{group[0]}-{group[-1]}' if group else None}"
+    )
+    versions = recipe.get("versions") or {}
+    print(f"built with:   {', '.join(f'{k} {v}' for k, v in versions.items()) or 'unknown'}")
+    print(f"content hash: {recipe.get('content_hash')}")
     print(f"description:  {meta.get('description')}")
     return 0
 
@@ -184,7 +226,7 @@ def _download(args) -> int:
 def _plot(args) -> int:
     from merpo_data.plot import plot_returns
 
-    print(plot_returns(args.env, args.output))
+    print(plot_returns(args.env, args.output, args.preset))
     return 0
 
 

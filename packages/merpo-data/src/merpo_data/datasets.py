@@ -7,8 +7,19 @@ Qualities (the paper's App. A.2.2, "Data collection"):
 - ``expert``: the best checkpoint (highest evaluated return);
 - ``mixed``: episodes from every checkpoint, spread evenly.
 Rollouts are stochastic (a ~ pi(.|s)) and keep whole episodes, terminations and
-truncations apart. Each dataset is written with ``minari.create_dataset_from_buffers`` from
-whole-episode numpy arrays into a temporary store, then renamed into Minari's store.
+truncations apart, with the numeric step infos (Point-Robot-Wind's sparse reward, the
+MuJoCo envs' reward components). Each dataset is written with
+``minari.create_dataset_from_buffers`` from whole-episode numpy arrays into a temporary
+store, then renamed into Minari's store.
+
+- Reference scores (:func:`reference_scores`): ``ref_max_score`` is the expert
+  checkpoint's mean return over ``reference_episodes`` (100) episodes collected as its
+  dataset is, ``ref_min_score`` the uniform policy's; an expert that does not beat the
+  uniform policy stops generation with one line.
+- A dataset is a pure function of its recipe: tasks are trained and rolled out in the
+  fixed task groups of their preset (``DataPreset.task_groups``), whatever was asked for.
+  The recipe (preset, seed, task group, package versions, content hash) is stored under
+  ``RECIPE_KEY``; ``requirements`` pin the versions.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Sequence
 
 import gymnasium as gym
@@ -32,19 +44,21 @@ from merpo_data.behavior import (
     stacked_actor,
     state_name,
 )
-from merpo_data.distributed import shard_bounds
+from merpo_data.distributed import check_device, shard_bounds
 from merpo_data.ids import (
     NAMESPACE,
     QUALITIES,
     dataset_id,
     env_namespace,
-    parse_dataset_id,
+    generate_command,
+    parse_dataset_recipe,
     parse_qualities,
     parse_tasks,
 )
+from merpo_data.integrity import content_hash, dataset_problem, open_dataset, read_episodes
 from merpo_data.presets import DataPreset, get_preset
 from merpo_data.rollouts import Episode, collect_episodes, make_task_vector_env, uniform_act_fn
-from merpo_data.sac import make_act_fn
+from merpo_data.sac import make_act_fn, mean_returns
 from merpo_data.store import move_into_store, small_op_threads, store_root, temporary_store
 
 AUTHOR = "merpo contributors"
@@ -67,8 +81,14 @@ def is_local(dataset_id_: str) -> bool:
     return (store_root() / dataset_id_ / "data").exists()
 
 
+RECIPE_FIELDS = ("env_id", "task", "quality", "preset", "episodes", "seed")
+# Salt of the reference-score rollouts' seeds: their own streams, apart from the datasets'.
+REFERENCE_SALT = 15_485_863
+REQUIREMENTS = ("merpo-envs", "merpo-data", "minari", "gymnasium", "mujoco", "numpy", "torch")
+
+
 def recipe(env_id: str, task: int, quality: str, preset: DataPreset, seed: int) -> dict:
-    """The seeded recipe of a dataset: same recipe, same data."""
+    """The seeded recipe of a dataset: same recipe, same data (see ``DataPreset.task_groups``)."""
     return {
         "env_id": env_id,
         "task": task,
@@ -79,8 +99,22 @@ def recipe(env_id: str, task: int, quality: str, preset: DataPreset, seed: int) 
     }
 
 
+def installed_versions() -> dict[str, str]:
+    """The installed version of each package a dataset's content depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in REQUIREMENTS:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
 def existing_recipe(dataset_id_: str) -> dict | None:
-    metadata = minari.load_dataset(dataset_id_).storage.metadata
+    """The stored recipe of a local dataset (``None`` for one written without a recipe)."""
+    metadata = open_dataset(dataset_id_).storage.metadata
     raw = metadata.get(RECIPE_KEY)
     return json.loads(raw) if raw else None
 
@@ -96,29 +130,34 @@ def generate(
     seed: int = 0,
     device: str = "cpu",
     *,
+    retrain: bool = False,
     rank: int = 0,
     world_size: int = 1,
 ) -> list[str]:
     """Build the datasets of ``tasks`` x ``qualities`` of an env; return their ids.
 
-    Existing datasets with the same recipe (preset, episodes, seed) are kept and returned
-    (so an interrupted run picks up where it stopped); one with another recipe is an error
-    unless ``force``, which rebuilds every requested dataset. Behavior policies are trained
-    once per (env, preset, seed) and reused.
+    Existing datasets with the same recipe (preset, episodes, seed) that read whole (every
+    episode, and the content hash of their recipe) are kept and returned, so an
+    interrupted run picks up where it stopped; a damaged one is rebuilt, with one line on
+    stderr saying so. One with another recipe is an error unless ``force``, which
+    rebuilds every requested dataset.
+
+    A dataset's content is a function of its recipe alone: every task is trained and
+    rolled out within its fixed task group (``DataPreset.task_groups``), so asking for
+    tasks 0-3 or 0-49, in one call or several, gives bit-identical datasets (on the CPU).
+    Behavior policies come from the cache, else the shipped ones
+    (:mod:`merpo_data.shipped`), else training; ``retrain`` trains them from scratch.
 
     ``rank`` / ``world_size`` (``merpo-data generate`` under torchrun, see
     ``merpo_data.distributed``): every rank checks the whole request (so bad input fails
     the same way everywhere, before anything is written), then builds only its contiguous
-    shard of the task list and returns the ids of the whole request; the other shards'
-    datasets exist once every rank has returned (the CLI waits at a barrier). No collective
-    is called here. A shard's behavior policies train as their own SAC group, so its
-    datasets are equivalent to a single-process run's (same ids, recipes, episode counts
-    and training budgets), not bit-identical: see :func:`merpo_data.behavior._train_group`.
+    share of the task groups to build and returns the ids of the whole request; the other
+    shares' datasets exist once every rank has returned (the CLI waits at a barrier). No
+    collective is called here, and the datasets are the ones one process would build.
     """
+    check_device(device)
     info = get_meta_info(env_id)
     task_list = parse_tasks(tasks, info)
-    start, stop = shard_bounds(len(task_list), rank, world_size)
-    my_tasks = set(task_list[start:stop])
     quality_list = parse_qualities(qualities)
     data_preset = get_preset(env_id, preset)
     if episodes is not None:
@@ -128,46 +167,99 @@ def generate(
     ensure_namespaces(env_id)
 
     todo: dict[str, list[int]] = {q: [] for q in quality_list}
+    replace_ids: set[str] = set()
     for q in quality_list:
         for t in task_list:
-            ds_id = dataset_id(env_id, t, q)
+            ds_id = dataset_id(env_id, t, q, data_preset.name)
             if is_local(ds_id) and not force:
-                found = existing_recipe(ds_id)
-                wanted = recipe(env_id, t, q, data_preset, seed)
-                if found is not None and found != wanted:
-                    raise ValueError(
-                        f"{ds_id} exists with another recipe {found}; pass --force "
-                        f"(force=True) to rebuild it with {wanted}"
-                    )
-                continue
-            if t in my_tasks:
-                todo[q].append(t)
-    need = sorted({t for ts in todo.values() for t in ts})
+                problem = dataset_problem(ds_id, RECIPE_KEY)
+                if problem is None:
+                    found = existing_recipe(ds_id)
+                    found = None if found is None else {k: found.get(k) for k in RECIPE_FIELDS}
+                    wanted = recipe(env_id, t, q, data_preset, seed)
+                    if found is not None and found != wanted:
+                        raise ValueError(
+                            f"{ds_id} exists with another recipe {found}; pass --force "
+                            f"(force=True) to rebuild it with {wanted}"
+                        )
+                    continue
+                if rank == 0:
+                    print(f"merpo-data: rebuilding: {problem}", file=sys.stderr, flush=True)
+                replace_ids.add(ds_id)
+            todo[q].append(t)
+    need = {t for ts in todo.values() for t in ts}
+    groups = [g for g in data_preset.task_groups(info.num_tasks) if need.intersection(g)]
+    start, stop = shard_bounds(len(groups), rank, world_size)
     with small_op_threads(device):
-        for start in range(0, len(need), data_preset.tasks_per_chunk):
-            chunk = need[start : start + data_preset.tasks_per_chunk]
+        for group in groups[start:stop]:
             records = ensure_behavior_policies(
-                env_id, chunk, data_preset, seed, device, progress, state_file=state_name(rank)
-            )
+                env_id, group, data_preset, seed, device, progress,
+                state_file=state_name(rank), retrain=retrain,
+            )  # fmt: skip
+            refs = reference_scores(env_id, group, records, data_preset, seed, device)
             for q in quality_list:
-                chunk_tasks = [t for t in chunk if t in todo[q]]
-                if chunk_tasks:
+                write = [t for t in group if t in todo[q]]
+                if write:
                     _build_quality(
-                        env_id, chunk_tasks, q, records, data_preset, seed, force, device, progress
-                    )
-    return [dataset_id(env_id, t, q) for t in task_list for q in quality_list]
+                        env_id, group, write, q, records, refs, data_preset, seed,
+                        force, replace_ids, device, progress,
+                    )  # fmt: skip
+    return [dataset_id(env_id, t, q, data_preset.name) for t in task_list for q in quality_list]
+
+
+def reference_scores(
+    env_id: str,
+    group: Sequence[int],
+    records: dict[int, BehaviorRecord],
+    preset: DataPreset,
+    seed: int,
+    device="cpu",
+) -> dict[int, tuple[float, float]]:
+    """``task -> (ref_min_score, ref_max_score)`` of a task group (App. A.2.2 qualities).
+
+    ``ref_max_score``: the expert checkpoint's mean return over ``preset.reference_episodes``
+    episodes collected as its dataset is (stochastic, whole episodes, same vector env);
+    ``ref_min_score``: the uniform policy's over as many. Both on streams of their own.
+    A task whose expert does not beat the uniform policy is a one-line error: its scores
+    could not normalize anything.
+    """
+    recs = [records[t] for t in group]
+    ref = dataclasses.replace(preset, episodes=preset.reference_episodes)
+    low, high = (
+        mean_returns(
+            collect_quality_episodes(env_id, group, q, recs, ref, seed, device, REFERENCE_SALT)
+        )
+        for q in ("random", "expert")
+    )
+    bad = [(t, lo, hi) for t, lo, hi in zip(group, low, high, strict=True) if not lo < hi]
+    if bad:
+        t, lo, hi = bad[0]
+        raise ValueError(
+            f"{env_id} task {t}: the expert policy's mean return {hi:.3f} is not above the "
+            f"uniform policy's {lo:.3f} over {preset.reference_episodes} episodes "
+            f"(preset {preset.name!r}, seed {seed}; {len(bad)} task(s) so); train longer "
+            f"(another preset) or try --retrain with another --seed"
+        )
+    return {t: (float(lo), float(hi)) for t, lo, hi in zip(group, low, high, strict=True)}
 
 
 def _build_quality(
-    env_id, tasks, quality, records, preset: DataPreset, seed, force, device, progress
-):
-    """Roll out ``quality``'s policy for all ``tasks`` at once, then write one dataset per task."""
-    recs = [records[t] for t in tasks]
-    episodes = collect_quality_episodes(env_id, tasks, quality, recs, preset, seed, device)
+    env_id, group, tasks, quality, records, refs, preset: DataPreset, seed, force,
+    replace_ids, device, progress,
+):  # fmt: skip
+    """Roll out ``quality``'s policy for the whole task ``group`` at once (so the data of a
+    task never depends on what else was asked for), then write the datasets of ``tasks``."""
+    recs = [records[t] for t in group]
+    episodes = collect_quality_episodes(env_id, group, quality, recs, preset, seed, device)
     bar = tqdm(total=len(tasks), desc=f"write {quality}", unit="dataset", disable=not progress)
-    for pos, task in enumerate(tasks):
-        write_dataset(env_id, task, quality, episodes[pos], recs[pos], preset, seed, force)
-        bar.update(1)
+    for pos, task in enumerate(group):
+        if task in tasks:
+            ds_id = dataset_id(env_id, task, quality, preset.name)
+            write_dataset(
+                env_id, task, quality, episodes[pos], recs[pos], preset, seed,
+                force or ds_id in replace_ids, refs[task],
+            )  # fmt: skip
+            bar.update(1)
     bar.close()
 
 
@@ -179,12 +271,18 @@ def collect_quality_episodes(
     preset: DataPreset,
     seed: int,
     device="cpu",
+    salt: int = 0,
 ) -> list[list[Episode]]:
-    """``preset.episodes`` stochastic whole episodes per task of the quality's policy."""
+    """``preset.episodes`` stochastic whole episodes per task of the quality's policy.
+
+    ``tasks`` is a whole task group; ``salt`` shifts every seed (the reference rollouts').
+    """
     info = get_meta_info(env_id)
     envs = make_task_vector_env(env_id, tasks, preset.rollout_envs_per_task)
     space = envs.single_action_space
-    quality_seed = seed * 1_000_003 + 104_729 * (QUALITIES.index(quality) + 1) + 7919 * tasks[0]
+    quality_seed = (
+        seed * 1_000_003 + 104_729 * (QUALITIES.index(quality) + 1) + 7919 * tasks[0] + salt
+    )
     center = ((space.high + space.low) / 2).astype(np.float32)
     scale = ((space.high - space.low) / 2).astype(np.float32)
     import torch  # local: the random quality needs no torch
@@ -253,13 +351,18 @@ def write_dataset(
     preset: DataPreset,
     seed: int,
     force: bool = False,
+    refs: tuple[float, float] | None = None,
 ) -> str:
     """Write one Minari dataset atomically: build in a temporary store, then rename in.
 
     A kill at any moment leaves either no dataset under the id or a complete one.
-    Re-creating an existing id raises unless ``force``.
+    Re-creating an existing id raises unless ``force``. ``refs``: ``(ref_min_score,
+    ref_max_score)`` from :func:`reference_scores` (default: the behavior record's own
+    estimates). The metadata carries the recipe (preset, seed, task group, the versions
+    that built it, the content hash of the data) under ``RECIPE_KEY``, and
+    ``requirements`` pin those versions.
     """
-    ds_id = dataset_id(env_id, task, quality)
+    ds_id = dataset_id(env_id, task, quality, preset.name)
     if is_local(ds_id) and not force:
         raise FileExistsError(
             f"dataset {ds_id} already exists; pass --force (force=True) to rebuild it"
@@ -273,9 +376,18 @@ def write_dataset(
             rewards=ep.rewards,
             terminations=ep.terminations,
             truncations=ep.truncations,
+            infos=dict(ep.infos) or None,
         )
         for i, ep in enumerate(episodes)
     ]
+    ref_min, ref_max = refs or (float(rec.random_return), float(rec.returns[rec.expert_index]))
+    if not ref_min < ref_max:
+        raise ValueError(
+            f"{ds_id}: ref_min_score {ref_min:.3f} is not below ref_max_score {ref_max:.3f}; "
+            "its behavior policies did not learn: train longer (another preset) or --retrain"
+        )
+    versions = installed_versions()
+    info = get_meta_info(env_id)
     root = store_root()
     with temporary_store() as tmp:
         dataset = minari.create_dataset_from_buffers(
@@ -287,14 +399,19 @@ def write_dataset(
             author=AUTHOR,
             author_email="merpo@users.noreply.github.com",
             code_permalink=CODE_PERMALINK,
-            ref_min_score=float(rec.random_return),
-            ref_max_score=float(rec.returns[rec.expert_index]),
+            ref_min_score=float(ref_min),
+            ref_max_score=float(ref_max),
+            num_episodes_average_score=preset.reference_episodes,
             description=describe_task(env_id, task, quality, rec),
-            requirements=["merpo-envs"],
+            requirements=[f"{n}=={v}" for n, v in versions.items() if v != "not installed"],
         )
-        dataset.storage.update_metadata(
-            {RECIPE_KEY: json.dumps(recipe(env_id, task, quality, preset, seed))}
-        )
+        full_recipe = {
+            **recipe(env_id, task, quality, preset, seed),
+            "task_group": list(preset.group_of(task, info.num_tasks)),
+            "versions": versions,
+            "content_hash": content_hash(read_episodes(dataset, ds_id)),
+        }
+        dataset.storage.update_metadata({RECIPE_KEY: json.dumps(full_recipe)})
         del dataset
         built = tmp / ds_id
         move_into_store(built, ds_id, force, root)
@@ -334,12 +451,12 @@ def load_dataset(dataset_id_: str, download: bool = True) -> minari.MinariDatase
     download`` experience without a server. With ``download=False`` a missing dataset is
     a one-line error naming the command that builds it.
     """
-    env_id, task, quality = parse_dataset_id(dataset_id_)
+    env_id, task, quality, preset = parse_dataset_recipe(dataset_id_)
     if not is_local(dataset_id_):
         if not download:
             raise FileNotFoundError(
                 f"dataset {dataset_id_} is not in {store_root()}; build it with "
-                f"`merpo-data generate {env_id} --tasks {task} --qualities {quality}`"
+                f"`{generate_command(env_id, [task], [quality], preset)}`"
             )
         if os.environ.get("MINARI_REMOTE"):
             try:
@@ -347,5 +464,5 @@ def load_dataset(dataset_id_: str, download: bool = True) -> minari.MinariDatase
             except Exception:  # noqa: BLE001  no remote, no copy there, no network: build it
                 pass
         if not is_local(dataset_id_):
-            generate(env_id, tasks=[task], qualities=[quality])
-    return minari.load_dataset(dataset_id_)
+            generate(env_id, tasks=[task], qualities=[quality], preset=preset)
+    return open_dataset(dataset_id_)

@@ -51,13 +51,30 @@ def _env_int(name: str, default: int) -> int:
         ) from None
 
 
+def check_device(device: torch.device | str) -> torch.device:
+    """``device`` as a ``torch.device``; one line naming the fix when it is unknown or asks
+    for CUDA on a machine without it (the one home of this check: merpo-data's CLI and
+    sampler and merpo-agent's CLIs call it)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use cpu or cuda") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; use cpu or cuda")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "--device cuda was asked for but CUDA is not available here; use --device cpu"
+        )
+    return dev
+
+
 def init_from_env(device: torch.device | str = "cpu") -> RankInfo:
     """Join the process group torchrun describes (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``).
 
     Gloo when ``device`` is a CPU, NCCL when it is CUDA (each rank then takes
     ``cuda:LOCAL_RANK``). A no-op returning rank 0 of 1 outside torchrun.
     """
-    device = torch.device(device)
+    device = check_device(device)
     world, rank, local = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"RANK={rank} / WORLD_SIZE={world} are inconsistent: launch with torchrun")
@@ -66,8 +83,6 @@ def init_from_env(device: torch.device | str = "cpu") -> RankInfo:
     if not dist.is_available():
         raise RuntimeError("this torch build has no torch.distributed; run one process")
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda asked for but CUDA is not available; use --device cpu")
         device = torch.device("cuda", local % torch.cuda.device_count())
         torch.cuda.set_device(device)
     if not dist.is_initialized():

@@ -1,8 +1,11 @@
 """Dataset ids and task ranges: the names that tie an env, a task and a quality together.
 
 A dataset id is ``merpo/<env slug>/task-<NN>-<quality>-v0``, e.g.
-``merpo/point-robot-wind/task-03-medium-v0``. Everything that names a dataset goes through
-:func:`dataset_id` and :func:`parse_dataset_id`, so the two never drift apart.
+``merpo/point-robot-wind/task-03-medium-v0``, for the ``default`` data preset; any other
+preset's datasets carry its name, ``task-<NN>-<quality>-<preset>-v0`` (e.g.
+``task-03-medium-test-v0``), so a cheap test build never takes the id of a real dataset.
+Everything that names a dataset goes through :func:`dataset_id` and
+:func:`parse_dataset_id`, so the two never drift apart.
 """
 
 from __future__ import annotations
@@ -14,10 +17,20 @@ import merpo_envs
 from merpo_envs import MetaEnvInfo, get_meta_info
 
 QUALITIES = ("random", "medium", "expert", "mixed")
+PRESET_NAMES = ("default", "test")  # the data presets (merpo_data.presets)
 NAMESPACE = "merpo"
 VERSION = 0
 
-_ID_PATTERN = re.compile(r"^merpo/(?P<slug>[a-z0-9-]+)/task-(?P<task>\d+)-(?P<quality>[a-z]+)-v0$")
+_ID_PATTERN = re.compile(
+    r"^merpo/(?P<slug>[a-z0-9-]+)/task-(?P<task>\d+)-(?P<quality>[a-z]+)"
+    r"(?:-(?P<preset>[a-z]+))?-v0$"
+)
+
+
+def check_preset(preset: str) -> str:
+    if preset not in PRESET_NAMES:
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESET_NAMES)}")
+    return preset
 
 
 def check_quality(quality: str) -> str:
@@ -43,11 +56,31 @@ def parse_qualities(spec: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(check_quality(q) for q in names))
 
 
-def dataset_id(env_id: str, task: int, quality: str) -> str:
-    """``merpo/<slug>/task-<NN>-<quality>-v0`` for a task of an env."""
+def dataset_id(env_id: str, task: int, quality: str, preset: str = "default") -> str:
+    """``merpo/<slug>/task-<NN>-<quality>-v0`` for a task of an env (``default`` preset),
+    ``merpo/<slug>/task-<NN>-<quality>-<preset>-v0`` for another data preset."""
     info = get_meta_info(env_id)
     task = info.check_task(task)
-    return f"{NAMESPACE}/{info.slug}/task-{task:02d}-{check_quality(quality)}-v{VERSION}"
+    suffix = "" if check_preset(preset) == "default" else f"-{preset}"
+    return f"{NAMESPACE}/{info.slug}/task-{task:02d}-{check_quality(quality)}{suffix}-v{VERSION}"
+
+
+def generate_command(
+    env_id: str,
+    tasks: Iterable[int],
+    qualities: Iterable[str],
+    preset: str = "default",
+    force: bool = False,
+) -> str:
+    """The ``merpo-data generate`` command that builds these datasets (the one place its
+    form is written, for the error messages that name it)."""
+    wanted = set(qualities)
+    quals = ",".join(q for q in QUALITIES if q in wanted)
+    parts = [f"merpo-data generate {env_id} --tasks {merpo_envs.format_tasks(tasks)}",
+             f"--qualities {quals}"]  # fmt: skip
+    parts += [f"--preset {preset}"] if preset != "default" else []
+    parts += ["--force"] if force else []
+    return " ".join(parts)
 
 
 def env_namespace(env_id: str) -> str:
@@ -65,6 +98,11 @@ def env_id_for_slug(slug: str) -> str:
 
 def parse_dataset_id(dataset_id_: str) -> tuple[str, int, str]:
     """``(env_id, task, quality)`` of a merpo dataset id, or a one-line error showing the form."""
+    return parse_dataset_recipe(dataset_id_)[:3]
+
+
+def parse_dataset_recipe(dataset_id_: str) -> tuple[str, int, str, str]:
+    """``(env_id, task, quality, preset)`` of a merpo dataset id (one-line errors)."""
     match = _ID_PATTERN.match(dataset_id_)
     if match is None:
         raise ValueError(
@@ -73,10 +111,11 @@ def parse_dataset_id(dataset_id_: str) -> tuple[str, int, str]:
         )
     env_id = env_id_for_slug(match["slug"])
     task = get_meta_info(env_id).check_task(int(match["task"]))
-    canonical = dataset_id(env_id, task, check_quality(match["quality"]))
+    preset = check_preset(match["preset"] or "default")
+    canonical = dataset_id(env_id, task, check_quality(match["quality"]), preset)
     if canonical != dataset_id_:
         raise ValueError(f"bad dataset id {dataset_id_!r}; did you mean {canonical!r}?")
-    return env_id, task, match["quality"]
+    return env_id, task, match["quality"], preset
 
 
 def parse_tasks(spec: str | Sequence[int] | None, info: MetaEnvInfo) -> tuple[int, ...]:

@@ -5,29 +5,32 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import minari
 import numpy as np
 from merpo_envs import get_meta_info
 
 from merpo_data.atomic import atomic_write
 from merpo_data.datasets import is_local
 from merpo_data.ids import QUALITIES, dataset_id
+from merpo_data.integrity import open_dataset, read_episodes
 
 
-def dataset_returns(env_id: str) -> dict[str, dict[int, float]]:
-    """quality -> task -> mean episode return, for the env's datasets present locally."""
+def dataset_returns(env_id: str, preset: str = "default") -> dict[str, dict[int, float]]:
+    """quality -> task -> mean episode return, for the env's datasets present locally
+    (a damaged one is a one-line ``DamagedDatasetError``)."""
     info = get_meta_info(env_id)
     out: dict[str, dict[int, float]] = {q: {} for q in QUALITIES}
     for q in QUALITIES:
         for t in info.tasks:
-            ds_id = dataset_id(env_id, t, q)
+            ds_id = dataset_id(env_id, t, q, preset)
             if is_local(ds_id):
-                ds = minari.load_dataset(ds_id)
-                out[q][t] = float(np.mean([ep.rewards.sum() for ep in ds.iterate_episodes()]))
+                episodes = read_episodes(open_dataset(ds_id), ds_id)
+                out[q][t] = float(np.mean([ep.rewards.sum() for ep in episodes]))
     return out
 
 
-def plot_returns(env_id: str, output: str | os.PathLike | None = None) -> Path:
+def plot_returns(
+    env_id: str, output: str | os.PathLike | None = None, preset: str = "default"
+) -> Path:
     """Write the plot (atomically) and return its path; error if the env has no datasets."""
     import matplotlib
 
@@ -35,10 +38,12 @@ def plot_returns(env_id: str, output: str | os.PathLike | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     info = get_meta_info(env_id)
-    returns = dataset_returns(env_id)
+    returns = dataset_returns(env_id, preset)
     if not any(returns.values()):
+        flag = "" if preset == "default" else f" --preset {preset}"
         raise ValueError(
-            f"no datasets of {env_id} found locally; run `merpo-data generate {env_id}` first"
+            f"no {preset}-preset datasets of {env_id} found locally; run "
+            f"`merpo-data generate {env_id}{flag}` first"
         )
     output = Path(output or f"{info.slug}-returns.png")
     fig, ax = plt.subplots(figsize=(max(6.0, 0.18 * info.num_tasks + 2), 4))

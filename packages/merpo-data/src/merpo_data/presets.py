@@ -5,6 +5,11 @@ A preset is looked up by (env id, name). Point-Robot-Wind has hand-set presets
 seconds, still with expert > medium > random). Every other env (the MuJoCo ones) gets a
 GPU-scale "default" built from its MetaEnvInfo, so new env ids work without edits here,
 and a tiny "test" preset for tests that only check the plumbing.
+
+A preset also fixes the env's *task groups* (:meth:`DataPreset.task_groups`): consecutive
+task indices, ``tasks_per_group`` at a time, trained as one batched SAC and rolled out
+together. A dataset's content depends on its group, never on which other tasks were asked
+for, so building tasks 0-3 or 0-49, in chunks or under torchrun, gives the same datasets.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from merpo_envs import get_meta_info
 
+from merpo_data.ids import check_preset
 from merpo_data.sac import SACConfig
 
 DEFAULT_EPISODES = 200  # per dataset; the paper found 200 episodes enough (App. A.2.2)
@@ -27,16 +33,33 @@ class DataPreset:
         sac: the SAC configuration shared by all tasks of the env.
         episodes: whole episodes per dataset (per task and quality).
         rollout_envs_per_task: sub-envs per task when collecting dataset episodes.
-        tasks_per_chunk: tasks trained and rolled out together (bounds memory on big envs).
-        random_eval_episodes: episodes of the uniform policy for ``ref_min_score``.
+        tasks_per_group: tasks trained and rolled out together, as fixed groups of
+            consecutive task indices (bounds memory on big envs; see the module docstring).
+        random_eval_episodes: episodes of the uniform policy that place the ``medium``
+            checkpoint (halfway between random and expert).
+        reference_episodes: episodes of the uniform and the expert policy, collected as
+            the datasets are, whose mean returns are ``ref_min_score`` / ``ref_max_score``
+            (Minari's ``num_episodes_average_score``).
     """
 
     name: str
     sac: SACConfig = field(default_factory=SACConfig)
     episodes: int = DEFAULT_EPISODES
     rollout_envs_per_task: int = 20
-    tasks_per_chunk: int = 50
+    tasks_per_group: int = 50
     random_eval_episodes: int = 20
+    reference_episodes: int = 100
+
+    def task_groups(self, num_tasks: int) -> tuple[tuple[int, ...], ...]:
+        """The fixed task groups of an env with ``num_tasks`` tasks (consecutive indices)."""
+        size = self.tasks_per_group
+        return tuple(
+            tuple(range(start, min(start + size, num_tasks))) for start in range(0, num_tasks, size)
+        )
+
+    def group_of(self, task: int, num_tasks: int) -> tuple[int, ...]:
+        """The task group holding ``task``."""
+        return self.task_groups(num_tasks)[task // self.tasks_per_group]
 
     def to_dict(self) -> dict:
         return {
@@ -44,8 +67,9 @@ class DataPreset:
             "sac": self.sac.to_dict(),
             "episodes": self.episodes,
             "rollout_envs_per_task": self.rollout_envs_per_task,
-            "tasks_per_chunk": self.tasks_per_chunk,
+            "tasks_per_group": self.tasks_per_group,
             "random_eval_episodes": self.random_eval_episodes,
+            "reference_episodes": self.reference_episodes,
         }
 
 
@@ -67,13 +91,18 @@ _POINT_ROBOT_SAC = SACConfig(
     eval_envs_per_task=10,
 )
 
+# Point-Robot-Wind's default trains all 50 tasks as one group (seeded by the whole
+# group, as its published datasets were built); the test preset, pairs of tasks.
 _SPECIFIC: dict[tuple[str, str], DataPreset] = {
-    ("merpo/PointRobotWind-v0", "default"): DataPreset("default", _POINT_ROBOT_SAC),
+    ("merpo/PointRobotWind-v0", "default"): DataPreset(
+        "default", _POINT_ROBOT_SAC, tasks_per_group=50
+    ),
     ("merpo/PointRobotWind-v0", "test"): DataPreset(
         "test",
         replace(_POINT_ROBOT_SAC, iterations=1250, checkpoint_every=250, eval_episodes=10),
         episodes=100,
         rollout_envs_per_task=10,
+        tasks_per_group=2,
     ),
 }
 
@@ -98,8 +127,9 @@ def _generic_mujoco(env_id: str, name: str) -> DataPreset:
             sac,
             episodes=4,
             rollout_envs_per_task=2,
-            tasks_per_chunk=8,
+            tasks_per_group=8,
             random_eval_episodes=2,
+            reference_episodes=4,
         )
     sac = SACConfig(
         hidden=256,
@@ -119,25 +149,21 @@ def _generic_mujoco(env_id: str, name: str) -> DataPreset:
         eval_episodes=10,
         eval_envs_per_task=10,
     )
-    # Memory: a (T, 1M, ...) float32 buffer per chunk; 10 tasks of a 27-d env is ~2.5 GB.
+    # Memory: a (T, 1M, ...) float32 buffer per group; 10 tasks of a 27-d env is ~2.5 GB.
     chunk = max(1, min(info.num_tasks, 10))
     return DataPreset(
         name,
         sac,
         episodes=DEFAULT_EPISODES,
         rollout_envs_per_task=10,
-        tasks_per_chunk=chunk,
+        tasks_per_group=chunk,
         random_eval_episodes=20,
     )
-
-
-PRESET_NAMES = ("default", "test")
 
 
 def get_preset(env_id: str, name: str = "default") -> DataPreset:
     """The preset ``name`` of ``env_id`` (one-line error for unknown names)."""
     get_meta_info(env_id)  # unknown env -> one-line error listing the ids
-    if name not in PRESET_NAMES:
-        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESET_NAMES)}")
+    check_preset(name)
     specific = _SPECIFIC.get((env_id, name))
     return specific if specific is not None else _generic_mujoco(env_id, name)

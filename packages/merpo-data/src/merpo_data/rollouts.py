@@ -9,7 +9,7 @@ and one batched policy call: no Python loop over tasks per step.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gymnasium as gym
 import merpo_envs  # noqa: F401  (registers the merpo ids with Gymnasium)
@@ -41,6 +41,9 @@ class Episode:
     rewards: np.ndarray  # (L,)
     terminations: np.ndarray  # (L,) bool
     truncations: np.ndarray  # (L,) bool
+    # The numeric step infos (e.g. Point-Robot-Wind's sparse_reward), each (L, ...):
+    # row t is the info of step t, aligned with rewards[t] (reset infos are not kept).
+    infos: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def episode_return(self) -> float:
@@ -70,12 +73,14 @@ def collect_episodes(
     per_env = -(-episodes_per_task // envs_per_task)  # ceil
     obs, _ = vec_env.reset(seed=[seed + i for i in range(num_envs)])
     steps_obs, steps_act, steps_rew, steps_term, steps_trunc, steps_next = [], [], [], [], [], []
+    steps_info: list[dict[str, np.ndarray]] = []
     finished = np.zeros(num_envs, dtype=np.int64)
     while (finished < per_env).any():
         flat_obs = np.asarray(obs, dtype=np.float32)
         act = act_fn(flat_obs.reshape(num_tasks, envs_per_task, -1)).reshape(num_envs, -1)
-        next_obs, rew, term, trunc, _ = vec_env.step(act)
+        next_obs, rew, term, trunc, info = vec_env.step(act)
         done = np.logical_or(term, trunc)
+        steps_info.append(_numeric_infos(info, num_envs))
         steps_obs.append(np.array(obs))
         steps_act.append(np.array(act))
         steps_rew.append(np.asarray(rew, dtype=np.float64))
@@ -92,6 +97,8 @@ def collect_episodes(
         for x in (steps_obs, steps_act, steps_rew, steps_term, steps_trunc, steps_next)
     ]
     all_obs, all_act, all_rew, all_term, all_trunc, all_next = arrays  # (num_envs, steps, ...)
+    info_keys = set.intersection(*(set(i) for i in steps_info)) if steps_info else set()
+    all_info = {k: np.stack([i[k] for i in steps_info], axis=1) for k in sorted(info_keys)}
     episodes: list[list[Episode]] = [[] for _ in range(num_tasks)]
     for env_index in range(num_envs):
         task_pos = env_index // envs_per_task
@@ -109,10 +116,26 @@ def collect_episodes(
                         rewards=all_rew[env_index, sl],
                         terminations=all_term[env_index, sl],
                         truncations=all_trunc[env_index, sl],
+                        infos={k: v[env_index, sl] for k, v in all_info.items()},
                     )
                 )
             start = end + 1
     return episodes
+
+
+def _numeric_infos(info: dict, num_envs: int) -> dict[str, np.ndarray]:
+    """The vector env's step infos that Minari can store as arrays: numbers (or numeric
+    arrays) set for every sub-env; Gymnasium's ``_key`` masks and anything else dropped."""
+    out = {}
+    for key, value in info.items():
+        if key.startswith("_") or isinstance(value, dict):
+            continue
+        mask = info.get(f"_{key}")
+        array = np.asarray(value)
+        if array.dtype.kind in "biuf" and array.shape[:1] == (num_envs,):
+            if mask is None or np.all(mask):
+                out[key] = array.copy()
+    return out
 
 
 def uniform_act_fn(action_space: gym.spaces.Box, seed: int) -> ActFn:

@@ -74,6 +74,7 @@ class BaselineRun:
 
     steps: int = 20_000
     quality: str = "medium"
+    data_preset: str = "default"  # merpo-data's preset: "test" reads the cheap test datasets
     train_tasks: tuple[int, ...] = ()  # empty = the env's train split
     test_tasks: tuple[int, ...] = ()  # empty = the env's test split
     eval_episodes: int = 4
@@ -108,7 +109,9 @@ def _small(make: Callable[..., Any], **settings: Any) -> Callable[[str], Any]:
     })
 
 
-SMOKE_RUN = dict(steps=200, eval_every=100, eval_episodes=1, checkpoint_every=100)
+SMOKE_RUN = dict(
+    steps=200, eval_every=100, eval_episodes=1, checkpoint_every=100, data_preset="test"
+)
 SMALL_RUN = dict(steps=3_000, eval_every=1_000, checkpoint_every=1_000)
 
 BASELINES: dict[str, Baseline] = {
@@ -243,8 +246,12 @@ def _samplers(env_id: str, run: BaselineRun, device: str):
     train_tasks = list(run.train_tasks or info.train_tasks)
     test_tasks = list(run.test_tasks or info.test_tasks)
     try:
-        train = merpo_data.TaskSampler(env_id, train_tasks, run.quality, device=device)
-        test = merpo_data.TaskSampler(env_id, test_tasks, run.quality, device=device)
+        train = merpo_data.TaskSampler(
+            env_id, train_tasks, run.quality, device=device, preset=run.data_preset
+        )
+        test = merpo_data.TaskSampler(
+            env_id, test_tasks, run.quality, device=device, preset=run.data_preset
+        )
     except (ValueError, FileNotFoundError) as err:
         raise RunError(_first_line(err)) from None
     return train, test
