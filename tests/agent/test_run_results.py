@@ -33,13 +33,14 @@ BASELINE_SUBSET = ["train_tasks=[0,1,2,3]", "test_tasks=[40,41]", "steps=20",
 
 
 def _references(tasks, quality="medium"):
-    """The datasets' reference scores, read straight from Minari (not through merpo)."""
+    """The test-preset datasets' reference scores, read straight from Minari (not through
+    merpo)."""
     import minari
 
     lows, highs = [], []
     for task in tasks:
         meta = minari.load_dataset(
-            f"merpo/point-robot-wind/task-{task:02d}-{quality}-v0").storage.metadata
+            f"merpo/point-robot-wind/task-{task:02d}-{quality}-test-v0").storage.metadata
         lows.append(meta["ref_min_score"])
         highs.append(meta["ref_max_score"])
     return np.array(lows), np.array(highs)

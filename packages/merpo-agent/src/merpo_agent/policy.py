@@ -153,7 +153,8 @@ def _baseline_policy(run_dir: Path, task: int | None, device) -> Policy:
     state = load_checkpoint(run_dir / CHECKPOINT_DIR / LATEST, map_location=device)
     agent = spec.agent_from_state(state["agent"], device)
     try:
-        sampler = TaskSampler(data["env"], [task], data["run"]["quality"], device=device)
+        sampler = TaskSampler(data["env"], [task], data["run"]["quality"], device=device,
+                              preset=data["run"].get("data_preset", "default"))
     except (ValueError, FileNotFoundError) as err:
         raise PolicyError(str(err).strip().splitlines()[0]) from None
     seed = int(data["seed"])

@@ -99,7 +99,7 @@ def write_report(experiment, env_id, quality, sizes, results, out_dir: Path, com
     matrices, returns, normalized = {}, {}, {}
     for row in experiment.rows:
         matrix, tasks, row_quality = _row_scores(experiment, results, row)
-        low, high = reference_scores(env_id, tasks, row_quality or quality)
+        low, high = reference_scores(env_id, tasks, row_quality or quality, sizes.data_preset)
         returns[row.label] = matrix
         normalized[row.label] = normalized_score(matrix, low, high)
         matrices[row.label] = tasks

@@ -188,6 +188,7 @@ class Sizes:
     single_task_tasks: tuple[int, ...]  # Fig. 4/5: each its own single-task RAC
     episodes: int
     good_meta_policy_steps: int = 2000  # COMBO updates behind Fig. 4/5's "good" pi_c
+    data_preset: str = "default"  # the merpo-data preset of the datasets (smoke: "test")
 
     @property
     def budget(self) -> int:
@@ -204,7 +205,7 @@ def sizes_for(env_id: str, quick: bool) -> Sizes:
                      train_tasks=tuple(info.train_tasks[:4]),
                      test_tasks=tuple(info.test_tasks[:2]),
                      single_task_tasks=tuple(info.train_tasks[:2]), episodes=1,
-                     good_meta_policy_steps=4)
+                     good_meta_policy_steps=4, data_preset="test")
     return Sizes("repro", "small", iterations=400, inner_steps=10, eval_every=100,
                  train_tasks=None, test_tasks=None,
                  single_task_tasks=tuple(info.train_tasks[:4]), episodes=4)

@@ -18,15 +18,16 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def reference_scores(env_id: str, tasks: Sequence[int], quality: str | Sequence[str]
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """(ref_min, ref_max) per task from the datasets' metadata (one quality or one per task)."""
+def reference_scores(env_id: str, tasks: Sequence[int], quality: str | Sequence[str],
+                     preset: str = "default") -> tuple[np.ndarray, np.ndarray]:
+    """(ref_min, ref_max) per task from the datasets' metadata (one quality or one per task;
+    ``preset``: the merpo-data preset that built them)."""
     import merpo_data
 
     qualities = [quality] * len(tasks) if isinstance(quality, str) else list(quality)
     lows, highs = [], []
     for task, q in zip(tasks, qualities, strict=True):
-        dataset = merpo_data.load_dataset(merpo_data.dataset_id(env_id, task, q))
+        dataset = merpo_data.load_dataset(merpo_data.dataset_id(env_id, task, q, preset))
         lows.append(float(dataset.storage.metadata["ref_min_score"]))
         highs.append(float(dataset.storage.metadata["ref_max_score"]))
     return np.array(lows), np.array(highs)
