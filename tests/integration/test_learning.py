@@ -14,7 +14,9 @@ the pipeline tests).
 Measured with this seed: -11.9 against the behavior's -16.3 (the fixture's data) with SAC's
 initial temperature 1.0; with Point-Robot-Wind's 0.05 (chosen on validation tasks) and the
 CQL logsumexp convention, -13.5 (task 40: -11.1 against -18.8; task 41, whose test-preset
-data are near-expert, -15.8 against -13.8), so the test asks for the mean margin. On a store
+data are near-expert, -15.8 against -13.8), so the test asks for the mean margin. On the
+fixture built in the test preset's fixed task groups (pairs of tasks): -13.89 against
+-16.55 (task 40: -11.68 against -18.78; task 41: -16.09 against -14.31). On a store
 built the same way with two threads (behavior -15.3; this setting -12.3) a frozen critic
 (critic lr 0) gave -24.9, and a frozen actor stays at its random initialisation (-25.9,
 the meta-policy column): both miss behavior + 1.5 by far.
@@ -55,21 +57,26 @@ def test_rac_beats_the_behavior_policy(point_robot_store, tmp_path):
 
 
 # ---- MerPO's meta-policy (Alg. 2, Eq. 10) --------------------------------------------------
-META_MARGIN = 1.0  # return units above the behavior policy's mean on tasks 40-41
+# return units above the behavior policy on task 40 (its medium data's mean, about -18.8)
+META_MARGIN = 4.5
 
 
 def test_merpo_meta_policy_learns_from_persistent_learners(point_robot_store, tmp_path):
     """MerPO's meta-policy pi_c, trained only through Eq. 10 from the persistent task
-    learners of Alg. 2, beats the behavior policy on the unseen tasks 40-41 by a margin.
+    learners of Alg. 2, beats the behavior policy on the unseen task 40 by a wide margin.
 
-    Four training tasks (0-3), all in every batch, J = 10, 300 meta-iterations. Measured with
-    this seed (tasks 40 / 41, behavior -18.8 / -13.8, mean -16.3): MerPO's meta-policy -11.4 /
-    -16.0 (mean -13.7; seed 1: -14.8, both above behavior + 1). The broken variants miss
-    the margin by far: lam = 0 (``lambda_initial=0``, not tuned: every Eq. 10 weight is zero,
-    so pi_c stays at its random initialisation) -27.3 / -25.8; learners re-initialised from
-    pi_c and Q_meta at every meta-iteration (each gets J = 10 updates) -14.6 / -20.8.
-    The meta-policy's own return is asserted (the smoke preset's 3 adaptation steps barely
-    move the adapted policy from it).
+    Four training tasks (0-3), all in every batch, J = 10, 300 meta-iterations. Task 40 is
+    asserted: the fixture's task-41 data are near-expert (behavior -14.3), and the one
+    context-free meta-policy is not asked to beat them. Measured on task 40 (behavior
+    -18.78), meta-policy return:
+
+    - MerPO: -11.46 (seed 0), -12.08 (seed 1): 6.7-7.3 above the behavior;
+    - learners re-initialised from pi_c and Q_meta at every meta-iteration (each gets
+      J = 10 updates, the defect Alg. 2 line 1 rules out): -16.34, 2.4 above;
+    - lam = 0 (``lambda_initial=0``, not tuned: every Eq. 10 weight is zero, so pi_c stays
+      at its random initialisation): -27.28, below the behavior.
+
+    The margin sits halfway between MerPO and the re-initialised learners.
     """
     cfg = build_config(
         "merpo/PointRobotWind-v0", "smoke", "merpo", seed=0,
@@ -91,6 +98,8 @@ def test_merpo_meta_policy_learns_from_persistent_learners(point_robot_store, tm
     result = trainer.train()
     behavior, meta_policy = result.returns["behavior"], result.returns["meta_policy"]
     print(result.table())
-    assert meta_policy.mean() > behavior.mean() + META_MARGIN, (meta_policy, behavior)
-    # lam stayed positive: the Eq. 10 weights lam_n (1 - alpha_n) that move pi_c
-    assert (trainer.table.duals()[2] > 0).all()
+    assert list(result.tasks) == [40, 41]
+    assert meta_policy[0] > behavior[0] + META_MARGIN, (meta_policy, behavior)
+    # the Eq. 10 weights lam_n (1 - alpha_n) that move pi_c are not all zero at the end (a
+    # task whose constraint is slack may have lam = 0)
+    assert (trainer.table.duals()[2] > 0).any()
