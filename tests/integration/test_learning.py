@@ -29,26 +29,31 @@ from merpo_agent.trainer import MetaTrainer
 
 MARGIN = 1.5  # return units; the behavior policy's mean is about -16 on these tasks
 
+# The learning tests' sizes on top of ``smoke``: the ``small`` networks and dynamics, CQL's
+# 10 + 10 logsumexp samples, 4 evaluation episodes, no comparison columns.
+LEARNING_SIZES = [
+    "rac.hidden=64", "rac.hidden_layers=2", "rac.batch_size=128",
+    "rac.cql_uniform_actions=10", "rac.cql_policy_actions=10",
+    "rac.bc_steps=300", "rac.bc_hidden=64", "rac.bc_hidden_layers=2",
+    "dynamics.hidden=64", "dynamics.hidden_layers=3", "dynamics.ensemble=5",
+    "dynamics.elites=3", "dynamics.batch_size=256", "dynamics.meta_iterations=100",
+    "dynamics.meta_inner_steps=10", "dynamics.adaptation_steps=25",
+    "test.compare_combo=false", "test.compare_beha_only=false", "test.episodes=4",
+    "rollout.batch_size=128", "rollout.capacity=20000",
+]
+
+
+def train(algo: str, overrides: list[str], run_dir):
+    """Meta-train ``algo`` at the learning tests' sizes; the trainer and its final result."""
+    cfg = build_config("merpo/PointRobotWind-v0", "smoke", algo, seed=0,
+                       overrides=LEARNING_SIZES + overrides)
+    trainer = MetaTrainer(cfg, run_dir, progress=False, say=lambda _: None, tensorboard=False)
+    return trainer, trainer.train()
+
 
 def test_rac_beats_the_behavior_policy(point_robot_store, tmp_path):
-    cfg = build_config(
-        "merpo/PointRobotWind-v0", "smoke", "combo", seed=0,
-        overrides=[
-            "rac.hidden=64", "rac.hidden_layers=2", "rac.batch_size=128",
-            "rac.cql_uniform_actions=10", "rac.cql_policy_actions=10",
-            "rac.bc_steps=300", "rac.bc_hidden=64", "rac.bc_hidden_layers=2",
-            "dynamics.hidden=64", "dynamics.hidden_layers=3", "dynamics.ensemble=5",
-            "dynamics.elites=3", "dynamics.batch_size=256", "dynamics.meta_iterations=100",
-            "dynamics.meta_inner_steps=10", "dynamics.adaptation_steps=25",
-            "meta.iterations=1", "meta.eval_every=0",
-            "test.compare_combo=false", "test.compare_beha_only=false",
-            "test.adaptation_steps=800", "test.lr=1e-3", "test.episodes=4",
-            "rollout.batch_size=128", "rollout.capacity=20000",
-        ],
-    )
-    trainer = MetaTrainer(cfg, tmp_path / "run", progress=False, say=lambda _: None,
-                          tensorboard=False)
-    result = trainer.train()
+    _, result = train("combo", ["meta.iterations=1", "meta.eval_every=0",
+                                "test.adaptation_steps=800", "test.lr=1e-3"], tmp_path / "run")
     behavior, adapted = result.returns["behavior"], result.returns["adapted"]
     print(result.table())
     assert adapted.mean() > behavior.mean() + MARGIN, (adapted, behavior)
@@ -78,24 +83,9 @@ def test_merpo_meta_policy_learns_from_persistent_learners(point_robot_store, tm
 
     The margin sits halfway between MerPO and the re-initialised learners.
     """
-    cfg = build_config(
-        "merpo/PointRobotWind-v0", "smoke", "merpo", seed=0,
-        overrides=[
-            "rac.hidden=64", "rac.hidden_layers=2", "rac.batch_size=128",
-            "rac.cql_uniform_actions=10", "rac.cql_policy_actions=10",
-            "rac.bc_steps=300", "rac.bc_hidden=64", "rac.bc_hidden_layers=2",
-            "dynamics.hidden=64", "dynamics.hidden_layers=3", "dynamics.ensemble=5",
-            "dynamics.elites=3", "dynamics.batch_size=256", "dynamics.meta_iterations=100",
-            "dynamics.meta_inner_steps=10", "dynamics.adaptation_steps=25",
-            "meta.iterations=300", "meta.eval_every=0", "meta.task_batch_size=4",
-            "meta.inner_steps=10",
-            "test.compare_combo=false", "test.compare_beha_only=false", "test.episodes=4",
-            "rollout.batch_size=128", "rollout.capacity=20000",
-        ],
-    )
-    trainer = MetaTrainer(cfg, tmp_path / "run", progress=False, say=lambda _: None,
-                          tensorboard=False)
-    result = trainer.train()
+    trainer, result = train("merpo", ["meta.iterations=300", "meta.eval_every=0",
+                                      "meta.task_batch_size=4", "meta.inner_steps=10"],
+                            tmp_path / "run")
     behavior, meta_policy = result.returns["behavior"], result.returns["meta_policy"]
     print(result.table())
     assert list(result.tasks) == [40, 41]
