@@ -95,3 +95,22 @@ def test_point_robot_renders_rgb_array_frames_that_follow_the_point():
 def test_each_env_docstring_has_a_version_history(env_id):
     doc = type(gym.make(env_id).unwrapped).__doc__
     assert "## Version History" in doc and "* v0:" in doc.split("## Version History")[1]
+
+
+def test_making_an_env_leaves_no_mujoco_log_and_no_deprecation_noise(
+    tmp_path, monkeypatch, capfd
+):
+    """MuJoCo 4 warns that Gymnasium's half_cheetah.xml uses ``settotalmass`` (still
+    applied) on every env built, into ``MUJOCO_LOG.TXT`` in the working directory; merpo
+    drops that one warning and restores the handler it found."""
+    import mujoco
+
+    monkeypatch.chdir(tmp_path)
+    for env_id in ALL_IDS:
+        gym.make(env_id).close()
+    assert list(tmp_path.iterdir()) == []
+    assert "settotalmass" not in capfd.readouterr().err
+    assert mujoco.get_mju_user_warning() is None
+    # The masses are still scaled to the model's total of 14 (the deprecated attribute).
+    model = gym.make(CHEETAH).unwrapped.model
+    assert float(model.body_mass.sum()) == pytest.approx(14.0)

@@ -11,8 +11,10 @@ pending task and put ``task`` in ``info``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -122,6 +124,30 @@ class TaskEnvMixin:
 
 # The constructor keywords of every MuJoCo merpo env, in signature order.
 MUJOCO_VALID_KWARGS = ("task", "render_mode", "width", "height", "camera_id", "camera_name")
+@contextlib.contextmanager
+def _without_settotalmass_deprecation() -> Iterator[None]:
+    """Compile a Gymnasium MuJoCo model without MuJoCo 4's ``settotalmass`` deprecation.
+
+    Gymnasium's half_cheetah.xml sets ``settotalmass``; MuJoCo 4.0 still applies it (the
+    masses are the ones the env was verified on) but warns on every env built, on stderr
+    and into a ``MUJOCO_LOG.TXT`` in the working directory. That one warning is dropped;
+    any other MuJoCo warning meanwhile goes to stderr (not into a file), then the previous
+    handler is restored.
+    """
+    import mujoco
+
+    def handler(message: str) -> None:
+        if "'settotalmass' is deprecated" not in message:
+            print(f"MuJoCo warning: {message}", file=sys.stderr)
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(handler)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
 # The default ``task`` of every MuJoCo merpo env: its first train task (checked per class).
 DEFAULT_TASK = 0
 
@@ -167,7 +193,8 @@ class MujocoTaskEnvMixin(TaskEnvMixin):
             camera_id=camera_id,
             camera_name=camera_name,
         )
-        super().__init__(**self._base_env_kwargs, **render_kwargs)
+        with _without_settotalmass_deprecation():
+            super().__init__(**self._base_env_kwargs, **render_kwargs)
         # Pickling must rebuild this class from its own arguments, not the MuJoCo base's.
         EzPickle.__init__(self, task=self._task, **render_kwargs)
         self._on_task_start(self._task, changed=True)
