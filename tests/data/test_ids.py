@@ -75,11 +75,22 @@ def test_presets():
     default = get_preset(ENV)
     assert default.episodes == 200 and default.name == "default"
     assert get_preset(ENV, "test").sac.iterations < default.sac.iterations
-    # Any other env id gets a generic preset: GPU scale by default, tiny for tests.
-    for env_id in ("merpo/HalfCheetahFwdBack-v0", "merpo/Walker2dParams-v0"):
-        big, small = get_preset(env_id), get_preset(env_id, "test")
-        assert big.sac.hidden == 256 and big.sac.iterations * big.sac.envs_per_task >= 1_000_000
-        assert small.sac.iterations * small.sac.envs_per_task <= 1000
+    # Walker-2D (and any new env id) gets a generic preset: GPU scale by default, tiny
+    # for tests.
+    big, small = (
+        get_preset("merpo/Walker2dParams-v0"),
+        get_preset("merpo/Walker2dParams-v0", "test"),
+    )
+    assert big.sac.hidden == 256 and big.sac.iterations * big.sac.envs_per_task >= 1_000_000
+    assert small.sac.iterations * small.sac.envs_per_task <= 1000
+    assert big.policy_preset == "default" and small.policy_preset == "test"
+    # Half-Cheetah and Ant: a CPU-sized default; their test preset rolls out its policies.
+    for env_id in ("merpo/HalfCheetahFwdBack-v0", "merpo/AntFwdBack-v0"):
+        cpu, small = get_preset(env_id), get_preset(env_id, "test")
+        assert cpu.sac.hidden == 128 and cpu.tasks_per_group == 2
+        assert 200_000 <= cpu.sac.iterations * cpu.sac.envs_per_task <= 300_000
+        assert small.policy_preset == "default" and small.sac == cpu.sac
+        assert small.episodes < cpu.episodes and small.name == "test"
     with pytest.raises(ValueError, match="unknown preset 'huge'; valid presets: default, test"):
         get_preset(ENV, "huge")
 

@@ -130,10 +130,10 @@ def ensure_behavior_policies(
     from merpo_data.shipped import load_shipped, shipped_path
 
     info = get_meta_info(env_id)
-    directory = behavior_dir(info.slug, preset.name, seed)
+    directory = behavior_dir(info.slug, preset.policy_preset, seed)
     groups = list(dict.fromkeys(preset.group_of(t, info.num_tasks) for t in tasks))
     state_path = directory / state_file
-    shipped = None if retrain else shipped_path(info.slug, preset.name, seed)
+    shipped = None if retrain else shipped_path(info.slug, preset.policy_preset, seed)
     records: dict[int, BehaviorRecord] = {}
     for group in groups:
         if retrain:
@@ -220,7 +220,7 @@ def _train_group(
                     k: torch.stack([a[k][pos] for a in history["actor"]])
                     for k in history["actor"][0]
                 },
-                "preset": preset.name,
+                "preset": preset.policy_preset,
                 "group": torch.tensor(tasks),
             },
             task_file(directory, task),

@@ -11,14 +11,22 @@ the same datasets bit for bit; ``--retrain`` trains from scratch instead.
 
 Tensors of task ``NN`` are ``task-NN/steps`` ``(C,)``, ``task-NN/returns`` ``(C,)``,
 ``task-NN/random_return`` ``()`` and ``task-NN/actor/<parameter>`` ``(C, ...)``; the
-header's metadata names the env, preset, seed and network size.
+header's metadata names the env, preset, seed and network size, and records what the
+maintainer's build from these very policies gave (``datasets``: each dataset id's content
+hash and mean return) and an ``arithmetic`` fingerprint of the machine that built them
+(:func:`arithmetic_fingerprint`). A machine with the same fingerprint rounds the policies'
+floats the same way, so its rebuild must match those hashes bit for bit; elsewhere a
+rebuild is the same recipe up to float rounding (MuJoCo amplifies a last-bit difference of
+an action into another trajectory), so only its statistics can be compared.
 
-Shipped today: Point-Robot-Wind, default preset, seed 0 (all 50 tasks). The MuJoCo envs'
-policies (1M env steps per task) are not shipped yet: see merpo-data's README.
+Shipped today, default preset, seed 0: Point-Robot-Wind (all 50 tasks), Half-Cheetah-Fwd-Back
+and Ant-Fwd-Back (both tasks each). Walker-2D-Params is GPU-scale (see merpo-data's README).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -84,12 +92,77 @@ def load_shipped(path: Path, tasks: Sequence[int]) -> dict:
     return out
 
 
+def shipped_metadata(path: Path) -> dict:
+    """The header of a shipped file: env, preset, seed, ``datasets`` (id -> content hash and
+    mean return of the maintainer's build) and ``arithmetic`` (its machine's fingerprint)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        header = dict(handle.metadata() or {})
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a merpo-data policy file; reinstall merpo-data")
+    header["datasets"] = json.loads(header.get("datasets", "{}"))
+    return header
+
+
+def arithmetic_fingerprint() -> str:
+    """A hash of how this machine's torch rounds a stacked policy's sampling on the CPU.
+
+    The same ops a rollout runs (batched matmuls, ReLU, exp, tanh, log, Gaussian noise from
+    a seeded generator) on fixed inputs, with one intra-op thread as data generation uses.
+    Machines with equal fingerprints turn equal policy weights into equal action bits.
+    """
+    from merpo_data.networks import StackedTanhGaussianPolicy
+    from merpo_data.store import small_op_threads
+
+    with small_op_threads("cpu"), torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        policy = StackedTanhGaussianPolicy((2,), 27, 8, 128, 2)
+        for param in policy.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+        obs = torch.randn(2, 64, 27, generator=gen)
+        action, logp = policy.sample(obs, gen)
+    digest = hashlib.sha256(action.numpy().tobytes())
+    digest.update(logp.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _built_datasets(env_id: str, preset: str, seed: int, tasks: Sequence[int]) -> dict:
+    """``dataset id -> {content_hash, mean_return}`` of the local datasets of ``tasks``
+    built with (preset, seed); every quality must be there (export after ``generate``)."""
+    from merpo_data.datasets import RECIPE_KEY, is_local
+    from merpo_data.ids import QUALITIES, dataset_id
+    from merpo_data.integrity import content_hash, open_dataset, read_episodes
+
+    out = {}
+    for task in tasks:
+        for quality in QUALITIES:
+            ds_id = dataset_id(env_id, task, quality, preset)
+            if not is_local(ds_id):
+                raise FileNotFoundError(
+                    f"{ds_id} is not in the local store; run `merpo-data generate {env_id} "
+                    f"--preset {preset} --seed {seed}` before exporting its policies"
+                )
+            dataset = open_dataset(ds_id)
+            found = json.loads(dataset.storage.metadata.get(RECIPE_KEY) or "{}")
+            if int(found.get("seed", seed)) != int(seed):
+                raise ValueError(f"{ds_id} was built with seed {found['seed']}, not {seed}")
+            episodes = read_episodes(dataset, ds_id)
+            out[ds_id] = {
+                "content_hash": content_hash(episodes),
+                "mean_return": float(np.mean([np.sum(ep.rewards) for ep in episodes])),
+            }
+    return out
+
+
 def export_shipped(
     env_id: str, preset: str = "default", seed: int = 0, tasks: Sequence[int] | None = None
 ) -> Path:
     """Write the cached behavior policies of (env, preset, seed) to :func:`shipped_path`:
     every task's, or those of ``tasks`` (a maintainer's step, after ``merpo-data generate
-    ENV --retrain``)."""
+    ENV --retrain``), with the content hashes of the datasets that build gave (every
+    quality of those tasks must be in the local store) and this machine's
+    :func:`arithmetic_fingerprint`."""
     from merpo_envs import get_meta_info
 
     from merpo_data.behavior import load_record, task_file
@@ -98,20 +171,32 @@ def export_shipped(
 
     info = get_meta_info(env_id)
     data_preset = get_preset(env_id, preset)
+    if data_preset.policy_preset != data_preset.name:
+        raise ValueError(
+            f"preset {preset!r} of {env_id} rolls out the {data_preset.policy_preset!r} "
+            f"preset's policies; export that one"
+        )
     directory = behavior_dir(info.slug, data_preset.name, seed)
     tasks = info.tasks if tasks is None else tuple(tasks)
     missing = [t for t in tasks if not task_file(directory, t).exists()]
-    if missing:
+    shipped = shipped_path(info.slug, data_preset.name, seed)
+    if missing and shipped.exists():
+        # Re-exporting what is shipped (to record its datasets' hashes): same weights.
+        records = list(load_shipped(shipped, tasks).values())
+    elif missing:
         raise FileNotFoundError(
             f"{len(missing)} task(s) of {env_id} have no finished policies in {directory}; "
             f"run `merpo-data generate {env_id} --preset {preset} --seed {seed} --retrain` first"
         )
+    else:
+        records = [load_record(directory, t) for t in tasks]
     metadata = {
         "env_id": env_id,
         "preset": data_preset.name,
         "seed": seed,
         "hidden": data_preset.sac.hidden,
         "hidden_layers": data_preset.sac.hidden_layers,
+        "datasets": json.dumps(_built_datasets(env_id, data_preset.name, seed, tasks)),
+        "arithmetic": arithmetic_fingerprint(),
     }
-    records = [load_record(directory, t) for t in tasks]
-    return save_shipped(records, shipped_path(info.slug, data_preset.name, seed), metadata)
+    return save_shipped(records, shipped, metadata)
