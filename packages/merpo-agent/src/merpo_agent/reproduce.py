@@ -424,8 +424,8 @@ def reproduce(
 
 
 def _ensure_datasets(env_id: str, experiment: Experiment, sizes: Sizes, quality: str) -> None:
-    """Build the missing datasets of the experiment's tasks and qualities (merpo-data's
-    default preset), as ``data.build_missing`` would; existing ones are used as they are."""
+    """Build the missing datasets of the experiment's tasks and qualities (the sizes' data
+    preset), as ``data.build_missing`` would; existing ones are used as they are."""
     import merpo_data
     from merpo_data.datasets import is_local
     from merpo_envs import get_meta_info
@@ -435,9 +435,13 @@ def _ensure_datasets(env_id: str, experiment: Experiment, sizes: Sizes, quality:
                 else (sizes.train_tasks or info.train_tasks))
     tasks |= set(sizes.test_tasks or info.test_tasks)
     for q in sorted({run.quality or quality for run in experiment.runs}):
-        missing = [t for t in sorted(tasks) if not is_local(merpo_data.dataset_id(env_id, t, q))]
+        preset = sizes.data_preset
+        missing = [
+            t for t in sorted(tasks) if not is_local(merpo_data.dataset_id(env_id, t, q, preset))
+        ]
         if missing:
-            merpo_data.generate(env_id, tasks=missing, qualities=[q], progress=False)
+            merpo_data.generate(env_id, tasks=missing, qualities=[q], preset=preset,
+                                progress=False)  # fmt: skip
 
 
 __all__ = ["Experiment", "Row", "RunSpec", "Sizes", "experiments", "reproduce", "sizes_for"]
