@@ -22,4 +22,15 @@ def from_unit_actions(unit: torch.Tensor, low: torch.Tensor, high: torch.Tensor)
     return low + 0.5 * (unit + 1.0) * (high - low)
 
 
-__all__ = ["from_unit_actions", "to_unit_actions"]
+def log_action_scale(low: torch.Tensor, high: torch.Tensor) -> float:
+    """``sum_i log((high_i - low_i) / 2)``: the log-determinant of ``from_unit_actions``.
+
+    A density over env-unit actions is the [-1, 1] density divided by this map's Jacobian,
+    so ``-log pi`` of an env-unit action is ``-log pi`` in [-1, 1] units plus this number
+    (e.g. 2 log 0.1 = -4.6 for Point-Robot-Wind's [-0.1, 0.1]^2)."""
+    half_range = 0.5 * (torch.as_tensor(high, dtype=torch.float64)
+                        - torch.as_tensor(low, dtype=torch.float64))
+    return float(torch.log(half_range).sum())
+
+
+__all__ = ["from_unit_actions", "log_action_scale", "to_unit_actions"]

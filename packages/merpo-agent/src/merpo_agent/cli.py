@@ -108,6 +108,28 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--out", default="runs/reproduce", help="runs and report go here")
     repro.add_argument("--jobs", type=int, default=None,
                        help="runs trained at once (default: one per CPU core)")
+    repro.add_argument("--settings", default=None, metavar="DIR",
+                       help="tuned settings: DIR/<algo>/best.yaml of `merpo-agent tune` for "
+                       "each method that has one (MerPO also keeps its Table 2 row)")
+
+    tune = sub.add_parser(
+        "tune", help="the same tuning budget for every method: an Optuna study per method "
+        "on validation tasks carved from the training split (never the test tasks)",
+    )
+    tune.add_argument("--algo", required=True,
+                      help="a method (merpo, merpo-adp, focal, cbcq, mbml, batch-pearl), a "
+                      "comma list, or all")
+    tune.add_argument("--env", default="merpo/PointRobotWind-v0")
+    tune.add_argument("--trials", type=int, default=8, help="settings tried per method")
+    tune.add_argument("--seeds", type=int, default=2, help="seeds per trial")
+    tune.add_argument("--quick", action="store_true", help="a tiny version (smoke sizes)")
+    tune.add_argument("--quality", default="medium", help="dataset quality (default medium)")
+    tune.add_argument("--out", default="runs/tune", help="studies, runs and chosen settings")
+    tune.add_argument("--sampler", default="tpe", help="tpe (default) or grid")
+    tune.add_argument("--storage", default=None,
+                      help="Optuna RDB URL shared by workers (default: sqlite in --out)")
+    tune.add_argument("--jobs", type=int, default=None,
+                      help="runs trained at once (default: seeds, at most the CPU cores)")
     return parser
 
 
@@ -300,9 +322,23 @@ def _reproduce(args: argparse.Namespace) -> int:
     report = reproduce(
         args.experiment, args.env, args.seeds, Path(args.out), quick=args.quick,
         quality=args.quality, jobs=args.jobs,
+        settings=Path(args.settings) if args.settings else None,
     )
     print(report.read_text())
     print(f"report: {report}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from merpo_agent.config import check_device
+    from merpo_agent.tune import parse_algos, tune
+
+    check_device("cpu")
+    paths = tune(parse_algos(args.algo), args.env, Path(args.out), trials=args.trials,
+                 seeds=args.seeds, quick=args.quick, quality=args.quality,
+                 sampler=args.sampler, storage=args.storage, jobs=args.jobs)
+    for path in paths:
+        print(f"chosen settings: {path}")
     return 0
 
 
@@ -314,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # the command line as run.json records it (also when ``main`` is called from Python)
     args.command_line = ["merpo-agent", *(sys.argv[1:] if argv is None else argv)]
-    handlers = {"train": _train, "evaluate": _evaluate, "plot": _plot, "reproduce": _reproduce}
+    handlers = {"train": _train, "evaluate": _evaluate, "plot": _plot, "reproduce": _reproduce,
+                "tune": _tune}
     try:
         return handlers[args.command](args)
     except (ConfigError, RunError, CheckpointError, FileNotFoundError) as err:

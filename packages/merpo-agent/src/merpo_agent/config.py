@@ -30,6 +30,7 @@ from merpo_agent.overrides import ConfigError, apply_overrides, read_config_file
 from merpo_agent.rac_config import ALGO_SETTINGS, RACConfig
 
 ALGOS = tuple(ALGO_SETTINGS)  # merpo, merpo-adp, combo, beha-only, combo3, cql
+LEARNER_INITS = ("persistent", "reinit", "reptile")
 
 
 @dataclass(frozen=True)
@@ -97,12 +98,33 @@ class MetaTrainConfig:
     # CPU, as many as keep one op's working set in cache, see ``trainer.task_chunk_size``).
     # The chunks draw the whole batch's randomness and cut it, so the result is the same.
     task_chunk: int = 0
+    # OPEN READINGS of Alg. 2 / App. A.2.2, chosen on validation tasks:
+    # - ``learner_init``: "persistent" (Alg. 2 line 1: each training task's learner is made
+    #   once and continues where it stopped whenever its task is sampled again), "reinit"
+    #   (App. A.2.2 literally: "we initialize the task Q networks and the task policy with
+    #   the meta-Q network and the meta-policy": pi_n <- pi_c and Q_n <- Q_meta, fresh Adam,
+    #   at every meta-iteration; the duals stay the task's own) or "reptile" ("reinit", and
+    #   pi_c also takes a Reptile step of size ``reptile_step`` towards the batch's mean
+    #   pi_n after Eq. 10's steps);
+    # - ``policy_steps``: Adam steps of pi_c on Eq. 10 per meta-iteration, all on the
+    #   states of the inner loop's last batch (the paper does not say; 1 = one step).
+    learner_init: str = "persistent"
+    reptile_step: float = 1.0
+    policy_steps: int = 1
 
     def __post_init__(self) -> None:
         for name in ("iterations", "task_batch_size", "inner_steps", "log_every",
                      "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.learner_init not in LEARNER_INITS:
+            raise ValueError(
+                f"learner_init={self.learner_init!r}: use one of {', '.join(LEARNER_INITS)}"
+            )
+        if not 0.0 < self.reptile_step <= 1.0:
+            raise ValueError(f"reptile_step={self.reptile_step} must be in (0, 1]")
+        if self.policy_steps < 0:
+            raise ValueError(f"policy_steps={self.policy_steps} must be >= 0")
         if self.eval_every < 0:
             raise ValueError(f"eval_every={self.eval_every} must be >= 0 (0: only at the end)")
         if self.task_chunk < 0:

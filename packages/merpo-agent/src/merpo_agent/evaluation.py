@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from merpo_agent.action_scaling import log_action_scale
 from merpo_agent.config import Config
 from merpo_agent.dynamics import DynamicsEnsemble
 from merpo_agent.env_eval import evaluate_in_env
@@ -261,6 +262,8 @@ def meta_test(
             learners = TaskLearners(
                 rac, test_sampler.obs_dim, test_sampler.act_dim, num_tasks, device=device,
                 generator=torch.Generator(device).manual_seed(seed + 1),
+                action_log_scale=log_action_scale(test_sampler.action_low,
+                                                  test_sampler.action_high),
             )
             if variant == "combo":  # from scratch (random init, the config's initial duals)
                 steps = cfg.test.combo_budget(cfg.meta, num_train_tasks)
@@ -287,7 +290,7 @@ def meta_test(
                     bc_policy if regularized and rac.auto_tune_lambda else None,
                     generator,
                 )
-                learners.adapt_alpha(metrics["d_beta_prime"], metrics["d_meta"])
+                learners.adapt_alpha(metrics["d_beta_dual"], metrics["d_meta"])
                 done += n
             updates[variant] = int(learners.critic_optimizer.steps[0].item())
             policies[variant] = _deterministic(learners)

@@ -142,6 +142,15 @@ class MetaLearner(nn.Module):
         torch._foreach_lerp_(list(self.q.parameters()), mean_parameters, self.config.meta_q_lr)
         all_reduce_mean_(self.q.parameters(), weight=float(num_tasks))
 
+    @torch.no_grad()
+    def reptile_policy_step(self, mean_parameters: list[torch.Tensor], num_tasks: int,
+                            step: float) -> None:
+        """The "reptile" reading of App. A.2.2: ``pi_c <- pi_c + step (mean_n pi_n - pi_c)``
+        in parameter space, given the task actors' mean parameters (each (1, ...)).
+        pi_c's Adam moments are left as they are (the Eq. 10 steps keep using them)."""
+        torch._foreach_lerp_(list(self.policy.parameters()), mean_parameters, step)
+        all_reduce_mean_(self.policy.parameters(), weight=float(num_tasks))
+
     def training_state(self) -> dict:
         return {"module": self.state_dict(), "policy_optimizer": self.policy_optimizer.state_dict()}
 

@@ -56,12 +56,33 @@ class RACConfig:
     log_beta_lr: float = 1e-3
     q_difference_threshold: float = 10.0  # tau of App. A.2.2 (Point-Robot-Wind: 10)
     beta_max: float = 1e6  # safety clamp on exp(log beta) (CQL-Lagrange's custom)
+    # An OPEN READING of App. A.2.2 (chosen on validation tasks): is beta one dual per task
+    # ("per_task": each task's learner steps its own log beta once per own update) or one
+    # dual shared by the training tasks ("shared", as a single-agent loop over tasks has
+    # it: every task's update steps the one log beta, so per task update it moves as many
+    # times faster as there are tasks in the batch)?
+    beta_sharing: str = "per_task"
     # --- regularized policy improvement, Eq. 9 + App. A.2.2 "Tune lambda"
     use_meta_regularizer: bool = True  # False = COMBO: lam = 0 and no meta-policy
     lambda_initial: float = 5.0
     auto_tune_lambda: bool = True
     lambda_lr: float = 1.0
-    target_divergence: float = 0.05
+    target_divergence: float = 0.05  # D_target of App. A.2.2 (Table 2: 0.05)
+    # An OPEN READING of App. A.2.2 "Tune lambda": WHICH behavior divergence the lambda
+    # dual (and MerPO-Adp's Eq. 11) compares with D_target. The paper gives Eq. 9's
+    # surrogate D_beta = -E_D[log pi_n(a|s)] and no estimator for the dual:
+    # - "kl_to_bc": D_beta' = E_D[log pi_hat_beta(a|s) - log pi_n(a|s)] with a
+    #   behavior-cloning model pi_hat_beta: zero at the clone, so D_target = 0.05 holds each
+    #   learner within 0.05 nats of it (the tightest reading);
+    # - "nll": the literal surrogate -E_D[log pi_n(a|s)], whose floor is the behavior
+    #   policy's entropy, so it depends on the units of the actions (``divergence_units``):
+    #   "unit" ([-1, 1], the networks' range) or "env" (the env's own action box, e.g.
+    #   [-0.1, 0.1] on Point-Robot-Wind: 2 log 0.1 = -4.6 nats lower than in unit units).
+    behavior_divergence: str = "kl_to_bc"
+    divergence_units: str = "unit"
+    # An upper clip on lam after each dual step (0 = none; BRAC clips its multiplier to
+    # [0, 500]). The paper gives none.
+    lambda_max: float = 0.0
     # --- alpha (Eq. 7/9): fixed (MerPO) or adaptive per task (MerPO-Adp, Eq. 11)
     alpha: float = 0.4
     adaptive_alpha: bool = False
@@ -70,7 +91,10 @@ class RACConfig:
     alpha_max: float = 0.5
     # --- meta-policy (Eq. 10) and meta-Q (App. A.2.2)
     outer_actor_lr: float = 1e-3
-    meta_q_lr: float = 1e-3  # xi_q
+    # xi_q. Table 2 lists an "outer critic lr" and a "meta-Q lr", both 1e-3; the meta-Q
+    # step of App. A.2.2 is the only update of an outer critic in Alg. 2, so both name this
+    # one rate (there is no outer critic loss to give a gradient lr to).
+    meta_q_lr: float = 1e-3
     # --- behavior cloning pi_hat_beta for D_beta' (not in the paper: our choices)
     bc_hidden: int = 256
     bc_hidden_layers: int = 3
@@ -98,6 +122,15 @@ class RACConfig:
             (0.0 <= self.alpha_min <= self.alpha_max <= 1.0,
              "alpha_min <= alpha_max must lie in [0, 1]"),
             (0.0 <= self.meta_q_lr <= 1.0, "meta_q_lr must be in [0, 1]"),
+            (self.beta_sharing in BETA_SHARING,
+             f"beta_sharing must be one of {', '.join(BETA_SHARING)}"),
+            (self.behavior_divergence in BEHAVIOR_DIVERGENCES,
+             f"behavior_divergence must be one of {', '.join(BEHAVIOR_DIVERGENCES)}"),
+            (self.divergence_units in DIVERGENCE_UNITS,
+             f"divergence_units must be one of {', '.join(DIVERGENCE_UNITS)}"),
+            (self.lambda_max >= 0.0, "lambda_max must be >= 0 (0: no upper clip)"),
+            (all(getattr(self, name) > 0.0 for name in LEARNING_RATES),
+             f"learning rates ({', '.join(LEARNING_RATES)}) must be > 0"),
             (self.use_model or self.real_data_ratio == 1.0,
              "use_model=False needs real_data_ratio=1.0 (use RACConfig.for_algo('cql'))"),
             (not self.use_model or self.real_batch_size < self.batch_size,
@@ -138,6 +171,12 @@ class RACConfig:
         return dataclasses.replace(self, **changes)
 
 
+BETA_SHARING = ("per_task", "shared")
+BEHAVIOR_DIVERGENCES = ("kl_to_bc", "nll")
+DIVERGENCE_UNITS = ("unit", "env")
+LEARNING_RATES = ("critic_lr", "actor_lr", "entropy_lr", "log_beta_lr", "lambda_lr",
+                  "outer_actor_lr", "bc_lr")
+
 ALGO_SETTINGS: dict[str, dict] = {
     "merpo": {},
     "merpo-adp": {"adaptive_alpha": True},
@@ -147,4 +186,6 @@ ALGO_SETTINGS: dict[str, dict] = {
     "cql": {"use_model": False, "real_data_ratio": 1.0},
 }
 
-__all__ = ["ALGO_SETTINGS", "RACConfig"]
+__all__ = [
+    "ALGO_SETTINGS", "BEHAVIOR_DIVERGENCES", "BETA_SHARING", "DIVERGENCE_UNITS", "RACConfig",
+]

@@ -121,6 +121,9 @@ def write_report(experiment, env_id, quality, sizes, results, out_dir: Path, com
         f"(MerPO: {sizes.iterations} meta-iterations x {sizes.inner_steps} inner steps; "
         f"baselines: {sizes.budget} steps); MerPO preset `{sizes.merpo_preset}`, baseline "
         f"preset `{sizes.baseline_preset}`",
+        (f"- settings: tuned on validation tasks by `merpo-agent tune` ({experiment.settings}"
+         "/<algo>/best.yaml; MerPO's ablations use MerPO's), never on these tasks"
+         if experiment.settings else "- settings: the presets as written (nothing tuned)"),
         f"- evaluation tasks: {matrices[experiment.rows[0].label]}"
         + (" (each learner's own training task: single-task RAC)" if experiment.single_task
            else " (unseen test tasks)")

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from merpo_agent.checkpoint import atomic_write_text
@@ -37,6 +37,10 @@ from merpo_agent.config import ConfigError
 from merpo_agent.trainer import RunError
 
 RESULT_FILE = "result.json"
+
+
+class RunDiverged(RunError):
+    """A run stopped on a non-finite loss (``TrainingDiverged`` in its process)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class RunSpec:
     algo: str
     overrides: tuple[str, ...] = ()
     quality: str | None = None  # None: the experiment's quality
+    config: str | None = None  # a config file of settings (``tune``'s best.yaml), or None
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class Experiment:
     single_task: bool = False
     # extra settings of every MerPO-family run (e.g. no meta-test columns it does not report)
     merpo_overrides: tuple[str, ...] = ()
+    settings: str | None = None  # the folder of tuned settings the runs read (``tune``)
 
 
 # Single-task RAC (Fig. 4, 5) is scored on the training tasks: no meta-test comparisons.
@@ -248,9 +254,40 @@ def train_command(
             settings.append(f"data.test_tasks={_task_list(sizes.test_tasks)}")
         settings += list(experiment.merpo_overrides)
     settings += [item.format(good=sizes.good_meta_policy_steps) for item in run.overrides]
+    if run.config is not None:  # tuned settings first: the shared settings win over them
+        command += ["--config", run.config]
     for item in settings:
         command += ["--set", item]
     return command
+
+
+# MerPO's ablations and single-task RAC share MerPO's validated readings.
+MERPO_FAMILY = ("merpo", "combo", "beha-only", "combo3", "cql")
+FIRST_READ = "merpo-first-read"
+
+
+def with_settings(experiment: Experiment, settings: Path) -> Experiment:
+    """The experiment on tuned settings: each run reads ``settings/<algo>/best.yaml`` of
+    ``merpo-agent tune`` (MerPO's ablations read MerPO's), and a figure with a MerPO row
+    also keeps "MerPO (Table 2 as first read)" on the untuned presets beside it."""
+    from merpo_agent.tune import BEST_FILE
+
+    def tuned(algo: str) -> str | None:
+        source = "merpo" if algo in MERPO_FAMILY else algo
+        path = settings / source / BEST_FILE
+        return str(path.resolve()) if path.is_file() else None
+
+    if not any(tuned(run.algo) for run in experiment.runs):
+        raise ConfigError(f"--settings {settings}: no <algo>/{BEST_FILE} for any method of "
+                          f"{experiment.name}; run `merpo-agent tune` first")
+    runs = [replace(run, config=tuned(run.algo)) for run in experiment.runs]
+    rows = list(experiment.rows)
+    merpo_row = next((i for i, row in enumerate(rows) if row.label == "MerPO"), None)
+    if merpo_row is not None and tuned("merpo"):
+        runs.append(RunSpec(FIRST_READ, "merpo"))
+        rows.insert(merpo_row + 1, Row("MerPO (Table 2 as first read)", FIRST_READ,
+                                       rows[merpo_row].column))
+    return replace(experiment, runs=tuple(runs), rows=tuple(rows), settings=str(settings))
 
 
 def read_result(run_dir: Path, algo: str) -> dict:
@@ -364,7 +401,8 @@ def run_one(command: list[str], run_dir: Path, algo: str, log) -> dict:
         code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
     if code != 0:
         tail = (run_dir / "train.log").read_text().strip().splitlines()[-1:]
-        raise RunError(
+        error = RunDiverged if tail and "non-finite" in tail[0] else RunError
+        raise error(
             f"run {run_dir} failed (exit {code}): {tail[0] if tail else ''}; "
             f"see {run_dir / 'train.log'}; reproduce again to resume"
         )
@@ -384,9 +422,10 @@ def reproduce(
     quality: str = "medium",
     jobs: int | None = None,
     log=print,
+    settings: Path | None = None,
 ) -> Path:
     """Train every (run, seed) of experiment ``name`` (reusing finished ones), then write
-    the report; returns the report's path."""
+    the report; returns the report's path. ``settings``: tuned settings (``with_settings``)."""
     from merpo_agent.report import write_report
 
     table = experiments()
@@ -395,6 +434,8 @@ def reproduce(
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     experiment = table[name]
+    if settings is not None:
+        experiment = with_settings(experiment, settings)
     sizes = sizes_for(env_id, quick)
     _ensure_datasets(env_id, experiment, sizes, quality)
     base = out_dir / name
@@ -419,7 +460,8 @@ def reproduce(
     wall = time.perf_counter() - start
     command = (f"merpo-agent reproduce {name} --env {env_id} --seeds {seeds}"
                + (" --quick" if quick else "") + (f" --quality {quality}" if quality != "medium"
-                                                  else ""))
+                                                  else "")
+               + (f" --settings {settings}" if settings is not None else ""))
     return write_report(experiment, env_id, quality, sizes, results, base, command, wall)
 
 

@@ -124,10 +124,13 @@ class TaskLearners(nn.Module):
         num_slots: int,
         device: torch.device | str = "cpu",
         generator: torch.Generator | None = None,
+        action_log_scale: float = 0.0,
     ):
         """``num_slots`` T tasks are learned at once. Parameters are initialised from
         torch's global RNG; ``generator`` (on ``device``) drives the update noise (default: a
-        new one seeded 0)."""
+        new one seeded 0). ``action_log_scale``: sum over action dimensions of
+        log((high - low) / 2) of the env's action box (``action_scaling.log_action_scale``),
+        what ``-log pi`` gains from [-1, 1] to env units (``divergence_units="env"``)."""
         super().__init__()
         if num_slots < 1:
             raise ValueError("TaskLearners: need num_slots >= 1")
@@ -135,6 +138,7 @@ class TaskLearners(nn.Module):
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.num_slots = num_slots
         self.device = torch.device(device)
+        self.action_log_scale = float(action_log_scale)
         t, h, layers = num_slots, config.hidden, config.hidden_layers
 
         self.actor = StackedTanhGaussianPolicy((t,), obs_dim, act_dim, h, layers)
@@ -218,6 +222,21 @@ class TaskLearners(nn.Module):
 
         Alg. 2 line 1 (every training task starts from the initial pi_c and Q_meta) and the
         meta-test (§4.3: an unseen task starts from pi_c* and Q_meta)."""
+        self.load_meta_networks(meta_policy, meta_q)
+        self.set_duals(self.initial_duals(self.config) if duals is None else duals)
+        self.reset_optimizers()
+
+    @torch.no_grad()
+    def load_meta_networks(
+        self,
+        meta_policy: StackedTanhGaussianPolicy | None,
+        meta_q: StackedMLP | None,
+        fresh_adam: bool = False,
+    ) -> None:
+        """pi_n <- pi_c and Q_n <- Q_meta in every slot (None leaves that network), targets
+        <- Q_n; the duals stay. ``fresh_adam``: zero the actor's and critics' Adam states
+        (the "reinit" reading of App. A.2.2: a task learner made anew from the meta-learned
+        networks at every meta-iteration, keeping its own duals)."""
         if meta_policy is not None:
             for dst, src in zip(self.actor.parameters(), meta_policy.parameters(), strict=True):
                 dst.copy_(src.expand_as(dst))
@@ -228,8 +247,9 @@ class TaskLearners(nn.Module):
             self.target_critic.parameters(), self.critic.parameters(), strict=True
         ):
             dst.copy_(src)
-        self.set_duals(self.initial_duals(self.config) if duals is None else duals)
-        self.reset_optimizers()
+        if fresh_adam:
+            self.actor_optimizer.reset()
+            self.critic_optimizer.reset()
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -343,10 +363,17 @@ class TaskLearners(nn.Module):
             mixed, penalty_obs, real.rewards.shape[1], noise, alpha_ent
         )
         if c.auto_tune_beta:  # App. A.2.2: beta is optimised before the Q-network
+            shared_before = self.log_beta.detach().mean() if c.beta_sharing == "shared" else None
             beta_loss = L.beta_dual_loss(self.log_beta, gap, c.q_difference_threshold)
             self.beta_optimizer.zero_grad(set_to_none=True)
             beta_loss.backward()
             self.beta_optimizer.step()
+            if shared_before is not None:
+                with torch.no_grad():  # one dual, stepped by every task's update
+                    self.log_beta.copy_(
+                        shared_before + (self.log_beta - shared_before).sum().expand_as(
+                            self.log_beta)
+                    )
         beta = self.log_beta.detach().exp().clamp(max=c.beta_max)
         critic_loss = (bellman + beta[:, None] * gap).sum(-1)  # = L.critic_loss, split so
         self.critic_optimizer.zero_grad(set_to_none=True)  # that beta may step in between
@@ -370,14 +397,15 @@ class TaskLearners(nn.Module):
             self.entropy_optimizer.zero_grad(set_to_none=True)
             entropy_loss.backward()
             self.entropy_optimizer.step()
+        d_beta_dual = self.dual_behavior_divergence(d_beta, d_beta_prime)
         if c.use_meta_regularizer and c.auto_tune_lambda:
-            constraint = L.lambda_constraint(d_beta_prime, d_meta, self.alpha, c.target_divergence)
+            constraint = L.lambda_constraint(d_beta_dual, d_meta, self.alpha, c.target_divergence)
             lambda_loss = L.lambda_dual_loss(self.lam, constraint)
             self.lambda_optimizer.zero_grad(set_to_none=True)
             lambda_loss.backward()
             self.lambda_optimizer.step()
-            with torch.no_grad():
-                self.lam.clamp_(min=0.0)  # projection: lam >= 0
+            with torch.no_grad():  # projection: 0 <= lam (<= lambda_max when clipped)
+                self.lam.clamp_(min=0.0, max=c.lambda_max if c.lambda_max > 0 else None)
 
         # ---- 4. targets ------------------------------------------------------------------
         self.update_targets()
@@ -393,6 +421,7 @@ class TaskLearners(nn.Module):
             "entropy_temperature": alpha_ent,
             "d_beta": d_beta.detach(),
             "d_beta_prime": d_beta_prime,
+            "d_beta_dual": d_beta_dual,
             "d_meta": d_meta,
             "lam": self.lam.detach().clone(),
             "alpha": self.alpha.clone(),
@@ -468,6 +497,19 @@ class TaskLearners(nn.Module):
         )
         return actor_loss, log_prob.detach(), q_min, d_beta, d_meta, d_beta_prime
 
+    def dual_behavior_divergence(
+        self, d_beta: torch.Tensor, d_beta_prime: torch.Tensor
+    ) -> torch.Tensor:
+        """The behavior divergence that the lambda dual (App. A.2.2) and MerPO-Adp (Eq. 11)
+        see, per ``RACConfig.behavior_divergence`` (T,), detached: D_beta' to the behavior
+        clone ("kl_to_bc"), or Eq. 9's surrogate -E_D log pi_n ("nll"), in [-1, 1] units or
+        in the env's (``divergence_units``)."""
+        c = self.config
+        if c.behavior_divergence == "kl_to_bc":
+            return d_beta_prime
+        offset = self.action_log_scale if c.divergence_units == "env" else 0.0
+        return d_beta.detach() + offset
+
     def _loss_fn(self, name: str):
         """The pure loss function ``rac_losses.<name>``, ``torch.compile``d with
         ``config.compile`` (the networks stay eager: their matmuls are library calls)."""
@@ -481,17 +523,17 @@ class TaskLearners(nn.Module):
         )
 
     @torch.no_grad()
-    def adapt_alpha(self, d_beta_prime: torch.Tensor, d_meta: torch.Tensor) -> torch.Tensor:
+    def adapt_alpha(self, d_beta_dual: torch.Tensor, d_meta: torch.Tensor) -> torch.Tensor:
         """MerPO-Adp (Eq. 11), once per meta-iteration; a no-op when alpha is fixed.
 
-        Pass the last update's ``metrics["d_beta_prime"]`` and ``metrics["d_meta"]``.
+        Pass the last update's ``metrics["d_beta_dual"]`` and ``metrics["d_meta"]``.
         Returns the slots' alphas (T,).
         """
         c = self.config
         if c.adaptive_alpha:
             self.alpha.copy_(
                 adaptive_alpha_step(
-                    self.alpha, d_beta_prime, d_meta, c.alpha_adp_lr, c.alpha_min, c.alpha_max
+                    self.alpha, d_beta_dual, d_meta, c.alpha_adp_lr, c.alpha_min, c.alpha_max
                 )
             )
         return self.alpha.clone()

@@ -60,7 +60,7 @@ import torch
 from merpo_envs import get_meta_info
 from tqdm.auto import tqdm
 
-from merpo_agent.action_scaling import to_unit_actions
+from merpo_agent.action_scaling import log_action_scale, to_unit_actions
 from merpo_agent.behavior_cloning import BehaviorCloning
 from merpo_agent.checkpoint import (
     LATEST,
@@ -216,6 +216,11 @@ class MetaTrainer:
         lo, hi = shard_bounds(self.batch_size, self.rank, self.world_size)
         self.task_slice = TaskSlice(lo, hi, self.batch_size) if self.world_size > 1 else None
         self.num_slots = hi - lo
+        if self.world_size > 1 and cfg.rac.beta_sharing == "shared":
+            raise ConfigError(
+                "rac.beta_sharing=shared steps one beta with the whole task batch in one "
+                "process; run it without torchrun or use rac.beta_sharing=per_task"
+            )
         self.generator = torch.Generator(device).manual_seed(cfg.seed)
         self.learner_generator = torch.Generator(device).manual_seed(cfg.seed + 1)
 
@@ -229,9 +234,12 @@ class MetaTrainer:
         self.bc_train = BehaviorCloning(self.num_train, obs_dim, act_dim, **bc_kwargs)
         self.bc_test = BehaviorCloning(self.test_data.num_tasks, obs_dim, act_dim, **bc_kwargs)
         self.meta = MetaLearner(rac, obs_dim, act_dim, device)
+        self.action_log_scale = log_action_scale(self.train_data.action_low,
+                                                 self.train_data.action_high)
         self.learners = self._per_slot(
             lambda slots: TaskLearners(
-                rac, obs_dim, act_dim, slots, device, generator=self.learner_generator
+                rac, obs_dim, act_dim, slots, device, generator=self.learner_generator,
+                action_log_scale=self.action_log_scale,
             )
         )
         # Alg. 2 line 1: every training task's own learner (filled by ``setup``)
@@ -257,6 +265,8 @@ class MetaTrainer:
         slots."""
         if self.task_slice is not None:
             return [self.task_slice]
+        if self.cfg.rac.beta_sharing == "shared":
+            return [None]  # one beta for the batch: its tasks must step it in one op
         size = task_chunk_size(self.cfg, self.device, self.batch_size, self.train_data.obs_dim,
                                self.train_data.act_dim)
         if size >= self.batch_size:
@@ -270,7 +280,8 @@ class MetaTrainer:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda"
                                        else []):
                 learners = TaskLearners(cfg.rac, train.obs_dim, train.act_dim, size,
-                                        self.device, generator=self.learner_generator)
+                                        self.device, generator=self.learner_generator,
+                                        action_log_scale=self.action_log_scale)
                 models = self.meta_model.empty_like(size)
             buffer = (ModelBuffer(size, buffer_capacity(cfg.meta.inner_steps, cfg.rollout),
                                   train.obs_dim, train.act_dim, self.device)
@@ -426,6 +437,9 @@ class MetaTrainer:
         regularized = rac.use_meta_regularizer
         learned = not cfg.meta.fixed_meta_policy  # single-task RAC: pi_c stays fixed
         tuned = regularized and rac.auto_tune_lambda
+        # App. A.2.2's reading: the batch's learners start from pi_c and Q_meta every time
+        reinit = learned and cfg.meta.learner_init in ("reinit", "reptile")
+        reptile = learned and cfg.meta.learner_init == "reptile"
 
         def watch(metrics: dict[str, torch.Tensor]) -> None:
             for name in WATCHED:
@@ -437,6 +451,7 @@ class MetaTrainer:
         parts: list[dict[str, torch.Tensor]] = []
         policy_inputs: list[tuple[torch.Tensor, ...]] = []
         critic_sums: list[list[torch.Tensor]] = []
+        actor_sums: list[list[torch.Tensor]] = []
         for chunk in self.chunks:
             if rewind:
                 gen.set_state(start[0])
@@ -444,6 +459,8 @@ class MetaTrainer:
             rows = idx if chunk is None else chunk.take(idx)
             learners, buffer, models = self._chunk_modules(rows.shape[0])
             self.table.gather_into(learners, rows)  # each task continues its own learner
+            if reinit:
+                learners.load_meta_networks(self.meta.policy, self.meta.q, fresh_adam=True)
             if buffer is not None:
                 buffer.clear()
                 models.copy_from_(self.task_models, rows)
@@ -462,19 +479,30 @@ class MetaTrainer:
             if learned:
                 critic_sums.append([p.detach().sum(0, keepdim=True)
                                     for p in learners.critic.parameters()])
+            if reptile:
+                actor_sums.append([p.detach().sum(0, keepdim=True)
+                                   for p in learners.actor.parameters()])
             metrics = dict(metrics)
-            metrics["alpha"] = learners.adapt_alpha(metrics["d_beta_prime"], metrics["d_meta"])
+            metrics["alpha"] = learners.adapt_alpha(metrics["d_beta_dual"], metrics["d_meta"])
             self.table.scatter_from(learners, rows)
             parts.append(metrics)
+        if rac.beta_sharing == "shared":  # the one dual of every task, sampled or not
+            with torch.no_grad():
+                self.table.learners.log_beta.copy_(
+                    learners.log_beta[0].expand_as(self.table.learners.log_beta))
         out = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
-        if policy_inputs:  # Eq. 10: only the KL term depends on pi_c
+        count = self.num_slots
+        if policy_inputs and cfg.meta.policy_steps > 0:  # Eq. 10: only the KL depends on pi_c
             mean, log_std, states, lam, alpha = (torch.cat(x) for x in zip(*policy_inputs,
                                                                          strict=True))
-            out["meta_policy_loss"] = self.meta.update_policy_from(mean, log_std, states, lam,
-                                                                   alpha)
-            self._bad |= ~torch.isfinite(out["meta_policy_loss"])
+            losses = [self.meta.update_policy_from(mean, log_std, states, lam, alpha)
+                      for _ in range(cfg.meta.policy_steps)]
+            out["meta_policy_loss"] = losses[0]  # before the first step
+            self._bad |= ~torch.isfinite(losses[-1])
+        if reptile:  # pi_c <- pi_c + epsilon (mean_n pi_n - pi_c)
+            means = [sum(parts_) / count for parts_ in zip(*actor_sums, strict=True)]
+            self.meta.reptile_policy_step(means, count, cfg.meta.reptile_step)
         if learned:
-            count = self.num_slots
             means = [sum(parts_) / count for parts_ in zip(*critic_sums, strict=True)]
             self.meta.update_q_towards(means, count)
         if self.task_slice is not None:

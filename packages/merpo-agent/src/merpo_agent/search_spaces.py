@@ -1,0 +1,134 @@
+"""What ``merpo-agent tune`` may change, per method: the written search spaces.
+
+Every method compared in Fig. 6 gets a space over ITS OWN open settings (for MerPO, the
+readings the paper leaves ambiguous, §4.2.2-§4.3 and App. A.2.2) and its learning rates,
+each within its own paper's value x/÷ 3. Every parameter is a finite choice, so a study
+can use Optuna's TPE or grid sampler alike; ``docs/tuning.md`` prints these tables.
+
+A choice's options are labels (what a trial record shows) mapped to ``--set KEY=VALUE``
+overrides of ``merpo-agent train``: one label may set several keys (the lambda dual's
+divergence and its units are one reading).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One tuned setting: ``name`` (shown in records) and its labelled options."""
+
+    name: str
+    options: dict[str, tuple[str, ...]]
+    why: str = ""
+
+    @classmethod
+    def values(cls, key: str, values: tuple, why: str = "") -> Choice:
+        """A single config key over ``values`` (labels are the values themselves)."""
+        return cls(key, {_label(v): (f"{key}={_label(v)}",) for v in values}, why)
+
+
+def _label(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _around(value: float) -> tuple[float, float, float]:
+    """A paper's learning rate x/÷ 3 (three significant digits)."""
+    return (float(f"{value / 3:.3g}"), value, float(f"{value * 3:.3g}"))
+
+
+# MerPO's open readings (each a documented config option) and learning rates.
+_MERPO = (
+    Choice("lambda_dual", {
+        "kl_to_bc": ("rac.behavior_divergence=kl_to_bc",),
+        "nll_unit": ("rac.behavior_divergence=nll", "rac.divergence_units=unit"),
+        "nll_env": ("rac.behavior_divergence=nll", "rac.divergence_units=env"),
+    }, "App. A.2.2 'Tune lambda': which behavior divergence the dual compares with "
+       "D_target (0.05 nats of a behavior clone, or Eq. 9's -E log pi in [-1, 1] or env "
+       "units)"),
+    Choice.values("rac.lambda_max", (0.0, 100.0),
+                  "an upper clip on lam (0: none; BRAC clips its multiplier to [0, 500])"),
+    Choice.values("rac.beta_sharing", ("per_task", "shared"),
+                  "App. A.2.2 'Tune beta': one beta per task, or one shared by the tasks"),
+    Choice.values("meta.learner_init", ("persistent", "reinit", "reptile"),
+                  "Alg. 2 line 1 (persistent learners) or App. A.2.2 (learners made anew "
+                  "from pi_c and Q_meta each meta-iteration; reptile: plus a Reptile step)"),
+    Choice.values("meta.policy_steps", (1, 10), "Eq. 10 steps of pi_c per meta-iteration"),
+    Choice.values("rac.meta_q_lr", (1e-3, 1.0),
+                  "xi_q, Table 2's outer critic / meta-Q lr 1e-3, or Reptile's full step 1"),
+    Choice.values("test.adaptation_steps", (100, 1000),
+                  "meta-test adaptation steps (Table 2: 100; Fig. 9b plots longer)"),
+    Choice.values("test.lr", _around(8e-5), "meta-test lr (App. A.2.2: 8e-5)"),
+    Choice.values("rac.critic_lr", _around(1e-3), "inner critic lr (Table 2: 1e-3)"),
+    Choice.values("rac.actor_lr", _around(1e-3), "inner actor lr (Table 2: 1e-3)"),
+)
+
+SEARCH_SPACES: dict[str, tuple[Choice, ...]] = {
+    "merpo": _MERPO,
+    "merpo-adp": (*_MERPO, Choice.values("rac.alpha_adp_lr", _around(1e-4),
+                                         "Eq. 11's step size (Table 2: 1e-4)")),
+    "focal": (
+        Choice.values("critic_lr", _around(3e-4), "FOCAL's code: 3e-4"),
+        Choice.values("actor_lr", _around(3e-4), "FOCAL's code: 3e-4"),
+        Choice.values("encoder_lr", _around(3e-4), "FOCAL's code: 3e-4"),
+        Choice.values("metric_beta", _around(1.0), "distance metric loss weight (1)"),
+        Choice.values("target_divergence", (0.05, 0.5),
+                      "BRAC's behavior-regularization target"),
+    ),
+    "cbcq": (
+        Choice.values("critic_lr", _around(1e-3), "BCQ's code: 1e-3"),
+        Choice.values("actor_lr", _around(1e-3), "BCQ's code: 1e-3"),
+        Choice.values("encoder_lr", _around(3e-4), "the context encoder (FOCAL's 3e-4)"),
+        Choice.values("phi", _around(0.05), "BCQ's perturbation bound Phi (0.05)"),
+    ),
+    "mbml": (
+        Choice.values("critic_lr", _around(1e-3), "BCQ's code: 1e-3"),
+        Choice.values("actor_lr", _around(1e-3), "BCQ's code: 1e-3"),
+        Choice.values("encoder_lr", _around(3e-4), "the context encoder (3e-4)"),
+        Choice.values("phi", _around(0.05), "BCQ's perturbation bound Phi (0.05)"),
+        Choice.values("triplet_weight", _around(1.0), "MBML's triplet loss weight (1)"),
+    ),
+    "batch-pearl": (
+        Choice.values("critic_lr", _around(3e-4), "PEARL's code: 3e-4"),
+        Choice.values("actor_lr", _around(3e-4), "PEARL's code: 3e-4"),
+        Choice.values("encoder_lr", _around(3e-4), "PEARL's context_lr: 3e-4"),
+        Choice.values("kl_lambda", _around(0.1), "PEARL Eq. 3's KL weight (0.1)"),
+        Choice.values("reward_scale", _around(5.0), "PEARL's reward scale (5)"),
+    ),
+}
+
+
+def search_space(algo: str) -> tuple[Choice, ...]:
+    if algo not in SEARCH_SPACES:
+        raise ValueError(f"no search space for {algo!r}; one of {', '.join(SEARCH_SPACES)}")
+    return SEARCH_SPACES[algo]
+
+
+def overrides_of(algo: str, labels: dict[str, str]) -> tuple[str, ...]:
+    """The ``--set`` overrides of a trial's chosen labels (``{choice name: label}``)."""
+    out: list[str] = []
+    for choice in search_space(algo):
+        out += choice.options[labels[choice.name]]
+    return tuple(out)
+
+
+def grid_size(algo: str) -> int:
+    size = 1
+    for choice in search_space(algo):
+        size *= len(choice.options)
+    return size
+
+
+def markdown_table(algo: str) -> str:
+    """The space of ``algo`` as a markdown table (``docs/tuning.md``)."""
+    lines = ["| setting | options | why |", "| --- | --- | --- |"]
+    for choice in search_space(algo):
+        lines.append(f"| `{choice.name}` | {', '.join(choice.options)} | {choice.why} |")
+    return "\n".join(lines)
+
+
+__all__ = ["SEARCH_SPACES", "Choice", "grid_size", "markdown_table", "overrides_of",
+           "search_space"]
