@@ -6,7 +6,7 @@ import json
 
 import pytest
 from merpo_agent import cli
-from merpo_agent.report import combine, compare
+from merpo_agent.report import combine, compare, plateau
 from merpo_agent.reproduce import experiments
 
 PRW = "merpo/PointRobotWind-v0"
@@ -19,6 +19,18 @@ def test_compare_and_combine_read_confidence_intervals():
     assert combine(["holds", "holds"]) == "holds"
     assert combine(["holds", "ties"]) == "ties"
     assert combine(["holds", "fails"]) == "fails"
+
+
+def test_plateau_rule_tells_a_flat_curve_from_a_rising_one():
+    # two seeds, evaluated every 1000 steps; the tasks' reference range is 20 (return units)
+    flat = [[[1000, -20.0], [2000, -15.0], [3000, -12.0], [4000, -11.9]],
+            [[1000, -21.0], [2000, -16.0], [3000, -12.2], [4000, -12.0]]]
+    at75, at100, gain, is_flat = plateau(flat, 20.0)
+    assert (at75, at100) == pytest.approx((-12.1, -11.95)) and is_flat
+    assert gain == pytest.approx(100 * 0.15 / 20)
+    rising = [[[1000, -20.0], [2000, -16.0], [3000, -14.0], [4000, -12.0]]]
+    assert plateau(rising, 20.0)[3] is False  # +10 normalized points in the last quarter
+    assert plateau([[[4000, -12.0]]], 20.0) is None
 
 
 def test_every_experiment_compares_its_methods_on_shared_runs():
@@ -40,7 +52,8 @@ def test_reproduce_quick_writes_a_report_with_every_section(point_robot_store, t
     report = (out / "fig6" / "report.md").read_text()
     for section in ("- command:", "- commit:", "- wall time:", "- budget:", "| MerPO |",
                     "| MerPO-Adp |", "| FOCAL |", "| Contextual BCQ |", "## Per task",
-                    "## The paper's claims", "## Learning curves"):
+                    "## The paper's claims", "## Budget: flat or still rising",
+                    "## Learning curves"):
         assert section in report, section
     for claim in ("C3", "C7"):
         line = next(x for x in report.splitlines() if x.startswith(f"- {claim}:"))

@@ -150,6 +150,26 @@ def write_report(experiment, env_id, quality, sizes, results, out_dir: Path, com
     lines += ["", "## The paper's claims", ""]
     for claim in experiment.claims:
         lines.append(f"- {claim}: " + CLAIMS[claim](stats, returns))
+    lines += ["", "## Budget: flat or still rising", "",
+              f"A run's curve is flat when its last quarter gained less than {PLATEAU_POINTS:g} "
+              "normalized points (100 x the mean return gained from 75% to 100% of the "
+              "budget / the tasks' mean reference range); a method still rising at this "
+              "budget is reported as such.", "",
+              "| run | return at 75% | return at 100% | gain (normalized points) | curve |",
+              "| --- | --- | --- | --- | --- |"]
+    labels = {row.run: row.label for row in reversed(experiment.rows)}
+    for spec in experiment.runs:
+        row = next((r for r in experiment.rows if r.run == spec.key), None)
+        if row is None:
+            continue
+        _, tasks, row_quality = _row_scores(experiment, results, row)
+        low, high = reference_scores(env_id, tasks, row_quality or quality, sizes.data_preset)
+        verdict = plateau([run["curve"] for run in results[spec.key]],
+                          float(np.mean(high - low)))
+        if verdict is not None:
+            at75, at100, gain, flat = verdict
+            lines.append(f"| {labels[spec.key]} | {at75:.2f} | {at100:.2f} | {gain:+.1f} | "
+                         f"{'flat' if flat else '**still rising**'} |")
     curve_path = _plot_curves(experiment, results, out_dir / "curves.png")
     lines += ["", "## Learning curves", "",
               f"![mean meta-test return with 95% CI]({curve_path.name})", ""]
@@ -166,6 +186,27 @@ def _machine() -> str:
     import os
 
     return f"{cpu_model()}, {os.cpu_count() or 1} CPU cores, runs on the CPU (no GPU)"
+
+
+PLATEAU_POINTS = 2.0  # normalized points a flat curve's last quarter may still gain
+
+
+def plateau(curves: list[list[list[float]]], reference_range: float,
+            points: float = PLATEAU_POINTS) -> tuple[float, float, float, bool] | None:
+    """Whether a run's learning curve has flattened: the seeds' mean curve at 75% and at
+    100% of its last evaluated step, the gain between them in normalized points
+    (``100 gain / reference_range``) and whether that gain is below ``points``. None for
+    runs without a curve of at least two points."""
+    curves = [c for c in curves if len(c) >= 2]
+    if not curves:
+        return None
+    length = min(len(c) for c in curves)
+    steps = np.array([p[0] for p in curves[0][:length]], dtype=float)
+    mean = np.array([[p[1] for p in c[:length]] for c in curves], dtype=float).mean(axis=0)
+    at = int(np.searchsorted(steps, 0.75 * steps[-1]))
+    at = min(at, length - 2)  # at least one evaluation before the last
+    gain = 100.0 * (mean[-1] - mean[at]) / reference_range
+    return float(mean[at]), float(mean[-1]), float(gain), bool(gain < points)
 
 
 def _plot_curves(experiment, results, path: Path) -> Path:
