@@ -42,7 +42,7 @@ from merpo_data.datasets import RECIPE_KEY
 from merpo_data.integrity import _update as _hash_array
 from merpo_data.store import store_root
 
-__all__ = ["cache_path", "load_flat"]
+__all__ = ["cache_path", "cache_root", "load_flat"]
 
 FORMAT = 1
 _META = "__meta__"
@@ -50,9 +50,14 @@ _META = "__meta__"
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
 
 
+def cache_root() -> Path:
+    """The cache folder of the store Minari reads now (removing it only costs a rebuild)."""
+    return store_root() / ".merpo-data" / "flat-cache"
+
+
 def cache_path(dataset_id: str) -> Path:
-    """Where the flat arrays of a dataset are cached (in the store Minari reads now)."""
-    return store_root() / ".merpo-data" / "flat-cache" / f"{dataset_id}.npz"
+    """Where the flat arrays of a dataset are cached."""
+    return cache_root() / f"{dataset_id}.npz"
 
 
 def load_flat(dataset, dataset_id: str, flatten: Callable[[object, str], dict]) -> dict:
