@@ -10,6 +10,8 @@ Benchmarks (the issue's numbering):
   3   ``bench_dynamics.py``      model rollouts (50,000 start states) and dynamics training
   4   ``bench_sac_datagen.py``   batched SAC for data generation vs task by task
   5   ``bench_memory.py``        peak memory of a Table 2 run slice
+      ``bench_dataset_load.py``  TaskSampler load: Minari path vs flat cache, cold and warm
+      ``bench_vs_d3rlpy.py``     merpo COMBO / MerPO update vs d3rlpy's CQL (optional), 1 thread
 
 Each prints its numbers (ratios measured side by side in one process, absolute numbers,
 the device name) and writes ``benchmarks/results/<name>[_cuda].json``; this script adds
@@ -36,6 +38,8 @@ BENCHMARKS = {  # name -> (script, the name of its results JSON)
     "dynamics": ("bench_dynamics.py", "dynamics"),
     "sac_datagen": ("bench_sac_datagen.py", "bench_sac_datagen"),
     "memory": ("bench_memory.py", "memory"),
+    "dataset_load": ("bench_dataset_load.py", "dataset_load"),
+    "vs_d3rlpy": ("bench_vs_d3rlpy.py", "vs_d3rlpy"),
 }
 
 
@@ -127,6 +131,22 @@ def headline(name: str, r: dict) -> list[str]:
         lines.append(f"peak {r['memory_kind']}: {r['peak_mib']:.0f} MiB (run adds "
                      f"{r['run_adds_mib']:.0f} MiB), {r['seconds_per_meta_iteration']:.2f} s "
                      f"per meta-iteration (J = {r['inner_steps']})")
+    elif name == "dataset_load":
+        t, q = r["seconds"], r["ratios"]
+        lines.append(f"TaskSampler load, {r['num_datasets']} datasets: warm {t['warm']:.2f} s, "
+                     f"Minari path {t['minari']:.1f} s ({q['minari_over_warm']:.0f}x), cold "
+                     f"{t['cold']:.1f} s ({q['cold_over_minari']:.2f}x the Minari path); "
+                     f"identical arrays: {r['identical_arrays']}")
+    elif name == "vs_d3rlpy":
+        for key in ("merpo_combo", "merpo_merpo", "d3rlpy_cql"):
+            row = r.get(key)
+            if row:
+                vs = (f", {row['speedup_over_d3rlpy_cql']:.2f}x d3rlpy CQL"
+                      if "speedup_over_d3rlpy_cql" in row else "")
+                lines.append(f"{key} update: {row['ms_per_update']:.1f} ms, "
+                             f"{row['fraction_of_matmul_flop_rate']:.0%} of matmul FLOP/s{vs}")
+        if not r.get("d3rlpy_installed"):
+            lines.append("d3rlpy: not installed")
     elif name == "sac_datagen" and "env_steps_per_s" in r:
         rates = r["env_steps_per_s"]
         lines.append(f"SAC data generation, {r.get('tasks')} tasks: batched "

@@ -137,7 +137,7 @@ def parse_tasks(spec: str | Sequence[int] | None, info: MetaEnvInfo) -> tuple[in
             if match is None:
                 raise ValueError(
                     f"bad task range {spec!r}; use e.g. 0-9,40-49 (tasks 0..{info.num_tasks - 1}), "
-                    f"'train' or 'test'"
+                    f"'train', 'test' or 'all'"
                 )
             start = int(match[1])
             stop = int(match[2]) if match[2] is not None else start

@@ -29,7 +29,8 @@ from merpo_envs import get_meta_info
 
 from merpo_data.datasets import generate, is_local
 from merpo_data.distributed import check_device
-from merpo_data.ids import check_preset, check_quality, dataset_id, generate_command
+from merpo_data.flat_cache import load_flat
+from merpo_data.ids import check_preset, check_quality, dataset_id, generate_command, parse_tasks
 from merpo_data.integrity import open_dataset, read_episodes
 
 
@@ -69,12 +70,18 @@ class TaskSampler:
 
     Args:
         env_id: a merpo env id, e.g. ``"merpo/PointRobotWind-v0"``.
-        tasks: ``"train"``, ``"test"`` or a sequence of task indices (in that order).
+        tasks: a task spec as the CLI takes it (``"train"``, ``"test"``, ``"all"``,
+            ``"0-7,40-43"``; :func:`merpo_data.ids.parse_tasks`) or a sequence of task
+            indices (kept in that order).
         quality: one quality for all tasks, or one per task.
         device: where the tensors live (``cuda`` without CUDA is a one-line error).
         build_missing: build missing datasets (``merpo_data.generate``) instead of raising.
         preset: the data preset that built the datasets (``"test"``: the cheap test
             datasets, ``task-NN-<quality>-test-v0``).
+        cache: load each dataset's flat arrays from the cache beside the store
+            (:mod:`merpo_data.flat_cache`: built on first use, checked against the
+            dataset's content hash and HDF5 file, bit-identical to reading through Minari);
+            ``False`` reads every episode through Minari and leaves the cache alone.
 
     Dataset actions are in env units (not rescaled); ``action_low``/``action_high`` give
     the env's action box. A damaged dataset is one ``DamagedDatasetError`` line naming
@@ -91,15 +98,12 @@ class TaskSampler:
         device: str | torch.device = "cpu",
         build_missing: bool = False,
         preset: str = "default",
+        cache: bool = True,
     ):
         info = get_meta_info(env_id)
         self.env_id = info.env_id
         if isinstance(tasks, str):
-            if tasks not in ("train", "test"):
-                raise ValueError(
-                    f"tasks must be 'train', 'test' or a list of task indices, got {tasks!r}"
-                )
-            task_list = info.train_tasks if tasks == "train" else info.test_tasks
+            task_list = parse_tasks(tasks, info)
         else:
             task_list = tuple(info.check_task(t) for t in tasks)
         if not task_list:
@@ -131,7 +135,8 @@ class TaskSampler:
             np.asarray(space.high), dtype=torch.float32, device=self.device
         )
 
-        parts = [_flatten(ds, i) for ds, i in zip(self.datasets, self.dataset_ids, strict=True)]
+        flat = (lambda ds, i: load_flat(ds, i, _flatten)) if cache else _flatten
+        parts = [flat(ds, i) for ds, i in zip(self.datasets, self.dataset_ids, strict=True)]
         sizes = [len(p["rewards"]) for p in parts]
         self.sizes = torch.tensor(sizes, dtype=torch.long, device=self.device)
         self.offsets = torch.tensor(
