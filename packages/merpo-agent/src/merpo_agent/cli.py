@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
+        "--setup-cache", default=None, metavar="DIR",
+        help="reuse the setup (meta-model, task models, behavior clones) of a run with the "
+        "same data, dynamics, seed and random state from DIR, or store it there (MerPO "
+        "runs; `tune` and `reproduce` pass it)",
+    )
+    train.add_argument(
         "--wandb", default=None, metavar="PROJECT[/GROUP]",
         help="also log to Weights & Biases (needs `pip install wandb`; off by default)",
     )
@@ -198,7 +204,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         cfg = replace(cfg, device=str(ctx.device))
         trainer = MetaTrainer(cfg, run_dir, progress=not args.no_progress, wandb=args.wandb,
-                              command=args.command_line)
+                              command=args.command_line, setup_cache=args.setup_cache)
         result = trainer.train()
         if ctx.is_main:  # rank 0 alone prints and writes the plots
             print(result.table())

@@ -221,11 +221,15 @@ def _task_list(tasks: tuple[int, ...]) -> str:
     return "[" + ",".join(str(t) for t in tasks) + "]"
 
 
+SETUP_CACHE = ".setup-cache"
+
+
 def train_command(
     env_id: str, experiment: Experiment, run: RunSpec, seed: int, quality: str, sizes: Sizes,
-    run_dir: Path,
+    run_dir: Path, setup_cache: Path | None = None,
 ) -> list[str]:
-    """The ``merpo-agent train`` command of one (run, seed), with the shared settings."""
+    """The ``merpo-agent train`` command of one (run, seed), with the shared settings;
+    MerPO-family runs share their setups through ``setup_cache`` (``train --setup-cache``)."""
     quality = run.quality or quality
     baseline = is_baseline(run.algo)
     command = [
@@ -256,6 +260,8 @@ def train_command(
     settings += [item.format(good=sizes.good_meta_policy_steps) for item in run.overrides]
     if run.config is not None:  # tuned settings first: the shared settings win over them
         command += ["--config", run.config]
+    if setup_cache is not None and not baseline:
+        command += ["--setup-cache", str(setup_cache)]
     for item in settings:
         command += ["--set", item]
     return command
@@ -378,6 +384,14 @@ def _same_settings(trained: dict, expected: dict) -> bool:
     return all(now.get(key, value) == value for key, value in flatten(trained).items())
 
 
+def _without_setup_cache(command: list[str]) -> list[str]:
+    """The command as results record it: where a setup was cached changes no result."""
+    if "--setup-cache" not in command:
+        return command
+    at = command.index("--setup-cache")
+    return command[:at] + command[at + 2:]
+
+
 def run_one(command: list[str], run_dir: Path, algo: str, log) -> dict:
     """Train (or resume) one run unless its result is there; returns its result.
 
@@ -385,7 +399,7 @@ def run_one(command: list[str], run_dir: Path, algo: str, log) -> dict:
     are the ones it was trained with: a preset changed since (same command line, other
     values) retrains the run instead of reporting a stale result."""
     result_path = run_dir / RESULT_FILE
-    shown = shlex.join(command[2:])
+    shown = shlex.join(_without_setup_cache(command[2:]))
     expected = json.loads(json.dumps(resolved_config(command)))  # tuples as JSON lists
     if result_path.is_file():
         saved = json.loads(result_path.read_text())
@@ -444,7 +458,8 @@ def reproduce(
     for run in experiment.runs:
         for seed in range(seeds):
             run_dir = base / run.key / f"seed-{seed}"
-            command = train_command(env_id, experiment, run, seed, quality, sizes, run_dir)
+            command = train_command(env_id, experiment, run, seed, quality, sizes, run_dir,
+                                    setup_cache=base / SETUP_CACHE)
             work.append((run, seed, run_dir, command))
     log(f"{name}: {len(work)} runs ({len(experiment.runs)} methods x {seeds} seeds), "
         f"{jobs} at a time, budget {sizes.budget} gradient steps each")

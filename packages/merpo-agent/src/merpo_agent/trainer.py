@@ -90,6 +90,7 @@ from merpo_agent.metrics import MetricsWriter, to_host
 from merpo_agent.model_buffer import ModelBuffer
 from merpo_agent.provenance import record_session
 from merpo_agent.rac_loop import TaskData, buffer_capacity, rac_updates
+from merpo_agent.setup_cache import cached_setup
 from merpo_agent.task_learners import TaskLearners
 from merpo_agent.task_slice import TaskSlice, device_chunk_size, task_chunks
 from merpo_agent.transitions import TransitionBatch
@@ -160,8 +161,11 @@ class MetaTrainer:
         tensorboard: bool = True,
         wandb: str | None = None,
         command: list[str] | None = None,
+        setup_cache: str | Path | None = None,
     ):
         self.run_dir = Path(run_dir)
+        # a folder of setups shared by runs with the same inputs (``setup_cache``)
+        self.setup_cache = Path(setup_cache) if setup_cache is not None else None
         self.wandb = wandb  # ``--wandb PROJECT[/GROUP]`` (metrics.MetricsWriter)
         self.command = command  # the command line for run.json (default: sys.argv)
         self.cfg = self._resolve_config(cfg)
@@ -305,9 +309,29 @@ class MetaTrainer:
 
     # ------------------------------------------------------------------ setup (lines 1-8)
     def setup(self, writer: MetricsWriter) -> None:
-        """Meta-model (Eq. 3), adapted task models (Eq. 4), behavior cloning."""
-        cfg, dyn, gen = self.cfg, self.cfg.dynamics, self.generator
+        """Meta-model (Eq. 3), adapted task models (Eq. 4), behavior cloning (computed, or
+        restored from ``setup_cache`` when a run with the same inputs computed them), then
+        Alg. 2 line 1."""
+        cfg = self.cfg
         t0 = time.perf_counter()
+        modules = {"meta_model": self.meta_model, "task_models": self.task_models,
+                   "test_models": self.test_models, "bc_train": self.bc_train,
+                   "bc_test": self.bc_test}
+        cached_setup(self.setup_cache, cfg, modules, self.generator, self.device, writer,
+                     self._compute_setup, self.say)
+        # torchrun: every rank ran the same seeded setup; rank 0's result is authoritative
+        # (CUDA kernels need not be bitwise deterministic across processes)
+        for module in (self.meta_model, self.task_models, self.test_models, self.bc_train,
+                       self.bc_test, self.meta):
+            broadcast_module_(module)
+        self.table.initialize(self.meta.policy, self.meta.q)  # Alg. 2 line 1
+        if cfg.meta.fixed_meta_policy:
+            self._set_fixed_meta_policy()
+        self.say(f"setup done in {time.perf_counter() - t0:.0f} s")
+
+    def _compute_setup(self, writer: MetricsWriter) -> None:
+        """Alg. 2 lines 2-8 and the behavior clones: what ``setup_cache`` keeps."""
+        cfg, dyn, gen = self.cfg, self.cfg.dynamics, self.generator
         if cfg.rac.use_model:
             split = HoldoutSplit(self.train_data, dyn.holdout_fraction, dyn.max_holdout, gen)
             self.say(
@@ -352,15 +376,6 @@ class MetaTrainer:
 
             nll = bc.fit(sample, rac.bc_steps, rac.bc_batch_size, rac.bc_lr)
             writer.log(0, f"behavior_cloning_{name}", {"nll": nll})
-        # torchrun: every rank ran the same seeded setup; rank 0's result is authoritative
-        # (CUDA kernels need not be bitwise deterministic across processes)
-        for module in (self.meta_model, self.task_models, self.test_models, self.bc_train,
-                       self.bc_test, self.meta):
-            broadcast_module_(module)
-        self.table.initialize(self.meta.policy, self.meta.q)  # Alg. 2 line 1
-        if cfg.meta.fixed_meta_policy:
-            self._set_fixed_meta_policy()
-        self.say(f"setup done in {time.perf_counter() - t0:.0f} s")
 
     def _set_fixed_meta_policy(self) -> None:
         """Single-task RAC (Alg. 1, §5.1): pi_c fixed at the random init, a finished run's

@@ -148,7 +148,7 @@ class Tuner:
 
     def commands(self, labels: dict[str, str]) -> list[tuple[Path, list[str]]]:
         """The (run directory, ``merpo-agent train`` command) of each seed of a trial."""
-        from merpo_agent.reproduce import RunSpec, train_command
+        from merpo_agent.reproduce import SETUP_CACHE, RunSpec, train_command
         from merpo_agent.search_spaces import overrides_of
 
         sizes, experiment = self._plan()
@@ -157,7 +157,8 @@ class Tuner:
         for seed in range(self.seeds):
             run_dir = self.out / trial_key(labels) / f"seed-{seed}"
             out.append((run_dir, train_command(self.env_id, experiment, spec, seed,
-                                               self.quality, sizes, run_dir)))
+                                               self.quality, sizes, run_dir,
+                                               setup_cache=self.out.parent / SETUP_CACHE)))
         return out
 
     def score(self, labels: dict[str, str]) -> dict:
