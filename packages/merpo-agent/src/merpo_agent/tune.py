@@ -189,18 +189,31 @@ class Tuner:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.out.mkdir(parents=True, exist_ok=True)
+        name = f"{self.algo}@{self.env_id}" + ("-quick" if self.quick else "")
+        study = optuna.create_study(study_name=name, storage=self.storage,
+                                    direction="maximize", load_if_exists=True)
+        # a resumed study draws on from where it stood, not the first draws again
+        seed = len(study.get_trials(deepcopy=False))
         if self.sampler_name == "grid":
             grid = {c.name: list(c.options) for c in self.space}
-            sampler = optuna.samplers.GridSampler(grid, seed=0)
+            study.sampler = optuna.samplers.GridSampler(grid, seed=seed)
         else:
             # half the budget explores at random, then TPE exploits (the same rule for
             # every method: Optuna's default of 10 random trials would leave a small
             # budget all random)
-            sampler = optuna.samplers.TPESampler(seed=0,
-                                                 n_startup_trials=max(1, self.trials // 2))
-        name = f"{self.algo}@{self.env_id}" + ("-quick" if self.quick else "")
-        return optuna.create_study(study_name=name, storage=self.storage, sampler=sampler,
-                                   direction="maximize", load_if_exists=True)
+            study.sampler = optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=max(1, self.trials // 2))
+        return study
+
+    @staticmethod
+    def distinct_done(study) -> int:
+        """Settings tried to the end (finished or diverged): a draw that repeats settings
+        already tried reuses their runs and does not count against the budget."""
+        from optuna.trial import TrialState
+
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                        TrialState.PRUNED))
+        return len({json.dumps(t.params, sort_keys=True) for t in done})
 
     def _recover_killed_trials(self, study) -> None:
         """Trials left RUNNING by a process of this host that is gone: marked failed and
@@ -235,23 +248,24 @@ class Tuner:
         return scored["mean"]
 
     def run(self) -> Path:
-        import optuna
-        from optuna.trial import TrialState
-
         from merpo_agent.reproduce import _ensure_datasets
 
         sizes, experiment = self._plan()
         _ensure_datasets(self.env_id, experiment, sizes, self.quality)
         study = self._study()
         self._recover_killed_trials(study)
-        used = (TrialState.COMPLETE, TrialState.PRUNED)  # a diverged trial counts as used
-        done = len(study.get_trials(deepcopy=False, states=used))
+        done = self.distinct_done(study)  # a diverged trial counts as used
         if done < self.trials:
             self.log(f"{self.algo}: {done} of {self.trials} trials done; {self.seeds} seeds "
                      f"each, validation tasks {list(self.valid_tasks)}")
-            stop = optuna.study.MaxTrialsCallback(
-                self.trials, states=(*used, TrialState.RUNNING))
-            study.optimize(self.objective, n_trials=self.trials - done, callbacks=[stop])
+        draws = 0
+        while self.distinct_done(study) < self.trials:
+            draws += 1
+            if draws > 20 * self.trials:  # a space smaller than the budget
+                self.log(f"{self.algo}: stopped after {draws - 1} draws with "
+                         f"{self.distinct_done(study)} distinct settings")
+                break
+            study.optimize(self.objective, n_trials=1)
         return self.write(study)
 
     # ------------------------------------------------------------------ what it writes
@@ -291,9 +305,12 @@ class Tuner:
             "| trial | " + " | ".join(names) + " | per seed | mean | wall s |",
             "| --- | " + " | ".join("---" for _ in names) + " | --- | --- | --- |",
         ]
+        shown: set[str] = set()
         for t in study.get_trials(deepcopy=False):
-            if t.state.name not in ("COMPLETE", "PRUNED"):
-                continue  # failed ones were killed and ran again under a new number
+            settings = json.dumps(t.params, sort_keys=True)
+            if t.state.name not in ("COMPLETE", "PRUNED") or settings in shown:
+                continue  # killed ones ran again under a new number; repeats cost nothing
+            shown.add(settings)
             mark = "*" if t.number == best_number else ""
             seeds = ", ".join(f"{v:.2f}" for v in t.user_attrs.get("per_seed", []))
             value = f"{t.value:.3f}" if t.state.name == "COMPLETE" else "diverged"
