@@ -48,6 +48,16 @@ def test_every_fig6_method_has_a_search_space_whose_settings_its_train_accepts()
                 build_baseline(algo, PRW, "small", overrides)
 
 
+def test_merpos_default_trial_is_the_first_reading_at_reproduces_sizes():
+    from merpo_agent.search_spaces import default_labels
+
+    for algo in ("merpo", "merpo-adp"):
+        untuned = build_config(PRW, "repro", algo)
+        defaults = build_config(PRW, "repro", algo,
+                                overrides=list(overrides_of(algo, default_labels(algo))))
+        assert defaults == untuned, algo
+
+
 def test_docs_print_every_search_space_as_the_code_has_it():
     from merpo_agent.search_spaces import markdown_table
 

@@ -228,6 +228,16 @@ class Tuner:
                 study.enqueue_trial(trial.params, skip_if_exists=False)
                 self.log(f"trial {trial.number} was killed; its settings run again (resumed)")
 
+    def _try_defaults_first(self, study) -> None:
+        """Every method's study tries its own defaults (its paper's values; MerPO's first
+        reading) as one of its trials, so tuning never ends below the untuned method on
+        the validation tasks."""
+        from merpo_agent.search_spaces import default_labels
+
+        defaults = default_labels(self.algo)
+        if not any(t.params == defaults for t in study.get_trials(deepcopy=False)):
+            study.enqueue_trial(defaults)
+
     def objective(self, trial) -> float:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
@@ -254,6 +264,7 @@ class Tuner:
         _ensure_datasets(self.env_id, experiment, sizes, self.quality)
         study = self._study()
         self._recover_killed_trials(study)
+        self._try_defaults_first(study)
         done = self.distinct_done(study)  # a diverged trial counts as used
         if done < self.trials:
             self.log(f"{self.algo}: {done} of {self.trials} trials done; {self.seeds} seeds "
