@@ -12,6 +12,7 @@
     merpo-agent plot RUN_DIR          # PNG learning curves into RUN_DIR/plots
     merpo-agent reproduce fig4|fig5|fig6|fig7 --env ENV [--seeds N] [--quick] [--out DIR]
         [--jobs N] [--quality medium|expert|...]   # the paper's comparisons, with a report
+        [--executor local|ray [--ray-address auto|HOST:PORT]]   # runs on a Ray cluster
     merpo-agent --version             # versions of merpo and its dependencies
 
 Bad input (unknown env, algo or preset, bad override, missing dataset, CUDA where there is
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--settings", default=None, metavar="DIR",
                        help="tuned settings: DIR/<algo>/best.yaml of `merpo-agent tune` for "
                        "each method that has one (MerPO also keeps its Table 2 row)")
+    _executor_arguments(repro)
 
     tune = sub.add_parser(
         "tune", help="the same tuning budget for every method: an Optuna study per method "
@@ -136,7 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Optuna RDB URL shared by workers (default: sqlite in --out)")
     tune.add_argument("--jobs", type=int, default=None,
                       help="runs trained at once (default: seeds, at most the CPU cores)")
+    _executor_arguments(tune)
     return parser
+
+
+def _executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--executor`` / ``--ray-address`` of the commands that train many runs."""
+    parser.add_argument(
+        "--executor", default="local", metavar="local|ray",
+        help="where the runs train: local processes (default, --jobs at a time) or Ray "
+        "tasks, 1 CPU each (needs `pip install merpo-agent[ray]`; run folders on a "
+        "filesystem every machine shares)",
+    )
+    parser.add_argument(
+        "--ray-address", default=None, metavar="auto|HOST:PORT",
+        help="the Ray cluster (auto: the one this machine joined with `ray start`; "
+        "default: a local Ray instance of --jobs CPUs)",
+    )
 
 
 def default_run_dir(env: str, preset: str, algo: str, seed: int) -> Path:
@@ -322,13 +340,15 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _reproduce(args: argparse.Namespace) -> int:
     from merpo_agent.config import check_device
+    from merpo_agent.executors import make_executor
     from merpo_agent.reproduce import reproduce
 
     check_device("cpu")
+    executor = make_executor(args.executor, args.jobs, args.ray_address)
     report = reproduce(
         args.experiment, args.env, args.seeds, Path(args.out), quick=args.quick,
         quality=args.quality, jobs=args.jobs,
-        settings=Path(args.settings) if args.settings else None,
+        settings=Path(args.settings) if args.settings else None, executor=executor,
     )
     print(report.read_text())
     print(f"report: {report}")
@@ -337,12 +357,15 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     from merpo_agent.config import check_device
+    from merpo_agent.executors import make_executor
     from merpo_agent.tune import parse_algos, tune
 
     check_device("cpu")
+    executor = make_executor(args.executor, args.jobs, args.ray_address)
     paths = tune(parse_algos(args.algo), args.env, Path(args.out), trials=args.trials,
                  seeds=args.seeds, quick=args.quick, quality=args.quality,
-                 sampler=args.sampler, storage=args.storage, jobs=args.jobs)
+                 sampler=args.sampler, storage=args.storage, jobs=args.jobs,
+                 executor=executor)
     for path in paths:
         print(f"chosen settings: {path}")
     return 0

@@ -11,7 +11,8 @@ steps), so that a comparison is fair.
 Each (run, seed) is its own run directory ``OUT/<experiment>/<run>/seed-<s>``: a killed
 ``reproduce`` continues where it stopped (MerPO runs resume from their checkpoints;
 a finished run's ``result.json`` is reused, not retrained). Runs go to ``--jobs`` worker
-processes (``merpo-agent train --threads 1``, one per CPU core by default). Then
+processes (``merpo-agent train --threads 1``, one per CPU core by default), or with
+``--executor ray`` to Ray tasks on a cluster (``merpo_agent.executors``). Then
 ``merpo_agent.report`` writes the report: tables with rliable's statistics, curves, and one
 verdict line per paper claim.
 
@@ -28,7 +29,6 @@ import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -437,9 +437,13 @@ def reproduce(
     jobs: int | None = None,
     log=print,
     settings: Path | None = None,
+    executor=None,
 ) -> Path:
     """Train every (run, seed) of experiment ``name`` (reusing finished ones), then write
-    the report; returns the report's path. ``settings``: tuned settings (``with_settings``)."""
+    the report; returns the report's path. ``settings``: tuned settings (``with_settings``);
+    ``executor``: where the runs train (``executors.make_executor``; default ``jobs`` local
+    processes)."""
+    from merpo_agent.executors import make_executor
     from merpo_agent.report import write_report
 
     table = experiments()
@@ -453,7 +457,7 @@ def reproduce(
     sizes = sizes_for(env_id, quick)
     _ensure_datasets(env_id, experiment, sizes, quality)
     base = out_dir / name
-    jobs = jobs or max(1, os.cpu_count() or 1)
+    executor = executor or make_executor("local", jobs)
     work = []
     for run in experiment.runs:
         for seed in range(seeds):
@@ -462,16 +466,12 @@ def reproduce(
                                     setup_cache=base / SETUP_CACHE)
             work.append((run, seed, run_dir, command))
     log(f"{name}: {len(work)} runs ({len(experiment.runs)} methods x {seeds} seeds), "
-        f"{jobs} at a time, budget {sizes.budget} gradient steps each")
+        f"{executor.describe(len(work))}, budget {sizes.budget} gradient steps each")
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [
-            pool.submit(run_one, command, run_dir, run.algo, log)
-            for run, _, run_dir, command in work
-        ]
-        results: dict[str, list[dict]] = {run.key: [] for run in experiment.runs}
-        for (run, _, _, _), future in zip(work, futures, strict=True):
-            results[run.key].append(future.result())
+    done = executor.map([(command, run_dir, run.algo) for run, _, run_dir, command in work], log)
+    results: dict[str, list[dict]] = {run.key: [] for run in experiment.runs}
+    for (run, _, _, _), result in zip(work, done, strict=True):
+        results[run.key].append(result)
     wall = time.perf_counter() - start
     command = (f"merpo-agent reproduce {name} --env {env_id} --seeds {seeds}"
                + (" --quick" if quick else "") + (f" --quality {quality}" if quality != "medium"

@@ -30,7 +30,6 @@ import json
 import os
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,6 +37,7 @@ import yaml
 
 from merpo_agent.checkpoint import atomic_write_text
 from merpo_agent.config import ConfigError
+from merpo_agent.executors import make_executor
 from merpo_agent.reproduce import RunDiverged
 from merpo_agent.search_spaces import search_space
 from merpo_agent.trainer import RunError
@@ -110,7 +110,8 @@ class Tuner:
 
     def __init__(self, algo: str, env_id: str, out_dir: Path, trials: int = 8, seeds: int = 2,
                  quick: bool = False, quality: str = "medium", sampler: str = "tpe",
-                 storage: str | None = None, jobs: int | None = None, log=print):
+                 storage: str | None = None, jobs: int | None = None, log=print,
+                 executor=None):
         from merpo_envs import get_meta_info
 
         from merpo_agent.reproduce import is_baseline
@@ -129,7 +130,8 @@ class Tuner:
         self.train_tasks, self.valid_tasks = validation_split(self.env_id, quick)
         self.out = Path(out_dir) / algo
         self.storage = storage or f"sqlite:///{(self.out / 'study.db').resolve()}"
-        self.jobs = max(1, jobs or min(seeds, os.cpu_count() or 1))
+        # where a trial's seeds train (default: ``jobs`` local processes, at most one a seed)
+        self.executor = executor or make_executor("local", jobs)
         self.log = log
         self.baseline = is_baseline(algo)
 
@@ -163,12 +165,9 @@ class Tuner:
 
     def score(self, labels: dict[str, str]) -> dict:
         """Train (or reuse) every seed of a trial; its validation returns."""
-        from merpo_agent.reproduce import run_one
-
         column = self.algo if self.baseline else "adapted"
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            results = list(pool.map(lambda job: run_one(job[1], job[0], self.algo, self.log),
-                                    self.commands(labels)))
+        results = self.executor.map([(command, run_dir, self.algo)
+                                     for run_dir, command in self.commands(labels)], self.log)
         per_seed = []
         for result in results:
             if sorted(result["tasks"]) != sorted(self.valid_tasks):  # never a test task
