@@ -73,3 +73,26 @@ def test_an_unknown_executor_on_the_command_line_is_one_line(capsys, tmp_path):
     assert capsys.readouterr().err.strip().splitlines() == [
         "merpo-agent: error: --executor must be one of local, ray, got 'slurm'"]
     assert not Path(tmp_path / "runs").exists()
+
+
+def test_a_tuning_trial_trains_its_seeds_through_the_executor_it_was_given(tmp_path):
+    from merpo_agent.search_spaces import default_labels
+    from merpo_agent.tune import Tuner
+
+    class Recording:
+        def __init__(self):
+            self.runs = []
+
+        def map(self, runs, log=print):
+            self.runs += runs
+            return [{"tasks": [3], "adapted": [float(i)], "wall_s": 1.0}
+                    for i in range(len(runs))]
+
+    executor = Recording()
+    tuner = Tuner("merpo", "merpo/PointRobotWind-v0", tmp_path, seeds=2, quick=True,
+                  executor=executor)
+    labels = default_labels("merpo")
+    scored = tuner.score(labels)
+    assert executor.runs == [(command, run_dir, "merpo")
+                             for run_dir, command in tuner.commands(labels)]
+    assert len(executor.runs) == 2 and scored["per_seed"] == [0.0, 1.0]
