@@ -231,3 +231,67 @@ def test_checkpoint_files_are_plain_state_dicts(empty_store, tiny_preset):
     assert state["returns"].shape == (4,)
     assert all(v.shape[0] == 4 for v in state["actor"].values())
     assert not list(path.parent.glob("*.tmp"))
+
+
+@pytest.fixture
+def mid_episode_preset(monkeypatch, tiny_preset):
+    """The tiny preset with checkpoints every 40 iterations: mid-episode (episodes last 25)."""
+    preset = dataclasses.replace(
+        tiny_preset,
+        sac=dataclasses.replace(tiny_preset.sac, iterations=130, checkpoint_every=40),
+    )
+    monkeypatch.setattr(datasets, "get_preset", lambda env_id, name="default": preset)
+    return preset
+
+
+def _content_hashes(tasks) -> dict[int, str]:
+    from merpo_data.datasets import existing_recipe
+
+    return {t: existing_recipe(dataset_id(ENV, t, "expert", "test"))["content_hash"] for t in tasks}
+
+
+def test_a_build_stopped_after_any_checkpoint_resumes_to_the_same_datasets(
+    tmp_path, monkeypatch, mid_episode_preset
+):
+    """A dataset is a function of its recipe: a build killed after SAC checkpoint k (the
+    first one, at iteration 0, included; later ones fall mid-episode) and run again writes
+    the bytes an uninterrupted build writes."""
+    tasks = [4]
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "reference"))
+    generate(ENV, tasks=tasks, qualities=["expert"], preset="test", progress=False)
+    reference = _content_hashes(tasks)
+    for stop_call in (2, 3, 4):  # killed after the checkpoint at iteration 0, 40 or 80
+        monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / f"stopped-{stop_call}"))
+        with monkeypatch.context() as m:
+            _interrupt_at_evaluation(m, call=stop_call)
+            with pytest.raises(KeyboardInterrupt):
+                generate(ENV, tasks=tasks, qualities=["expert"], preset="test", progress=False)
+        state = torch.load(
+            behavior_dir("point-robot-wind", "test", 0) / TRAIN_STATE, weights_only=True
+        )
+        assert state["trainer"]["iteration"] == 40 * (stop_call - 2)
+        generate(ENV, tasks=tasks, qualities=["expert"], preset="test", progress=False)
+        record = load_record(behavior_dir("point-robot-wind", "test", 0), 4)
+        assert record.steps.tolist() == [0, 40, 80, 120, 130]  # no checkpoint twice
+        assert _content_hashes(tasks) == reference, f"stopped at evaluation {stop_call}"
+
+
+def test_an_older_train_state_without_its_episodes_restarts_the_group(
+    tmp_path, monkeypatch, mid_episode_preset, capsys
+):
+    """A state that cannot resume exactly (no episodes in flight) is not resumed inexactly."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "reference"))
+    generate(ENV, tasks=[4], qualities=["expert"], preset="test", progress=False)
+    reference = _content_hashes([4])
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "old"))
+    with monkeypatch.context() as m:
+        _interrupt_at_evaluation(m, call=3)
+        with pytest.raises(KeyboardInterrupt):
+            generate(ENV, tasks=[4], qualities=["expert"], preset="test", progress=False)
+    path = behavior_dir("point-robot-wind", "test", 0) / TRAIN_STATE
+    state = torch.load(path, weights_only=True)
+    del state["trainer"]["episodes"]
+    torch.save(state, path)
+    generate(ENV, tasks=[4], qualities=["expert"], preset="test", progress=False)
+    assert "training tasks 4 from the start" in capsys.readouterr().err
+    assert _content_hashes([4]) == reference
