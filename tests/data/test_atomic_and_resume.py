@@ -295,3 +295,63 @@ def test_an_older_train_state_without_its_episodes_restarts_the_group(
     generate(ENV, tasks=[4], qualities=["expert"], preset="test", progress=False)
     assert "training tasks 4 from the start" in capsys.readouterr().err
     assert _content_hashes([4]) == reference
+
+
+def _python(code: str, **kwargs):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", code], text=True, **kwargs)
+
+
+def test_generate_removes_the_temporary_stores_of_killed_writers_only(empty_store, tiny_preset):
+    import os
+    import socket
+
+    killed = _python(
+        "import os, signal\n"
+        "from merpo_data.store import temporary_store\n"
+        "with temporary_store():\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    assert killed.wait() == -9
+    tmp = empty_store / ".merpo-data" / "tmp"
+    (orphan,) = tmp.iterdir()  # what the kill left behind
+    live = tmp / f"{os.getpid()}~{socket.gethostname()}~abc"
+    elsewhere = tmp / f"{killed.pid}~another-host~abc"
+    unnamed = tmp / "0123abcd"
+    for path in (live, elsewhere, unnamed):
+        path.mkdir()
+    generate(ENV, tasks=[0], qualities=["random"], preset="test", progress=False)
+    assert not orphan.exists()
+    assert live.exists() and elsewhere.exists() and unnamed.exists()
+
+
+def test_a_second_generate_into_a_busy_store_says_who_holds_it(empty_store, capsys):
+    import os
+    import subprocess
+
+    from merpo_data.cli import main
+    from merpo_data.lock import LockHeld
+
+    holder = _python(
+        "import sys\n"
+        "from merpo_data.store import store_lock\n"
+        "with store_lock():\n"
+        "    print('locked', flush=True)\n"
+        "    sys.stdin.read()\n",
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockHeld, match=rf"in use by pid {holder.pid} on \S+ since "):
+            generate(ENV, tasks=[0], qualities=["random"], preset="test", progress=False)
+        assert main(["generate", ENV, "--tasks", "0", "--qualities", "random", "--preset",
+                     "test", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"in use by pid {holder.pid}" in err
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert not (empty_store / "merpo").exists() or minari.list_local_datasets() == {}
+    generate(ENV, tasks=[0], qualities=["random"], preset="test", progress=False)  # free again
