@@ -3,7 +3,7 @@
     merpo-data generate ENV [--tasks 0-9,40-49] [--qualities medium,expert] [--preset default]
                             [--episodes N] [--seed S] [--device cpu] [--force] [--retrain]
     torchrun --nproc-per-node N -m merpo_data generate ENV ...   (ranks split the tasks)
-    merpo-data list [--verify]
+    merpo-data list [--verify]      (exit status 1 when a dataset is damaged)
     merpo-data info ID
     merpo-data download ID
     merpo-data plot ENV [--output FILE] [--preset default]
@@ -168,15 +168,21 @@ def _list(args) -> int:
         for data in root.glob("merpo/*/*/data")
         if data.is_dir()
     )
+    damaged = 0
     for ds_id in ids:
         problem = dataset_problem(ds_id, RECIPE_KEY, verify=args.verify)
         if problem is not None:
             print(f"{ds_id}\tDAMAGED: {problem}")
+            damaged += 1
             continue
         meta = json.loads((root / ds_id / "data" / "metadata.json").read_text())
         print(f"{ds_id}\t{meta.get('total_episodes')} episodes\t{meta.get('total_steps')} steps")
     if not ids:
         print("no merpo datasets in the local store; run `merpo-data generate ENV`")
+    if damaged:  # scripts (and CI) must see it: a listing alone exits 0
+        print(f"merpo-data list: {damaged} damaged dataset(s); rebuild each with the "
+              "command shown", file=sys.stderr)
+        return 1
     return 0
 
 
