@@ -53,6 +53,7 @@ from merpo_agent.checkpoint import (
 from merpo_agent.config import ConfigError, check_device
 from merpo_agent.overrides import flatten, parse_assignment, parse_value, read_config_file, to_dict
 from merpo_agent.provenance import record_session
+from merpo_agent.run_dir import claim_run_dir
 from merpo_agent.scores import normalized_score, sampler_reference_scores, summarize
 from merpo_agent.trainer import RunError
 
@@ -296,7 +297,6 @@ def train_baseline_run(
     their normalized scores and the agent's std over episodes: ``_table``). ``wandb``:
     ``PROJECT[/GROUP]`` of a Weights & Biases run beside TensorBoard; ``command``: the command
     line ``run.json`` records (default ``sys.argv``)."""
-    from merpo_agent.metrics import MetricsWriter
 
     spec = baseline(algo)
     run, config = build_baseline(algo, env_id, preset, overrides, config_file)
@@ -304,6 +304,15 @@ def train_baseline_run(
     run_dir = Path(run_dir)
     record = _run_record(algo, env_id, preset, seed, device, run, config)
     checkpoint = run_dir / CHECKPOINT_DIR / LATEST
+    with claim_run_dir(run_dir, checkpoint):
+        return _train_claimed(spec, algo, env_id, seed, device, run, config, run_dir, record,
+                              checkpoint, progress, wandb, command)
+
+
+def _train_claimed(spec, algo, env_id, seed, device, run, config, run_dir, record, checkpoint,
+                   progress, wandb, command) -> dict[int, dict[str, float]]:
+    from merpo_agent.metrics import MetricsWriter
+
     resumed = checkpoint.is_file() and (run_dir / CONFIG_FILE).is_file()
     if resumed:
         _check_resumable(run_dir, record)
