@@ -10,7 +10,8 @@
     merpo-data --version
 
 Bad input (unknown env or id, bad task range, a damaged dataset, ``--device cuda``
-without CUDA) ends with one error line naming the fix, exit status 2.
+without CUDA) ends with one error line naming the fix, exit status 2; a full disk is one
+line, exit status 3 (what was finished is kept: the same command resumes).
 """
 
 from __future__ import annotations
@@ -78,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, LockHeld) as err:
         _print_error(args.command, err)
         return 2
+    except OSError as err:
+        from merpo_data.atomic import DISK_FULL, disk_full_line
+
+        if err.errno not in DISK_FULL:
+            raise
+        _print_error(args.command, disk_full_line(err, "the same command"))
+        return 3
 
 
 def _print_error(command: str, err: BaseException) -> None:
@@ -144,9 +152,10 @@ def _check_request(args) -> None:
     """The one-line errors of a bad env, task range, quality or preset, raised up front."""
     from merpo_envs import get_meta_info
 
-    from merpo_data.ids import parse_qualities, parse_tasks
+    from merpo_data.ids import check_seed, parse_qualities, parse_tasks
     from merpo_data.presets import get_preset
 
+    check_seed(args.seed)
     parse_tasks(args.tasks, get_meta_info(args.env))
     parse_qualities(args.qualities)
     get_preset(args.env, args.preset)
