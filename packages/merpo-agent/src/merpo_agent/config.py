@@ -236,9 +236,38 @@ def build_config(
         items.append(("device", device))
     cfg = apply_overrides(cfg, items)
     check_device(cfg.device)
+    check_run_settings(cfg)
     if cfg.rac.cuda_graphs and not cfg.device.startswith("cuda"):
         raise ConfigError("--cuda-graphs (rac.cuda_graphs) needs --device cuda; drop it on a CPU")
     return cfg
+
+
+def check_run_settings(cfg: Config) -> None:
+    """One :class:`ConfigError` line for settings each valid alone but not together.
+
+    A meta-test task that is also a training task measures nothing (its data trained the
+    meta-policy); a task listed twice weighs double; seeds must be >= 0 (torch and NumPy
+    refuse negative ones, late).
+    """
+    from merpo_envs import format_tasks, get_meta_info
+
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    info = get_meta_info(cfg.env)
+    train = cfg.data.train_tasks or info.train_tasks
+    test = cfg.data.test_tasks or info.test_tasks
+    for key, tasks in (("data.train_tasks", train), ("data.test_tasks", test)):
+        twice = sorted({t for t in tasks if list(tasks).count(t) > 1})
+        if twice:
+            raise ConfigError(f"{key} lists task(s) {format_tasks(twice)} more than once; "
+                              "list each task once")
+    both = sorted(set(train) & set(test))
+    if both:
+        raise ConfigError(
+            f"task(s) {format_tasks(both)} are both training and test tasks (train "
+            f"{format_tasks(train)}, test {format_tasks(test)}); a meta-test task must be "
+            "unseen: set data.train_tasks / data.test_tasks apart"
+        )
 
 
 def check_device(device: str) -> None:
@@ -262,6 +291,7 @@ __all__ = [
     "RolloutConfig",
     "build_config",
     "check_device",
+    "check_run_settings",
     "config_from_dict",
     "load_run_config",
 ]

@@ -103,6 +103,11 @@ class RACConfig:
             (not self.use_model or self.real_batch_size < self.batch_size,
              "use_model=True needs real_data_ratio < 1 so that some rows come from the model"),
         ]
+        # A learning rate <= 0 trains nothing or ascends the loss: never what was meant.
+        # (meta_q_lr is an interpolation weight, checked above; 0 freezes Q_meta.)
+        checks += [(getattr(self, name) > 0.0, f"{name}={getattr(self, name)} must be > 0")
+                   for name in self.__dataclass_fields__
+                   if name.endswith("_lr") and name != "meta_q_lr"]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"RACConfig: {message}")

@@ -49,6 +49,7 @@ from merpo_data.distributed import check_device, shard_bounds
 from merpo_data.ids import (
     NAMESPACE,
     QUALITIES,
+    check_seed,
     dataset_id,
     env_namespace,
     generate_command,
@@ -168,6 +169,7 @@ def generate(
     temporary stores that killed runs left behind.
     """
     check_device(device)
+    seed = check_seed(seed)
     info = get_meta_info(env_id)
     task_list = parse_tasks(tasks, info)
     quality_list = parse_qualities(qualities)
