@@ -355,3 +355,40 @@ def test_a_second_generate_into_a_busy_store_says_who_holds_it(empty_store, caps
         holder.wait()
     assert not (empty_store / "merpo").exists() or minari.list_local_datasets() == {}
     generate(ENV, tasks=[0], qualities=["random"], preset="test", progress=False)  # free again
+
+
+def test_a_full_disk_during_generate_is_one_line_and_a_rerun_resumes(
+    tmp_path, monkeypatch, mid_episode_preset, capsys
+):
+    """ENOSPC at the second behavior checkpoint: one line naming the file and that a rerun
+    resumes; the rerun does, and writes what an uninterrupted build writes."""
+    import errno
+
+    from merpo_data.cli import main
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "reference"))
+    generate(ENV, tasks=[4], qualities=["expert"], preset="test", progress=False)
+    reference = _content_hashes([4])
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "full"))
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def second_write_fills_the_disk(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    argv = ["generate", ENV, "--tasks", "4", "--qualities", "expert", "--preset", "test",
+            "--quiet"]
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", second_write_fills_the_disk)
+        assert main(argv) == 3
+    err = capsys.readouterr().err
+    state = behavior_dir("point-robot-wind", "test", 0) / TRAIN_STATE
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"no space left on the device writing {state}" in err
+    assert "work finished so far is kept" in err and "rerun the same command" in err
+    assert torch.load(state, weights_only=True)["trainer"]["iteration"] == 0  # whole
+    assert main(argv) == 0
+    assert _content_hashes([4]) == reference
