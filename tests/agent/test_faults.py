@@ -101,6 +101,32 @@ def test_a_nan_reaching_the_state_stops_training_and_keeps_the_last_good_checkpo
         MetaTrainer(advised, run_dir)
 
 
+def test_a_nan_reaching_a_baselines_state_stops_it_keeping_the_last_good_checkpoint(
+    point_robot_store, tmp_path, monkeypatch, capsys
+):
+    from merpo_agent.baselines.context import BaselineLearner
+
+    real_state = BaselineLearner.training_state
+    calls = {"n": 0}
+
+    def poisoned(self):
+        state = real_state(self)
+        calls["n"] += 1
+        if calls["n"] == 2:  # the checkpoint at update 2 (update 0's is the first)
+            name = next(iter(state["module"]))
+            state["module"][name] = state["module"][name] * float("nan")
+        return state
+
+    monkeypatch.setattr(BaselineLearner, "training_state", poisoned)
+    run_dir = tmp_path / "focal"
+    assert main(["train", *FOCAL, "--set", "checkpoint_every=2", "--run-dir",
+                 str(run_dir)]) == 1
+    err = _one_line(capsys)
+    assert "learner.module." in err and "NaN or inf by update 2" in err
+    assert "kept; start a new run (another --run-dir)" in err
+    assert ckpt.load_checkpoint(run_dir / "checkpoints" / ckpt.LATEST)["step"] == 0
+
+
 def test_load_policy_of_a_foreign_checkpoint_and_of_a_nan_observation(
     point_robot_store, tmp_path
 ):
@@ -203,6 +229,14 @@ def test_bad_train_settings_are_one_line_and_leave_no_run_directory(
     run_dir = tmp_path / "run"
     assert main(["train", *SMOKE, *argv, "--run-dir", str(run_dir)]) == 2
     assert expected in _one_line(capsys)
+    assert not run_dir.exists()
+
+
+def test_a_baselines_test_task_cannot_be_a_training_task(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", *FOCAL, "--set", "train_tasks=[0,1,40]", "--run-dir",
+                 str(run_dir)]) == 2
+    assert "task(s) 40 are both training and test tasks" in _one_line(capsys)
     assert not run_dir.exists()
 
 

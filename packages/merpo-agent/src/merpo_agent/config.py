@@ -249,14 +249,21 @@ def check_run_settings(cfg: Config) -> None:
     meta-policy); a task listed twice weighs double; seeds must be >= 0 (torch and NumPy
     refuse negative ones, late).
     """
-    from merpo_envs import format_tasks, get_meta_info
-
     if cfg.seed < 0:
         raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
-    info = get_meta_info(cfg.env)
-    train = cfg.data.train_tasks or info.train_tasks
-    test = cfg.data.test_tasks or info.test_tasks
-    for key, tasks in (("data.train_tasks", train), ("data.test_tasks", test)):
+    check_task_split(cfg.env, cfg.data.train_tasks, cfg.data.test_tasks, "data.")
+
+
+def check_task_split(env: str, train_tasks, test_tasks, prefix: str = "") -> None:
+    """Training and test tasks (empty: the env's split) listed once each and apart; the
+    keys in the message are ``<prefix>train_tasks`` / ``<prefix>test_tasks`` (MerPO's
+    ``data.``, the baselines' none)."""
+    from merpo_envs import format_tasks, get_meta_info
+
+    info = get_meta_info(env)
+    train = tuple(train_tasks) or info.train_tasks
+    test = tuple(test_tasks) or info.test_tasks
+    for key, tasks in ((f"{prefix}train_tasks", train), (f"{prefix}test_tasks", test)):
         twice = sorted({t for t in tasks if list(tasks).count(t) > 1})
         if twice:
             raise ConfigError(f"{key} lists task(s) {format_tasks(twice)} more than once; "
@@ -266,7 +273,7 @@ def check_run_settings(cfg: Config) -> None:
         raise ConfigError(
             f"task(s) {format_tasks(both)} are both training and test tasks (train "
             f"{format_tasks(train)}, test {format_tasks(test)}); a meta-test task must be "
-            "unseen: set data.train_tasks / data.test_tasks apart"
+            f"unseen: set {prefix}train_tasks / {prefix}test_tasks apart"
         )
 
 
@@ -292,6 +299,7 @@ __all__ = [
     "build_config",
     "check_device",
     "check_run_settings",
+    "check_task_split",
     "config_from_dict",
     "load_run_config",
 ]
