@@ -117,7 +117,7 @@ def test_generate_rebuilds_a_damaged_dataset(store, point_robot_store, how, caps
     assert json.loads(after)["content_hash"] == json.loads(before)["content_hash"]
 
 
-@pytest.mark.parametrize("how", ["truncated", "metadata"])
+@pytest.mark.parametrize("how", ["truncated", "metadata", "nan"])
 def test_agent_train_and_evaluate_say_one_line(store, how, capsys, tmp_path):
     from merpo_agent.cli import build_parser, train_config
     from merpo_agent.cli import main as agent_main
@@ -128,6 +128,7 @@ def test_agent_train_and_evaluate_say_one_line(store, how, capsys, tmp_path):
     argv = ["train", "--env", ENV, "--preset", "smoke", "--run-dir", str(run), "--no-progress"]
     assert agent_main(argv) == 2
     _one_line_naming_the_fix(capsys.readouterr().err)
+    assert not run.exists()  # the failed train created it: nothing is left behind
     # evaluate of a run whose data has since been damaged
     atomic_write_text(run / "config.yaml", train_config(build_parser().parse_args(argv)).to_yaml())
     assert agent_main(["evaluate", str(run)]) == 2

@@ -43,25 +43,27 @@ def hold_lock(path: str | Path, what: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
+        locked = True
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                yield  # no flock here: go on unlocked
-                return
-            raise LockHeld(f"{what} is in use by {_holder(fd)}; wait for it to finish "
-                           "(or stop it), or use another one") from None
-        holder = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
-        with contextlib.suppress(OSError):  # the holder's name is a courtesy, not the lock
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise LockHeld(f"{what} is in use by {_holder(fd)}; wait for it to finish "
+                               "(or stop it), or use another one") from None
+            locked = False  # no flock on this filesystem: go on unlocked
+        if locked:
+            holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                      "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+            with contextlib.suppress(OSError):  # the holder's name is a courtesy, not the lock
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(holder).encode(), 0)
         try:
             yield
         finally:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if locked:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
 
