@@ -54,6 +54,7 @@ def test_generate_existing_is_quick_and_reports_ids(point_robot_store, capsys):
         (["generate", ENV, "--qualities", "great"], "unknown quality"),
         (["generate", ENV, "--qualities", "medium,great"], "unknown quality 'great'"),
         (["generate", ENV, "--preset", "huge"], "unknown preset"),
+        (["generate", ENV, "--seed", "-1"], "seed must be an integer >= 0, got -1"),
         (["info", "merpo/point-robot-wind/task-3-medium-v0"], "did you mean"),
         (["info", "cartpole"], "bad dataset id"),
         (["plot", "merpo/Nope-v0"], "unknown env id"),

@@ -142,6 +142,7 @@ def test_missing_datasets_message_gives_ranges_and_the_cli_form_of_build_missing
         ({"tasks": [0, 1], "quality": ["medium"]}, "one per task"),
         ({"tasks": "val", "quality": "medium"}, "'train', 'test'"),
         ({"tasks": [], "quality": "medium"}, "empty task list"),
+        ({"tasks": [0, 0], "quality": "medium"}, r"tasks \[0\] listed more than once"),
     ],
 )
 def test_bad_arguments(point_robot_store, kwargs, match):
@@ -165,3 +166,22 @@ def test_cuda_device(point_robot_store):
     batch = s.sample(4, generator=torch.Generator(device="cuda").manual_seed(0))
     assert all(x.device.type == "cuda" for x in batch)
     assert s.action_low.device.type == "cuda" and s.offsets.device.type == "cuda"
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        ((-4,), {}, "batch_size must be an integer >= 1, got -4"),
+        ((0,), {}, "batch_size must be an integer >= 1, got 0"),
+        ((8,), {"task_indices": [6]}, r"positions 0..5 in sampler.tasks .*, got \[6\]"),
+        ((8,), {"task_indices": torch.tensor([-1])}, r"got \[-1\]"),
+        ((8,), {"task_indices": torch.tensor([[0]])}, "1-D LongTensor"),
+    ],
+)
+def test_bad_draws_are_one_line_value_errors_not_torch_errors(sampler, args, kwargs, match):
+    with pytest.raises(ValueError, match=match) as info:
+        sampler.sample(*args, **kwargs)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=match):
+        sampler.sample_episodes(*args, **kwargs)
+    assert sampler.sample(3, task_indices=[5, 0]).rewards.shape == (2, 3)  # a list is fine

@@ -447,13 +447,14 @@ def reproduce(
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(table)}")
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    _check_inputs(env_id, quality, jobs)
     experiment = table[name]
     if settings is not None:
         experiment = with_settings(experiment, settings)
     sizes = sizes_for(env_id, quick)
     _ensure_datasets(env_id, experiment, sizes, quality)
     base = out_dir / name
-    jobs = jobs or max(1, os.cpu_count() or 1)
+    jobs = jobs if jobs is not None else max(1, os.cpu_count() or 1)
     work = []
     for run in experiment.runs:
         for seed in range(seeds):
@@ -478,6 +479,23 @@ def reproduce(
                                                   else "")
                + (f" --settings {settings}" if settings is not None else ""))
     return write_report(experiment, env_id, quality, sizes, results, base, command, wall)
+
+
+def _check_inputs(env_id: str, quality: str, jobs: int | None) -> None:
+    """One :class:`ConfigError` line for a bad env, quality or job count, before any
+    dataset is built (a bad ``--jobs`` used to fail only after building them)."""
+    from merpo_data import QUALITIES
+    from merpo_envs import get_meta_info
+
+    try:
+        get_meta_info(env_id)
+    except (KeyError, ValueError) as err:
+        text = str(err).strip().strip("'\"").splitlines()
+        raise ConfigError(f"--env: {text[0] if text else env_id}") from None
+    if quality not in QUALITIES:
+        raise ConfigError(f"--quality {quality!r} is not one of {', '.join(QUALITIES)}")
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1 (runs trained at once), got {jobs}")
 
 
 def _ensure_datasets(env_id: str, experiment: Experiment, sizes: Sizes, quality: str) -> None:

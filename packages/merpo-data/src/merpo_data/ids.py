@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 import merpo_envs
+import numpy as np
 from merpo_envs import MetaEnvInfo, get_meta_info
 
 QUALITIES = ("random", "medium", "expert", "mixed")
@@ -31,6 +32,14 @@ def check_preset(preset: str) -> str:
     if preset not in PRESET_NAMES:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESET_NAMES)}")
     return preset
+
+
+def check_seed(seed: int) -> int:
+    """A seed must be an integer >= 0 (NumPy and Gymnasium refuse negative ones, and only
+    after minutes of training): one line up front instead."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return int(seed)
 
 
 def check_quality(quality: str) -> str:

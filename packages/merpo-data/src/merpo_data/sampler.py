@@ -108,6 +108,7 @@ class TaskSampler:
             task_list = tuple(info.check_task(t) for t in tasks)
         if not task_list:
             raise ValueError(f"{env_id}: empty task list; pass 'train', 'test' or task indices")
+        _check_distinct(task_list)
         self.tasks: tuple[int, ...] = tuple(int(t) for t in task_list)
         qualities = [quality] * len(self.tasks) if isinstance(quality, str) else list(quality)
         if len(qualities) != len(self.tasks):
@@ -231,6 +232,7 @@ class TaskSampler:
         holds an excluded transition. Without ``exclude`` this is exactly :meth:`sample`'s
         draw: ``floor(u * size_i) + offset_i``.
         """
+        task_indices = _checked_draw(self, batch_size, task_indices)
         _, sizes, offsets = self._task_rows(task_indices)
         if exclude is not None:
             return self._draw_excluding(batch_size, sizes, offsets, exclude, generator)
@@ -327,6 +329,7 @@ class TaskSampler:
         Fields are ``(T', batch_size, max_episode_length, ...)``; ``mask`` is False past
         each episode's end.
         """
+        task_indices = _checked_draw(self, batch_size, task_indices)
         rows, _, _ = self._task_rows(task_indices)
         counts = self.num_episodes if rows is None else self.num_episodes[rows]
         first = self._episode_offsets if rows is None else self._episode_offsets[rows]
@@ -421,3 +424,38 @@ def _numeric_step_infos(infos, steps: int) -> dict[str, list]:
         if array is not None and array.shape == (steps,) and array.dtype.kind in "biuf":
             found[key] = [array]
     return found
+
+
+def _check_distinct(tasks) -> None:
+    """A task listed twice would be sampled twice as often, silently: refuse it."""
+    twice = sorted({int(t) for t in tasks if list(tasks).count(t) > 1})
+    if twice:
+        raise ValueError(f"tasks {twice} listed more than once; list each task once")
+
+
+def _checked_draw(sampler: TaskSampler, batch_size, task_indices):
+    """One ``ValueError`` line for a bad batch size or task positions, not a torch error.
+
+    Positions on a CUDA device are not range-checked here (that would wait for the device
+    on every draw); a list, tuple or CPU tensor is.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or (
+        batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if task_indices is None:
+        return None
+    rows = torch.as_tensor(task_indices)
+    if rows.dim() != 1 or rows.dtype not in (torch.int64, torch.int32) or len(rows) == 0:
+        raise ValueError(
+            f"task_indices must be a 1-D LongTensor of positions in sampler.tasks, got "
+            f"{task_indices!r}"
+        )
+    if rows.device.type == "cpu" and (
+        int(rows.min()) < 0 or int(rows.max()) >= sampler.num_tasks
+    ):
+        raise ValueError(
+            f"task_indices are positions 0..{sampler.num_tasks - 1} in sampler.tasks "
+            f"{list(sampler.tasks)}, got {rows.tolist()}"
+        )
+    return rows.long()
