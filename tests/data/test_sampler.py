@@ -134,6 +134,33 @@ def test_missing_datasets_message_gives_ranges_and_the_cli_form_of_build_missing
     assert "--set data.build_missing=true" in message
 
 
+def test_missing_datasets_are_all_named_with_one_command_that_builds_them(point_robot_store):
+    from merpo_data import ensure_datasets
+
+    # 0-3 and 40-41 are in the store; of the rest, every dataset is named, in one line.
+    with pytest.raises(ValueError) as info:
+        TaskSampler(ENV, tasks=[0, 5, 6, 7, 40, 44], quality="expert", preset="test")
+    assert str(info.value).startswith(
+        "4 dataset(s) missing: merpo/point-robot-wind/task-NN-expert-test-v0 for NN in 5-7,44; "
+        "build them all with `merpo-data generate merpo/PointRobotWind-v0 --tasks 5-7,44 "
+        "--qualities expert --preset test`"
+    )
+    # Pairs of several samplers (a run's train and test splits, qualities apart): one line.
+    pairs = [(1, "medium"), (8, "medium"), (2, "expert"), (45, "random"), (46, "random")]
+    with pytest.raises(ValueError) as info:
+        ensure_datasets(ENV, pairs, preset="test")
+    message = str(info.value)
+    assert message.startswith(
+        "3 dataset(s) missing: merpo/point-robot-wind/task-45-random-test-v0, "
+        "merpo/point-robot-wind/task-46-random-test-v0, "
+        "merpo/point-robot-wind/task-08-medium-test-v0; build them all with "
+        "`merpo-data generate merpo/PointRobotWind-v0 --tasks 8,45-46 "
+        "--qualities random,medium --preset test`"
+    )
+    assert "\n" not in message
+    ensure_datasets(ENV, [(0, "medium"), (41, "mixed")], preset="test")  # all there: no error
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

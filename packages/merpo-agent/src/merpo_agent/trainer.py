@@ -122,6 +122,24 @@ class TrainingDiverged(RuntimeError):
     """A NaN or inf loss; the message names the iteration and the last good checkpoint."""
 
 
+def ensure_run_datasets(cfg: Config) -> None:
+    """Every dataset of the run's train and test tasks is local (or built, with
+    ``data.build_missing``); else one :class:`RunError` line naming all the missing ones,
+    train and test, and the one ``merpo-data generate`` command that builds them all."""
+    from merpo_data import ensure_datasets
+    from merpo_envs import get_meta_info
+
+    info = get_meta_info(cfg.env)
+    tasks = [*(cfg.data.train_tasks or info.train_tasks), *(cfg.data.test_tasks or info.test_tasks)]
+    try:
+        ensure_datasets(
+            cfg.env, [(t, cfg.data.quality) for t in tasks], cfg.data.preset, cfg.data.build_missing
+        )
+    except (ValueError, FileNotFoundError) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunError(message) from None
+
+
 def make_sampler(cfg: Config, split: str):
     """The train or test split's task sampler (one-line :class:`RunError` if data is missing)."""
     from merpo_data import TaskSampler
@@ -205,6 +223,7 @@ class MetaTrainer:
         """Samplers and every module (fresh weights; ``setup`` or a checkpoint fills them)."""
         cfg, device = self.cfg, self.device
         torch.manual_seed(cfg.seed)
+        ensure_run_datasets(cfg)
         self.train_data = make_sampler(cfg, "train")
         self.test_data = make_sampler(cfg, "test")
         obs_dim, act_dim = self.train_data.obs_dim, self.train_data.act_dim
@@ -868,5 +887,6 @@ __all__ = [
     "RunError",
     "TrainingDiverged",
     "load_trained",
+    "ensure_run_datasets",
     "make_sampler",
 ]

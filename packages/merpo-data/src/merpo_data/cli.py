@@ -23,6 +23,13 @@ import time
 
 import numpy as np
 
+# How a merpo dataset is obtained (``merpo-data list`` says it; so do the READMEs).
+OBTAIN = (
+    "merpo datasets are built on this machine, not downloaded: `merpo-data generate ENV` "
+    "builds an env's (e.g. merpo/PointRobotWind-v0, from the shipped behavior policies), "
+    "`merpo-data download ID` one; then minari.load_dataset(ID) reads them"
+)
+
 
 def _parser() -> argparse.ArgumentParser:
     from merpo_envs.versions import VersionAction
@@ -187,7 +194,9 @@ def _list(args) -> int:
         meta = json.loads((root / ds_id / "data" / "metadata.json").read_text())
         print(f"{ds_id}\t{meta.get('total_episodes')} episodes\t{meta.get('total_steps')} steps")
     if not ids:
-        print("no merpo datasets in the local store; run `merpo-data generate ENV`")
+        print(f"no merpo datasets in the local store {root}")
+    # stderr: the dataset lines alone stay on stdout for scripts.
+    print(OBTAIN, file=sys.stderr if ids else sys.stdout)
     if damaged:  # scripts (and CI) must see it: a listing alone exits 0
         print(f"merpo-data list: {damaged} damaged dataset(s); rebuild each with the "
               "command shown", file=sys.stderr)

@@ -487,11 +487,18 @@ def load_dataset(dataset_id_: str, download: bool = True) -> minari.MinariDatase
                 f"dataset {dataset_id_} is not in {store_root()}; build it with "
                 f"`{generate_command(env_id, [task], [quality], preset)}`"
             )
-        if os.environ.get("MINARI_REMOTE"):
+        remote = os.environ.get("MINARI_REMOTE")
+        if remote:
             try:
                 minari.download_dataset(dataset_id_)
-            except Exception:  # noqa: BLE001  no remote, no copy there, no network: build it
-                pass
+            except Exception as err:  # noqa: BLE001  no copy there, no network: build it
+                reason = (str(err).strip().splitlines() or [""])[0]
+                print(
+                    f"merpo-data: {dataset_id_} not fetched from MINARI_REMOTE={remote} "
+                    f"({type(err).__name__}: {reason}); building it here",
+                    file=sys.stderr,
+                    flush=True,
+                )
         if not is_local(dataset_id_):
             generate(env_id, tasks=[task], qualities=[quality], preset=preset)
     return open_dataset(dataset_id_)

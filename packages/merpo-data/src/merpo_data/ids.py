@@ -92,6 +92,41 @@ def generate_command(
     return " ".join(parts)
 
 
+def describe_datasets(
+    env_id: str, pairs: Iterable[tuple[int, str]], preset: str = "default"
+) -> str:
+    """Every dataset id of ``(task, quality)`` pairs, short: per quality, the id itself for
+    one or two tasks, else the id with ``NN`` for the task and the tasks in ``--tasks``
+    form (``merpo/point-robot-wind/task-NN-medium-v0 for NN in 0-39``)."""
+    tasks_of: dict[str, set[int]] = {}
+    for task, quality in pairs:
+        tasks_of.setdefault(check_quality(quality), set()).add(int(task))
+    parts: list[str] = []
+    for quality in (q for q in QUALITIES if q in tasks_of):
+        tasks = sorted(tasks_of[quality])
+        if len(tasks) <= 2:
+            parts += [dataset_id(env_id, t, quality, preset) for t in tasks]
+        else:
+            first = dataset_id(env_id, tasks[0], quality, preset)
+            pattern = first.replace(f"/task-{tasks[0]:02d}-", "/task-NN-", 1)
+            parts.append(f"{pattern} for NN in {merpo_envs.format_tasks(tasks)}")
+    return ", ".join(parts)
+
+
+def missing_datasets_message(
+    env_id: str, missing: Iterable[tuple[int, str]], preset: str = "default"
+) -> str:
+    """One line naming every missing dataset and the one ``merpo-data generate`` command
+    that builds them all (it keeps the datasets that exist)."""
+    missing = list(dict.fromkeys((int(t), q) for t, q in missing))
+    command = generate_command(env_id, [t for t, _ in missing], [q for _, q in missing], preset)
+    return (
+        f"{len(missing)} dataset(s) missing: {describe_datasets(env_id, missing, preset)}; "
+        f"build them all with `{command}`, or let training build them with "
+        "`--set data.build_missing=true` (build_missing=True in Python)"
+    )
+
+
 def env_namespace(env_id: str) -> str:
     """The Minari namespace holding an env's datasets, e.g. ``merpo/point-robot-wind``."""
     return f"{NAMESPACE}/{get_meta_info(env_id).slug}"

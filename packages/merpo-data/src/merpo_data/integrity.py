@@ -14,7 +14,8 @@ damage too, named by field, episode and step: it would otherwise poison training
 from its cause.
 
 The content hash (:func:`content_hash`) is a SHA-256 over every episode's arrays (names,
-dtypes, shapes and bytes, infos included), so equal hashes mean bit-identical datasets.
+dtypes, shapes and bytes, infos included), so equal hashes mean bit-identical datasets;
+:func:`field_hashes` hashes each array name apart, to say which part of two datasets differs.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "DamagedDatasetError",
     "content_hash",
     "damaged",
+    "field_hashes",
     "dataset_problem",
     "nonfinite_problem",
     "open_dataset",
@@ -220,3 +222,23 @@ def _update(digest, name: str, value) -> None:
     array = np.ascontiguousarray(np.asarray(value))
     digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
     digest.update(array.tobytes())
+
+
+def field_hashes(episodes: Iterable) -> dict[str, str]:
+    """``name -> SHA-256 (hex, first 16 digits)`` of one array name over all episodes
+    (``observations``, ..., ``infos/<key>``), hashed as :func:`content_hash` hashes it:
+    two datasets whose content hashes differ differ in the names whose hashes differ."""
+    digests: dict[str, hashlib._Hash] = {}
+
+    def update(name: str, value) -> None:
+        if isinstance(value, Mapping):
+            for key in sorted(value):
+                update(f"{name}/{key}", value[key])
+            return
+        _update(digests.setdefault(name, hashlib.sha256()), name, value)
+
+    for episode in episodes:
+        for name in ("observations", "actions", "rewards", "terminations", "truncations"):
+            update(name, getattr(episode, name))
+        update("infos", getattr(episode, "infos", None) or {})
+    return {name: digest.hexdigest()[:16] for name, digest in sorted(digests.items())}

@@ -20,7 +20,7 @@ batched gather per call:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -30,7 +30,13 @@ from merpo_envs import get_meta_info
 from merpo_data.datasets import generate, is_local
 from merpo_data.distributed import check_device
 from merpo_data.flat_cache import load_flat
-from merpo_data.ids import check_preset, check_quality, dataset_id, generate_command, parse_tasks
+from merpo_data.ids import (
+    check_preset,
+    check_quality,
+    dataset_id,
+    missing_datasets_message,
+    parse_tasks,
+)
 from merpo_data.integrity import open_dataset, read_episodes
 
 
@@ -63,6 +69,30 @@ class SequenceBatch(NamedTuple):
     timesteps: torch.Tensor
     mask: torch.Tensor
     episode_ids: torch.Tensor
+
+
+def ensure_datasets(
+    env_id: str,
+    pairs: Iterable[tuple[int, str]],
+    preset: str = "default",
+    build_missing: bool = False,
+) -> None:
+    """Make sure the datasets of ``(task, quality)`` pairs are in the local store.
+
+    A caller that needs several samplers (a run's train and test tasks) passes all their
+    pairs at once, so a missing-data error names every missing dataset, with one
+    ``merpo-data generate`` command that builds them all (a ``ValueError``). With
+    ``build_missing`` they are built instead (one ``generate`` per quality).
+    """
+    unique = dict.fromkeys((int(t), q) for t, q in pairs)
+    missing = [(t, q) for t, q in unique if not is_local(dataset_id(env_id, t, q, preset))]
+    if not missing:
+        return
+    if not build_missing:
+        raise ValueError(missing_datasets_message(env_id, missing, preset))
+    for quality in sorted({q for _, q in missing}):
+        tasks = [t for t, q in missing if q == quality]
+        generate(env_id, tasks=tasks, qualities=[quality], preset=preset)
 
 
 class TaskSampler:
@@ -186,30 +216,8 @@ class TaskSampler:
         self.max_episode_length = int(self._length.max())
 
     def _ensure_local(self, build_missing: bool) -> None:
-        missing = [
-            (t, q)
-            for t, q, i in zip(self.tasks, self.qualities, self.dataset_ids, strict=True)
-            if not is_local(i)
-        ]
-        if not missing:
-            return
-        if not build_missing:
-            command = generate_command(
-                self.env_id, [t for t, _ in missing], [q for _, q in missing], self.preset
-            )
-            raise ValueError(
-                f"{len(missing)} dataset(s) missing, e.g. "
-                f"{dataset_id(self.env_id, *missing[0], self.preset)}; run `{command}`, "
-                "or let training build them with `--set data.build_missing=true` "
-                "(build_missing=True in Python)"
-            )
-        for quality in sorted({q for _, q in missing}):
-            generate(
-                self.env_id,
-                tasks=[t for t, q in missing if q == quality],
-                qualities=[quality],
-                preset=self.preset,
-            )
+        pairs = list(zip(self.tasks, self.qualities, strict=True))
+        ensure_datasets(self.env_id, pairs, self.preset, build_missing)
 
     def _task_rows(self, task_indices: torch.Tensor | None):
         if task_indices is None:

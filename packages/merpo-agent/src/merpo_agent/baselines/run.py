@@ -249,6 +249,8 @@ def _samplers(env_id: str, run: BaselineRun, device: str):
     train_tasks = list(run.train_tasks or info.train_tasks)
     test_tasks = list(run.test_tasks or info.test_tasks)
     try:
+        pairs = [(t, run.quality) for t in (*train_tasks, *test_tasks)]
+        merpo_data.ensure_datasets(env_id, pairs, run.data_preset)
         train = merpo_data.TaskSampler(
             env_id, train_tasks, run.quality, device=device, preset=run.data_preset
         )
