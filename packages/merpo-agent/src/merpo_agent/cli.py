@@ -17,7 +17,9 @@
 
 Bad input (unknown env, algo or preset, bad override, missing dataset, CUDA where there is
 none, an unreadable checkpoint) prints one line on stderr and exits with status 2; a NaN
-or inf loss stops training with one line and status 1, keeping the last good checkpoint.
+or inf loss stops training with one line and status 1, keeping the last good checkpoint; a
+full disk is one line and status 3 (the work so far is kept: the same command resumes). A
+run directory another ``train`` is using is one line naming that process.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 1
+EXIT_DISK_FULL = 3
 # --algo names trained by merpo_agent.baselines.run (kept here: --help needs no torch import)
 BASELINE_ALGOS = ("focal", "cbcq", "mbml", "batch-pearl")
 
@@ -198,6 +201,10 @@ def _check_algo(algo: str | None) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     _check_algo(args.algo)
+    if args.seed is not None and args.seed < 0:  # baselines too, before anything is built
+        from merpo_agent.config import ConfigError
+
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
     if args.wandb is not None:  # one line before any training when wandb is missing
         from merpo_agent.metrics import check_wandb
 
@@ -372,6 +379,9 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from merpo_data.atomic import DISK_FULL, disk_full_line
+    from merpo_data.lock import LockHeld
+
     from merpo_agent.checkpoint import CheckpointError
     from merpo_agent.config import ConfigError
     from merpo_agent.trainer import RunError, TrainingDiverged
@@ -383,9 +393,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "tune": _tune}
     try:
         return handlers[args.command](args)
-    except (ConfigError, RunError, CheckpointError, FileNotFoundError) as err:
+    except (ConfigError, RunError, CheckpointError, FileNotFoundError, LockHeld) as err:
         print(f"merpo-agent: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        print(f"merpo-agent: error: {disk_full_line(err, 'the same command')}",
+              file=sys.stderr)
+        return EXIT_DISK_FULL
     except TrainingDiverged as err:
         print(f"merpo-agent: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_DIVERGED

@@ -258,9 +258,45 @@ def build_config(
         items.append(("device", device))
     cfg = apply_overrides(cfg, items)
     check_device(cfg.device)
+    check_run_settings(cfg)
     if cfg.rac.cuda_graphs and not cfg.device.startswith("cuda"):
         raise ConfigError("--cuda-graphs (rac.cuda_graphs) needs --device cuda; drop it on a CPU")
     return cfg
+
+
+def check_run_settings(cfg: Config) -> None:
+    """One :class:`ConfigError` line for settings each valid alone but not together.
+
+    A meta-test task that is also a training task measures nothing (its data trained the
+    meta-policy); a task listed twice weighs double; seeds must be >= 0 (torch and NumPy
+    refuse negative ones, late).
+    """
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    check_task_split(cfg.env, cfg.data.train_tasks, cfg.data.test_tasks, "data.")
+
+
+def check_task_split(env: str, train_tasks, test_tasks, prefix: str = "") -> None:
+    """Training and test tasks (empty: the env's split) listed once each and apart; the
+    keys in the message are ``<prefix>train_tasks`` / ``<prefix>test_tasks`` (MerPO's
+    ``data.``, the baselines' none)."""
+    from merpo_envs import format_tasks, get_meta_info
+
+    info = get_meta_info(env)
+    train = tuple(train_tasks) or info.train_tasks
+    test = tuple(test_tasks) or info.test_tasks
+    for key, tasks in ((f"{prefix}train_tasks", train), (f"{prefix}test_tasks", test)):
+        twice = sorted({t for t in tasks if list(tasks).count(t) > 1})
+        if twice:
+            raise ConfigError(f"{key} lists task(s) {format_tasks(twice)} more than once; "
+                              "list each task once")
+    both = sorted(set(train) & set(test))
+    if both:
+        raise ConfigError(
+            f"task(s) {format_tasks(both)} are both training and test tasks (train "
+            f"{format_tasks(train)}, test {format_tasks(test)}); a meta-test task must be "
+            f"unseen: set {prefix}train_tasks / {prefix}test_tasks apart"
+        )
 
 
 def check_device(device: str) -> None:
@@ -284,6 +320,8 @@ __all__ = [
     "RolloutConfig",
     "build_config",
     "check_device",
+    "check_run_settings",
+    "check_task_split",
     "config_from_dict",
     "load_run_config",
 ]

@@ -41,8 +41,6 @@ class LocalExecutor:
     """``jobs`` runs at once on this machine (default: one per CPU core, at most one per run)."""
 
     def __init__(self, jobs: int | None = None):
-        if jobs is not None and jobs < 1:
-            raise ConfigError(f"--jobs must be >= 1, got {jobs}")
         self.jobs = jobs
 
     def workers(self, runs: int) -> int:
@@ -134,8 +132,6 @@ class RayExecutor:
             import ray
         except ImportError:
             raise ConfigError(RAY_MISSING) from None
-        if jobs is not None and jobs < 1:
-            raise ConfigError(f"--jobs must be >= 1, got {jobs}")
         self.ray, self.jobs, self.address = ray, jobs, address
 
     def _connect(self) -> None:
@@ -183,6 +179,8 @@ def make_executor(name: str = "local", jobs: int | None = None,
     or Ray asked for and not installed, is a one-line ``ConfigError`` before any run."""
     if name not in EXECUTORS:
         raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1 (runs trained at once), got {jobs}")
     if name == "local":
         if address is not None:
             raise ConfigError("--ray-address needs --executor ray")

@@ -451,13 +451,14 @@ def reproduce(
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(table)}")
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    _check_inputs(env_id, quality)
+    executor = executor or make_executor("local", jobs)  # a bad --jobs: before any dataset
     experiment = table[name]
     if settings is not None:
         experiment = with_settings(experiment, settings)
     sizes = sizes_for(env_id, quick)
     _ensure_datasets(env_id, experiment, sizes, quality)
     base = out_dir / name
-    executor = executor or make_executor("local", jobs)
     work = []
     for run in experiment.runs:
         for seed in range(seeds):
@@ -478,6 +479,21 @@ def reproduce(
                                                   else "")
                + (f" --settings {settings}" if settings is not None else ""))
     return write_report(experiment, env_id, quality, sizes, results, base, command, wall)
+
+
+def _check_inputs(env_id: str, quality: str) -> None:
+    """One :class:`ConfigError` line for a bad env or quality, before any dataset is built
+    (a bad ``--jobs`` is the executor's to refuse, also before)."""
+    from merpo_data import QUALITIES
+    from merpo_envs import get_meta_info
+
+    try:
+        get_meta_info(env_id)
+    except (KeyError, ValueError) as err:
+        text = str(err).strip().strip("'\"").splitlines()
+        raise ConfigError(f"--env: {text[0] if text else env_id}") from None
+    if quality not in QUALITIES:
+        raise ConfigError(f"--quality {quality!r} is not one of {', '.join(QUALITIES)}")
 
 
 def _ensure_datasets(env_id: str, experiment: Experiment, sizes: Sizes, quality: str) -> None:

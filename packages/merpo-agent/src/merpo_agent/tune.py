@@ -276,6 +276,8 @@ class Tuner:
                          f"{self.distinct_done(study)} distinct settings")
                 break
             study.optimize(self.objective, n_trials=1)
+            if any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
+                self.write(study)  # the record so far: a long study shows where it stands
         return self.write(study)
 
     # ------------------------------------------------------------------ what it writes
