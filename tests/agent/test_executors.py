@@ -96,3 +96,19 @@ def test_a_tuning_trial_trains_its_seeds_through_the_executor_it_was_given(tmp_p
     assert executor.runs == [(command, run_dir, "merpo")
                              for run_dir, command in tuner.commands(labels)]
     assert len(executor.runs) == 2 and scored["per_seed"] == [0.0, 1.0]
+
+
+def test_a_ray_address_with_no_cluster_is_one_line_before_any_dataset(monkeypatch, capsys,
+                                                                       tmp_path):
+    ray = pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "empty"))
+    out = tmp_path / "runs"
+    code = cli.main(["reproduce", "fig6", "--quick", "--out", str(out), "--executor", "ray",
+                     "--ray-address", "auto"])
+    assert not ray.is_initialized()
+    assert code == cli.EXIT_BAD_INPUT
+    line, = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("merpo-agent: error: --ray-address auto: Could not find any "
+                           "running Ray instance") and "ray start --head" in line
+    assert not out.exists() and not (tmp_path / "empty").exists()

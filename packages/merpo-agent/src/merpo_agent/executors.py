@@ -125,7 +125,8 @@ class RayExecutor:
     """Each run a Ray task on the cluster at ``address`` (``auto``: the one this machine
     joined with ``ray start``; ``HOST:PORT``: that head), or on a local Ray instance of
     ``jobs`` CPUs when ``address`` is None. An instance this process already started
-    (``ray.init``) is used as it is."""
+    (``ray.init``) is used as it is. It connects when made, so that a cluster that is not
+    there is one line before any dataset is built or run trained."""
 
     def __init__(self, jobs: int | None = None, address: str | None = None):
         try:
@@ -133,6 +134,7 @@ class RayExecutor:
         except ImportError:
             raise ConfigError(RAY_MISSING) from None
         self.ray, self.jobs, self.address = ray, jobs, address
+        self._connect()
 
     def _connect(self) -> None:
         if self.ray.is_initialized():
@@ -152,7 +154,6 @@ class RayExecutor:
         return f"as Ray tasks on {where}"
 
     def map(self, runs: Sequence[Run], log: Callable[[str], None] = print) -> list[dict]:
-        self._connect()
         task = self.ray.remote(max_retries=3)(run_on_worker)  # a lost worker: run resumes
         runtime_env = {"env_vars": forwarded_env()}
         cwd = os.getcwd()
