@@ -26,7 +26,7 @@ def _run(capsys, argv):
         (["train", "--env", PRW, "--algo", "ppo"], "cql, focal, cbcq, mbml, batch-pearl"),
         (["train", "--env", PRW, "--preset", "huge"], "unknown preset 'huge'"),
         (["train", "--env", PRW, "--set", "rac.actr_lr=1"], "did you mean rac.actor_lr"),
-        (["train", "--env", PRW, "--set", "meta.iterations=many"], "expected an integer"),
+        (["train", "--env", PRW, "--set", "run.steps=many"], "expected an integer"),
         (["train", "--env", PRW, "--set", "novalue"], "key=value"),
         (["train", "--env", PRW, "--config", "/nonexistent/c.yaml"], "does not exist"),
         (["train", "--env", PRW, "--device", "tpu"], "device"),

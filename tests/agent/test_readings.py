@@ -104,7 +104,7 @@ def _trainer(tmp_path, *overrides: str, iterations: int = 4):
     from merpo_agent.trainer import MetaTrainer
 
     cfg = build_config(PRW, "smoke", "merpo",
-                       overrides=["meta.eval_every=0", f"meta.iterations={iterations}",
+                       overrides=["eval.every=0", f"run.steps={2 * iterations}",
                                   *overrides])
     return MetaTrainer(cfg, tmp_path / "run", progress=False, say=lambda _: None,
                        tensorboard=False)

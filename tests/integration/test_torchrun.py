@@ -24,10 +24,10 @@ from merpo_agent.trainer import MetaTrainer
 
 PRW = "merpo/PointRobotWind-v0"
 OVERRIDES = [
-    "meta.iterations=3",
+    "run.steps=6",
     "meta.task_batch_size=3",
-    "meta.eval_every=0",  # the meta-test runs once, at the end
-    "meta.checkpoint_every=3",
+    "eval.every=0",  # the meta-test runs once, at the end
+    "run.checkpoint_every=6",
     "test.compare_combo=false",  # COMBO's random init is drawn per rank's shapes
     # Reptile's full meta-Q step (the `small` preset's): Q_meta is the batch's mean critic,
     # so a wrong meta-Q average shows (with 1e-3 it would move Q_meta by only ~1e-6)

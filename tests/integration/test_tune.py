@@ -119,7 +119,7 @@ def test_tune_resumes_after_a_kill_never_reads_a_test_task_and_writes_a_config(
     # every scored run was evaluated on the validation task alone, never a test task
     results = [json.loads(p.read_text()) for p in out.glob("merpo/trial-*/seed-*/result.json")]
     assert len(results) == 2 and all(r["tasks"] == [3] for r in results)
-    assert all("data.train_tasks=[0,1,2]" in r["command"] for r in results)
+    assert all("data.train_tasks=0-2" in r["command"] for r in results)
     rows = [line for line in (out / "merpo" / "trials.md").read_text().splitlines()
             if line[:3].strip("| ").isdigit()]
     assert len(rows) == 2  # the two finished trials (the killed one ran again)

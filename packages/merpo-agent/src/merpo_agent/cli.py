@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", default=None, help="default runs/<env>-<preset>-<algo>-s<seed>")
     train.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config field, e.g. --set meta.iterations=50 (repeatable)",
+        help="override a config field, e.g. --set run.steps=500 (repeatable)",
     )
     train.add_argument("--config", default=None, help="YAML or TOML file of config overrides")
     train.add_argument(
@@ -244,6 +244,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         evaluate_baseline_run,
         format_table,
         per_task,
+        read_record,
         run_algo,
     )
     from merpo_agent.config import ConfigError
@@ -260,15 +261,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     tasks = _tasks(run_dir, args.tasks)
     algo = run_algo(run_dir)
     if algo is not None:  # a baseline's run directory
-        import yaml
-
         algo, table, means = evaluate_baseline_run(run_dir, args.device, args.episodes,
                                                    tasks, args.seed)
         print(format_table(algo, table, means))
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        saved = read_record(run_dir)
         rows = [{"task": task, **row} for task, row in table.items()]
         record = {"run_dir": str(run_dir), "env": saved["env"], "algo": algo,
-                  "episodes": args.episodes or saved["run"]["eval_episodes"],
+                  "episodes": args.episodes or saved["eval"]["episodes"],
                   "seed": saved["seed"] if args.seed is None else args.seed,
                   **per_task(algo, table), "summary": means}
     else:
@@ -280,7 +279,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         rows = result.rows()
         record = {"run_dir": str(run_dir), "env": result.env_id, "algo": trainer.cfg.algo,
                   "iteration": result.iteration, "episodes": args.episodes
-                  or trainer.cfg.test.episodes, "seed": result.seed,
+                  or trainer.cfg.eval.episodes, "seed": result.seed,
                   "tasks": list(result.tasks), "summary": result.means()}
     for path in write_evaluation(run_dir, record, rows):
         print(path)

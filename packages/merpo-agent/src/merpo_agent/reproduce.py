@@ -32,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from merpo_envs import format_tasks
+
 from merpo_agent.checkpoint import atomic_write_text
 from merpo_agent.config import ConfigError
 from merpo_agent.trainer import RunError
@@ -184,11 +186,10 @@ def experiments() -> dict[str, Experiment]:
 class Sizes:
     """What every run of an experiment shares: presets, tasks, budget, evaluation."""
 
-    merpo_preset: str
-    baseline_preset: str
+    preset: str  # every method's (the same tasks and data for every algorithm)
     iterations: int  # MerPO meta-iterations; budget = iterations x inner steps
     inner_steps: int
-    eval_every: int
+    eval_every: int  # in MerPO meta-iterations (eval.every = eval_every x inner steps)
     train_tasks: tuple[int, ...] | None  # None: the env's train split
     test_tasks: tuple[int, ...] | None
     single_task_tasks: tuple[int, ...]  # Fig. 4/5: each its own single-task RAC
@@ -207,18 +208,14 @@ def sizes_for(env_id: str, quick: bool) -> Sizes:
 
     info = get_meta_info(env_id)
     if quick:
-        return Sizes("smoke", "smoke", iterations=4, inner_steps=2, eval_every=2,
+        return Sizes("smoke", iterations=4, inner_steps=2, eval_every=2,
                      train_tasks=tuple(info.train_tasks[:4]),
                      test_tasks=tuple(info.test_tasks[:2]),
                      single_task_tasks=tuple(info.train_tasks[:2]), episodes=1,
                      good_meta_policy_steps=4, data_preset="test")
-    return Sizes("repro", "small", iterations=400, inner_steps=10, eval_every=100,
+    return Sizes("repro", iterations=400, inner_steps=10, eval_every=100,
                  train_tasks=None, test_tasks=None,
                  single_task_tasks=tuple(info.train_tasks[:4]), episodes=4)
-
-
-def _task_list(tasks: tuple[int, ...]) -> str:
-    return "[" + ",".join(str(t) for t in tasks) + "]"
 
 
 SETUP_CACHE = ".setup-cache"
@@ -235,27 +232,21 @@ def train_command(
     command = [
         sys.executable, "-m", "merpo_agent", "train", "--env", env_id, "--algo", run.algo,
         "--seed", str(seed), "--run-dir", str(run_dir), "--no-progress", "--threads", "1",
-        "--preset", sizes.baseline_preset if baseline else sizes.merpo_preset,
+        "--preset", sizes.preset,
     ]
     train_tasks = sizes.single_task_tasks if experiment.single_task else sizes.train_tasks
-    if baseline:
-        settings = [f"steps={sizes.budget}", f"eval_every={sizes.eval_every * sizes.inner_steps}",
-                    f"quality={quality}", f"eval_episodes={sizes.episodes}"]
+    # the shared schema (merpo_agent.schema): the same keys for every method
+    settings = [f"run.steps={sizes.budget}", f"eval.every={sizes.eval_every * sizes.inner_steps}",
+                f"data.quality={quality}", f"eval.episodes={sizes.episodes}"]
+    if train_tasks is not None:
+        settings.append(f"data.train_tasks={format_tasks(train_tasks)}")
+    if sizes.test_tasks is not None:
+        settings.append(f"data.test_tasks={format_tasks(sizes.test_tasks)}")
+    if not baseline:
+        settings.append(f"meta.inner_steps={sizes.inner_steps}")
         if train_tasks is not None:
-            settings.append(f"train_tasks={_task_list(train_tasks)}")
-        if sizes.test_tasks is not None:
-            settings.append(f"test_tasks={_task_list(sizes.test_tasks)}")
-    else:
-        settings = [f"meta.iterations={sizes.iterations}",
-                    f"meta.inner_steps={sizes.inner_steps}",
-                    f"meta.eval_every={sizes.eval_every}", f"data.quality={quality}",
-                    f"test.episodes={sizes.episodes}"]
-        if train_tasks is not None:
-            settings.append(f"data.train_tasks={_task_list(train_tasks)}")
             settings.append(f"meta.task_batch_size={len(train_tasks)}" if experiment.single_task
                             else f"meta.task_batch_size={min(len(train_tasks), 8)}")
-        if sizes.test_tasks is not None:
-            settings.append(f"data.test_tasks={_task_list(sizes.test_tasks)}")
         settings += list(experiment.merpo_overrides)
     settings += [item.format(good=sizes.good_meta_policy_steps) for item in run.overrides]
     if run.config is not None:  # tuned settings first: the shared settings win over them

@@ -23,10 +23,10 @@ Meta-iterations k (Alg. 2 lines 9-18), every tensor with a task axis:
   model buffer, Eq. 1, Eq. 9) with pi_c fixed;
 - the meta-policy step (Eq. 10) on the states of the last batch, the meta-Q step, and, for
   MerPO-Adp, the alpha step (Eq. 11); write the batch's learners back to the table;
-- every ``meta.eval_every`` iterations (and at the end) the meta-test on the unseen tasks
+- every ``eval.every`` gradient steps (and at the end) the meta-test on the unseen tasks
   (``evaluation.meta_test``).
 
-Host reads happen once per ``meta.log_every`` iterations (metrics, and a non-finite flag
+Host reads happen once per ``run.log_every`` gradient steps (metrics, and a non-finite flag
 accumulated on the device). Checkpoints (``checkpoints/latest.pt``, atomic) hold every
 parameter, optimizer, dual variable and RNG state; ``train`` on an existing run directory
 resumes from it, and on CPU with a fixed seed ends with the same parameters as an
@@ -104,8 +104,8 @@ ADAPTED_FORMAT = "merpo-adapted-policies"
 HPARAM_METRICS = ("meta_test/adapted_return", "meta_test/adapted_normalized")
 # Keys a resumed run may change (extend training, move device, print more or less often).
 RESUMABLE_CHANGES = {
-    "device", "data.build_missing", "meta.iterations", "meta.eval_every", "meta.log_every",
-    "meta.checkpoint_every",
+    "device", "data.build_missing", "run.steps", "eval.every", "run.log_every",
+    "run.checkpoint_every",
 }
 # Losses whose non-finite value stops training.
 WATCHED = ("critic_loss", "actor_loss")
@@ -428,7 +428,7 @@ class MetaTrainer:
         learners = self.table.learners
         returns = evaluate_in_env(
             self.cfg.env, tasks, {"own": lambda obs: learners.act(obs, deterministic=True)},
-            self.cfg.test.episodes, self.cfg.seed * 1_000_003 + self.iteration + 17,
+            self.cfg.eval.episodes, self.cfg.seed * 1_000_003 + self.iteration + 17,
             self.device,
         )["own"]
         return {
@@ -599,7 +599,7 @@ class MetaTrainer:
         if episodes is not None:
             if episodes < 1:
                 raise ConfigError(f"--episodes must be >= 1, got {episodes}")
-            cfg = replace(cfg, test=replace(cfg.test, episodes=episodes))
+            cfg = replace(cfg, eval=replace(cfg.eval, episodes=episodes))
         # the duals the training tasks learned (their mean) start the test tasks' duals;
         # before the first meta-iteration they are the config's initial values
         initial_duals = self.table.duals().mean(dim=1)
@@ -722,19 +722,20 @@ class MetaTrainer:
         self._bad.zero_()
         last_good = self.iteration
         bar = tqdm(
-            total=meta_cfg.iterations, initial=self.iteration, disable=not self.progress,
+            total=cfg.iterations, initial=self.iteration, disable=not self.progress,
             desc="meta-training", unit="it", dynamic_ncols=True,
         )
         metrics: dict[str, torch.Tensor] = {}
         try:
-            while self.iteration < meta_cfg.iterations:
+            while self.iteration < cfg.iterations:
                 metrics = self.meta_iteration()
                 self.iteration += 1
                 k = self.iteration
-                final = k == meta_cfg.iterations
-                log_now = k % meta_cfg.log_every == 0 or final
-                save_now = k % meta_cfg.checkpoint_every == 0 or final
-                eval_now = (meta_cfg.eval_every > 0 and k % meta_cfg.eval_every == 0) or final
+                final = k == cfg.iterations
+                log_now = k % cfg.log_every_iterations == 0 or final
+                save_now = k % cfg.checkpoint_every_iterations == 0 or final
+                eval_now = (cfg.eval_every_iterations > 0
+                            and k % cfg.eval_every_iterations == 0) or final
                 if log_now or save_now or eval_now:
                     # the one host read of the check (all ranks stop together)
                     if bool(any_rank(self._bad)):

@@ -282,8 +282,8 @@ class Tuner:
             f"- validation: meta-train on tasks {_span(self.train_tasks)}, score the mean "
             f"return on tasks {_span(self.valid_tasks)} (training tasks; the test tasks are "
             "never read)",
-            f"- budget per run: {sizes.budget} gradient steps ({sizes.merpo_preset} / "
-            f"{sizes.baseline_preset} presets); {self.seeds} seeds per trial; "
+            f"- budget per run: {sizes.budget} gradient steps ({sizes.preset} "
+            "preset); {self.seeds} seeds per trial; "
             f"{self.trials} trials; sampler {self.sampler_name}",
             f"- command: `merpo-agent tune --algo {self.algo} --env {self.env_id} --trials "
             f"{self.trials} --seeds {self.seeds}" + (" --quick" if self.quick else "") + "`",

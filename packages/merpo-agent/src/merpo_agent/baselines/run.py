@@ -7,9 +7,12 @@ an existing run directory resumes it, and on CPU ends where an uninterrupted run
 ``plots/``. ``merpo-agent evaluate`` / ``plot`` read it like a MerPO run directory.
 
 One code path for every baseline; what differs is a row of ``BASELINES`` (config class,
-presets, learner, meta-test, agent file format). Overrides (``--set key=value`` or a
-``--config`` file) are the baseline's config fields plus the run fields of
-``BaselineRun``, parsed to the fields' types by MerPO's parser (``merpo_agent.overrides``).
+presets, learner, meta-test, agent file format). A run has MerPO's shared sections
+(``merpo_agent.schema``: ``data``, ``run``, ``eval``) and the method's own section
+``method``; overrides (``--set key=value`` or a ``--config`` file) name them by section
+(``data.train_tasks=0-34``, ``run.steps=5000``, ``method.critic_lr=1e-3``; a method key
+alone, ``critic_lr=1e-3``, is the method's), parsed to the fields' types by MerPO's parser
+(``merpo_agent.overrides``).
 """
 
 from __future__ import annotations
@@ -51,8 +54,24 @@ from merpo_agent.checkpoint import (
     set_rng_state,
 )
 from merpo_agent.config import ConfigError, check_device
-from merpo_agent.overrides import flatten, parse_assignment, parse_value, read_config_file, to_dict
+from merpo_agent.overrides import (
+    apply_overrides,
+    flat_keys,
+    flatten,
+    parse_assignment,
+    parse_value,
+    read_config_file,
+    to_dict,
+)
 from merpo_agent.provenance import record_session
+from merpo_agent.schema import (
+    SHARED_SECTIONS,
+    DataConfig,
+    EvalConfig,
+    RunConfig,
+    normalize_items,
+    preset_data,
+)
 from merpo_agent.scores import normalized_score, sampler_reference_scores, summarize
 from merpo_agent.trainer import RunError
 
@@ -63,28 +82,19 @@ RUN_FORMAT = "baseline-run"
 HPARAM_METRICS = ("meta_test/baseline_return", "meta_test/baseline_normalized")
 # Settings a resumed run may change (train longer, move device, log or test more often).
 RESUMABLE_CHANGES = {
-    "device", "run.steps", "run.eval_every", "run.eval_episodes", "run.checkpoint_every",
-    "method.log_every",
+    "device", "run.steps", "eval.every", "eval.episodes", "run.checkpoint_every",
+    "run.log_every", "data.build_missing",
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class BaselineRun:
-    """What a baseline run trains on and for how long (the method's own fields: its config)."""
+    """What a baseline run shares with every algorithm (``merpo_agent.schema``): its data,
+    budget in gradient steps and evaluation (the method's own fields: its config)."""
 
-    steps: int = 20_000
-    quality: str = "medium"
-    data_preset: str = "default"  # merpo-data's preset: "test" reads the cheap test datasets
-    train_tasks: tuple[int, ...] = ()  # empty = the env's train split
-    test_tasks: tuple[int, ...] = ()  # empty = the env's test split
-    eval_episodes: int = 4
-    eval_every: int = 5_000
-    checkpoint_every: int = 1_000
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "eval_episodes", "eval_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +104,9 @@ class Baseline:
     algo: str
     label: str  # in messages, tables and plots
     config_class: type
-    # per preset: (run fields, config constructor taking the env id)
-    presets: dict[str, tuple[dict[str, Any], Callable[[str], Any]]]
+    # per preset: (budget, evaluation, config constructor taking the env id); the preset's
+    # data are every algorithm's (``schema.preset_data``)
+    presets: dict[str, tuple[RunConfig, EvalConfig, Callable[[str], Any]]]
     learner: type[BaselineLearner]  # build / prepare / step / training state
     evaluate: Callable[..., dict[int, float]]  # (agent, sampler, env_id, episodes, seed)
     agent_from_state: Callable[[dict[str, Any], str], Any]  # the agent file's dict -> agent
@@ -105,28 +116,39 @@ def _small(make: Callable[..., Any], **settings: Any) -> Callable[[str], Any]:
     """The ``small`` preset: minutes on a 2-core CPU (64 x 2 networks, batches of 128)."""
     return lambda env: make(env, **{
         "hidden": 64, "hidden_layers": 2, "encoder_hidden": 64, "encoder_layers": 2,
-        "batch_size": 128, "encoder_lr": 1e-3, "log_every": 250, **settings,
+        "batch_size": 128, "encoder_lr": 1e-3, **settings,
     })
 
 
-SMOKE_RUN = dict(
-    steps=200, eval_every=100, eval_episodes=1, checkpoint_every=100, data_preset="test"
-)
-SMALL_RUN = dict(steps=3_000, eval_every=1_000, checkpoint_every=1_000)
+# (budget, evaluation) of the presets; ``log_every`` is the methods' own former default
+TABLE2_RUN = (RunConfig(steps=20_000, checkpoint_every=1_000, log_every=1_000),
+              EvalConfig(episodes=4, every=5_000))
+SMALL_RUN = (RunConfig(steps=3_000, checkpoint_every=1_000, log_every=250),
+             EvalConfig(episodes=4, every=1_000))
+SMOKE_RUN = (RunConfig(steps=200, checkpoint_every=100, log_every=25),
+             EvalConfig(episodes=1, every=100))
+
+
+def _presets(smoke: Callable[[str], Any], small: Callable[[str], Any],
+             table2: Callable[[str], Any]) -> dict[str, tuple[RunConfig, EvalConfig, Any]]:
+    """A baseline's presets; ``repro`` is ``small``'s sizes on the whole split, as MerPO's."""
+    return {"smoke": (*SMOKE_RUN, smoke), "small": (*SMALL_RUN, small),
+            "repro": (*SMALL_RUN, small), "table2": (*TABLE2_RUN, table2)}
+
 
 BASELINES: dict[str, Baseline] = {
     "focal": Baseline(
         algo="focal",
         label="FOCAL",
         config_class=FocalConfig,
-        presets={
-            "smoke": (SMOKE_RUN, FocalConfig.smoke),
-            "small": (SMALL_RUN, _small(
+        presets=_presets(
+            FocalConfig.smoke,
+            _small(
                 FocalConfig.for_env, behavior_steps=500, behavior_hidden=64, behavior_layers=2,
                 actor_lr=1e-3, critic_lr=1e-3,
-            )),
-            "table2": ({}, FocalConfig.for_env),
-        },
+            ),
+            FocalConfig.for_env,
+        ),
         learner=FocalLearner,
         evaluate=evaluate_focal,
         agent_from_state=focal_from_state,
@@ -135,13 +157,13 @@ BASELINES: dict[str, Baseline] = {
         algo="cbcq",
         label="Contextual BCQ",
         config_class=ContextualBCQConfig,
-        presets={
-            "smoke": (SMOKE_RUN, ContextualBCQConfig.smoke),
-            "small": (SMALL_RUN, _small(
+        presets=_presets(
+            ContextualBCQConfig.smoke,
+            _small(
                 ContextualBCQConfig.for_env, vae_hidden=64, vae_layers=2,
-            )),
-            "table2": ({}, ContextualBCQConfig.for_env),
-        },
+            ),
+            ContextualBCQConfig.for_env,
+        ),
         learner=ContextualBCQLearner,
         evaluate=evaluate_contextual_bcq,
         agent_from_state=cbcq_from_state,
@@ -150,14 +172,14 @@ BASELINES: dict[str, Baseline] = {
         algo="mbml",
         label="MBML",
         config_class=MBMLConfig,
-        presets={
-            "smoke": (SMOKE_RUN, MBMLConfig.smoke),
-            "small": (SMALL_RUN, _small(
+        presets=_presets(
+            MBMLConfig.smoke,
+            _small(
                 MBMLConfig.for_env, vae_hidden=64, vae_layers=2, model_hidden=64,
                 model_layers=2, model_steps=1_000,
-            )),
-            "table2": ({}, MBMLConfig.for_env),
-        },
+            ),
+            MBMLConfig.for_env,
+        ),
         learner=MBMLLearner,
         evaluate=evaluate_mbml,
         agent_from_state=mbml_from_state,
@@ -166,13 +188,13 @@ BASELINES: dict[str, Baseline] = {
         algo="batch-pearl",
         label="Batch PEARL",
         config_class=BatchPearlConfig,
-        presets={
-            "smoke": (SMOKE_RUN, BatchPearlConfig.smoke),
-            "small": (SMALL_RUN, _small(
+        presets=_presets(
+            BatchPearlConfig.smoke,
+            _small(
                 BatchPearlConfig.for_env, actor_lr=1e-3, critic_lr=1e-3,
-            )),
-            "table2": ({}, BatchPearlConfig.for_env),
-        },
+            ),
+            BatchPearlConfig.for_env,
+        ),
         learner=BatchPearlLearner,
         evaluate=evaluate_batch_pearl,
         agent_from_state=batch_pearl_from_state,
@@ -194,40 +216,47 @@ def build_baseline(
     config_file: str | Path | None = None,
 ) -> tuple[BaselineRun, Any]:
     """Resolve the preset, a config file's keys, then ``key=value`` overrides (each value
-    parsed to its field's type); one-line ``ConfigError`` on bad input."""
+    parsed to its field's type); one-line ``ConfigError`` on bad input.
+
+    ``data.*``, ``run.*`` and ``eval.*`` are the shared sections (``merpo_agent.schema``);
+    ``method.KEY`` or a bare ``KEY`` is the method's own config field."""
     spec = baseline(algo)
     if preset not in spec.presets:
         raise ConfigError(f"{spec.label} has presets {', '.join(spec.presets)}; got {preset!r}")
-    run_fields, make_config = spec.presets[preset]
-    run_types = typing.get_type_hints(BaselineRun)
+    run_config, eval_config, make_config = spec.presets[preset]
     config_types = typing.get_type_hints(spec.config_class)
-    config_types = {f.name: config_types[f.name] for f in dataclasses.fields(spec.config_class)}
+    # log_every is run.log_every of the shared schema; the method's field follows it
+    config_types = {f.name: config_types[f.name] for f in dataclasses.fields(spec.config_class)
+                    if f.name != "log_every"}
     items: list[tuple[str, Any]] = []
     if config_file is not None:
         items += list(read_config_file(config_file).items())
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. --set steps=1000)")
+            raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. --set run.steps=1000)")
         items.append(parse_assignment(item))
-    run_values: dict[str, Any] = dict(run_fields)
+    shared_items: list[tuple[str, Any]] = []
     config_values: dict[str, Any] = {}
-    for key, raw in items:
-        name = key.split(".", 1)[1] if key.startswith(("run.", "method.")) else key
-        if name in run_types:
-            run_values[name] = parse_value(raw, run_types[name], key)
+    for key, raw in normalize_items(items, env_id):
+        name = key.removeprefix("method.")
+        if key.split(".", 1)[0] in SHARED_SECTIONS:
+            shared_items.append((key, raw))
         elif name in config_types:
             config_values[name] = parse_value(raw, config_types[name], key)
         else:
             import difflib
 
-            close = difflib.get_close_matches(name, [*run_types, *config_types], n=3)
+            valid = [*flat_keys(BaselineRun()), *config_types]
+            close = difflib.get_close_matches(name, valid, n=3)
             hint = f"did you mean {', '.join(close)}?" if close else (
-                f"valid keys: {', '.join(sorted([*run_types, *config_types]))}"
+                f"valid keys: {', '.join(sorted(valid))}"
             )
             raise ConfigError(f"unknown {spec.label} override {key!r}; {hint}")
+    base = BaselineRun(data=preset_data(env_id, preset), run=run_config, eval=eval_config)
+    run = apply_overrides(base, shared_items)
     try:
-        config = dataclasses.replace(make_config(env_id), **config_values)
-        run = BaselineRun(**run_values)
+        config = dataclasses.replace(make_config(env_id), **config_values,
+                                     log_every=run.run.log_every)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"bad {spec.label} setting: {_first_line(err)}") from None
     return run, config
@@ -243,14 +272,17 @@ def _samplers(env_id: str, run: BaselineRun, device: str):
     from merpo_envs import get_meta_info
 
     info = get_meta_info(env_id)
-    train_tasks = list(run.train_tasks or info.train_tasks)
-    test_tasks = list(run.test_tasks or info.test_tasks)
+    data = run.data
+    train_tasks = list(data.train_tasks or info.train_tasks)
+    test_tasks = list(data.test_tasks or info.test_tasks)
     try:
         train = merpo_data.TaskSampler(
-            env_id, train_tasks, run.quality, device=device, preset=run.data_preset
+            env_id, train_tasks, data.quality, device=device, preset=data.preset,
+            build_missing=data.build_missing,
         )
         test = merpo_data.TaskSampler(
-            env_id, test_tasks, run.quality, device=device, preset=run.data_preset
+            env_id, test_tasks, data.quality, device=device, preset=data.preset,
+            build_missing=data.build_missing,
         )
     except (ValueError, FileNotFoundError) as err:
         raise RunError(_first_line(err)) from None
@@ -259,14 +291,34 @@ def _samplers(env_id: str, run: BaselineRun, device: str):
 
 def _run_record(algo: str, env_id: str, preset: str, seed: int, device: str,
                 run: BaselineRun, config: Any) -> dict[str, Any]:
+    method = to_dict(config)
+    method.pop("log_every", None)  # run.log_every
     return {
         "env": env_id, "algo": algo, "label": baseline(algo).label, "preset": preset,
-        "seed": seed, "device": device, "run": to_dict(run), "method": to_dict(config),
+        "seed": seed, "device": device, **to_dict(run), "method": method,
     }
 
 
+def read_record(run_dir: str | Path) -> dict[str, Any]:
+    """A baseline run directory's ``config.yaml``; one written before the shared schema
+    (``run: {steps, quality, data_preset, train_tasks, ...}``) in the shared schema's terms,
+    so old run directories resume and evaluate."""
+    data = yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text()) or {}
+    if "data" in data or "run" not in data:
+        return data
+    old = data["run"]
+    data["data"] = {"quality": old.get("quality", "medium"),
+                    "preset": old.get("data_preset", "default"),
+                    "train_tasks": old.get("train_tasks") or None,
+                    "test_tasks": old.get("test_tasks") or None, "build_missing": False}
+    data["run"] = {"steps": old["steps"], "checkpoint_every": old["checkpoint_every"],
+                   "log_every": data.get("method", {}).pop("log_every", 1_000)}
+    data["eval"] = {"episodes": old["eval_episodes"], "every": old["eval_every"]}
+    return data
+
+
 def _check_resumable(run_dir: Path, record: dict[str, Any]) -> None:
-    saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
+    saved = read_record(run_dir)
     a, b = flatten(saved), flatten(record)
     diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     diff = [k for k in diff if k not in RESUMABLE_CHANGES]
@@ -345,9 +397,10 @@ def train_baseline_run(
         writer.log(at, "train", metrics)
 
     def meta_test(at: int, agent: Any) -> None:
-        if at % run.eval_every and at != run.steps:
+        every = run.eval.every  # 0: only at the end
+        if (every == 0 or at % every) and at != run.run.steps:
             return
-        returns = spec.evaluate(agent, test, env_id, run.eval_episodes, seed)
+        returns = spec.evaluate(agent, test, env_id, run.eval.episodes, seed)
         mean = sum(returns.values()) / len(returns)
         writer.log(at, "meta_test", summary(test, returns))
         writer.log_record({"iteration": at, "phase": "meta_test_tasks",
@@ -359,7 +412,7 @@ def train_baseline_run(
     try:
         if resumed:
             writer.truncate_after(step)
-            if step < run.steps:  # trained further: the shorter run's table is stale
+            if step < run.run.steps:  # trained further: the shorter run's table is stale
                 writer.drop_phase("final")
             if progress:
                 print(f"resuming {run_dir} at update {step}")
@@ -370,15 +423,15 @@ def train_baseline_run(
             if prepared:
                 writer.log(0, "train", prepared)
             save(0)
-        if step < run.steps:
+        if step < run.run.steps:
             with torch.enable_grad():
-                train_steps(learner, train, run.steps, step, log, meta_test, save,
-                            run.checkpoint_every)
+                train_steps(learner, train, run.run.steps, step, log, meta_test, save,
+                            run.run.checkpoint_every)
         agent = spec.agent_from_state(load_checkpoint(checkpoint)["agent"], device)
-        returns = spec.evaluate(agent, test, env_id, run.eval_episodes, seed)
+        returns = spec.evaluate(agent, test, env_id, run.eval.episodes, seed)
         table = _table(algo, test, returns)
-        if not writer.has(run.steps, "final"):
-            writer.log_record({"phase": "final", "iteration": run.steps,
+        if not writer.has(run.run.steps, "final"):
+            writer.log_record({"phase": "final", "iteration": run.run.steps,
                                "tasks": {str(k): v for k, v in table.items()}})
     finally:
         writer.close()
@@ -459,18 +512,18 @@ def evaluate_baseline_run(
         raise RunError(f"{run_dir} is not a baseline run directory (no {CONFIG_FILE} with a "
                        f"baseline algo); train one with `merpo-agent train --algo focal ...`")
     spec = baseline(algo)
-    data = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+    data = read_record(run_dir)
     device = device or data["device"]
     check_device(device)
-    try:
-        run = BaselineRun(**{k: tuple(v) if isinstance(v, list) else v
-                             for k, v in data["run"].items()})
-        if episodes is not None:
-            run = dataclasses.replace(run, eval_episodes=episodes)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"bad evaluation settings: {_first_line(err)}") from None
+    items = [(k, v) for k, v in flatten(data).items() if k.split(".", 1)[0] in SHARED_SECTIONS]
+    if episodes is not None:
+        items.append(("eval.episodes", episodes))
     if tasks is not None:
-        run = dataclasses.replace(run, test_tasks=tuple(tasks))
+        items.append(("data.test_tasks", tuple(tasks)))
+    try:
+        run = apply_overrides(BaselineRun(), items)
+    except ConfigError as err:
+        raise ConfigError(f"bad evaluation settings: {_first_line(err)}") from None
     _, test = _samplers(data["env"], run, device)
     state = load_checkpoint(run_dir / CHECKPOINT_DIR / LATEST)
     try:
@@ -481,7 +534,7 @@ def evaluate_baseline_run(
             f"checkpoint ({_first_line(err)}); train the run again"
         ) from None
     seed = int(data["seed"]) if seed is None else seed
-    returns = spec.evaluate(agent, test, data["env"], run.eval_episodes, seed)
+    returns = spec.evaluate(agent, test, data["env"], run.eval.episodes, seed)
     return algo, _table(algo, test, returns), summary(test, returns)
 
 
