@@ -55,6 +55,10 @@ def test_missing_dataset_names_the_generate_command(capsys, tmp_path, monkeypatc
     assert code == 2
     assert "merpo-data generate merpo/PointRobotWind-v0" in err and err.count("\n") == 1
     assert "--set data.build_missing=true" in err  # the CLI form, not a Python keyword
+    assert not (tmp_path / "run").exists()  # a failed start leaves no empty run directory
+    code, err = _run(capsys, ["train", "--env", PRW, "--preset", "smoke", "--algo", "focal",
+                              "--run-dir", str(tmp_path / "focal"), "--no-progress"])
+    assert code == 2 and "merpo-data generate" in err and not (tmp_path / "focal").exists()
 
 
 def test_evaluate_and_plot_of_a_non_run(capsys, tmp_path):

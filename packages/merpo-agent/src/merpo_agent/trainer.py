@@ -688,12 +688,13 @@ class MetaTrainer:
     def train(self) -> MetaTestResult:
         """Set up or resume, run the remaining meta-iterations, return the final meta-test."""
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self._built:
             self.build()
         resumed = self.checkpoint_path.is_file()
         if resumed:
             self.load()
+        # made once the data are found: a run that fails to start leaves no empty directory
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.is_main:
             atomic_write_text(self.run_dir / CONFIG_FILE, cfg.to_yaml())
             record_session(self.run_dir, cfg.device, fresh=not resumed, command=self.command)
