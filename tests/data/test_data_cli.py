@@ -17,7 +17,15 @@ def test_list_info_plot(point_robot_store, capsys, tmp_path):
     assert "merpo/point-robot-wind/task-41-mixed-test-v0\t100 episodes\t2500 steps" in out
     assert main(["info", "merpo/point-robot-wind/task-03-expert-test-v0"]) == 0
     out = capsys.readouterr().out
-    assert "episodes:     100" in out and "transitions:  2500" in out and "normalized:" in out
+    assert "episodes:     100" in out and "transitions:  2500" in out
+    # normalized on merpo-agent's 0-100 scale: 100 x minari.get_normalized_score
+    import minari
+    import numpy as np
+
+    ds = minari.load_dataset("merpo/point-robot-wind/task-03-expert-test-v0")
+    returns = np.array([ep.rewards.sum() for ep in ds.iterate_episodes()])
+    expected = 100 * minari.get_normalized_score(ds, returns).mean()
+    assert f"normalized:   {expected:.1f} / 100" in out
     png = tmp_path / "returns.png"
     assert main(["plot", ENV, "--output", str(png), "--preset", "test"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
