@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from merpo_data.progress import progress_bar
 from merpo_envs import get_meta_info
 from tqdm.auto import tqdm
 
@@ -722,10 +723,8 @@ class MetaTrainer:
         meta_cfg = cfg.meta
         self._bad.zero_()
         last_good = self.iteration
-        bar = tqdm(
-            total=cfg.iterations, initial=self.iteration, disable=not self.progress,
-            desc="meta-training", unit="it", dynamic_ncols=True,
-        )
+        bar = progress_bar(cfg.iterations, "meta-training", "it", initial=self.iteration,
+                           disable=not self.progress)
         metrics: dict[str, torch.Tensor] = {}
         try:
             while self.iteration < cfg.iterations:

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from merpo_envs import format_tasks, get_meta_info
-from tqdm.auto import tqdm
 
 from merpo_data.networks import StackedTanhGaussianPolicy
 from merpo_data.presets import DataPreset
+from merpo_data.progress import progress_bar
 from merpo_data.rollouts import collect_episodes, make_task_vector_env, uniform_act_fn
 from merpo_data.sac import SACTrainer, mean_returns
 from merpo_data.store import atomic_torch_save, behavior_dir, torch_load
@@ -201,7 +201,7 @@ def _train_group(
     bar = None
     if progress:
         label = f"SAC {get_meta_info(env_id).slug} tasks {format_tasks(tasks)}"
-        bar = tqdm(total=sac.iterations, initial=trainer.iteration, desc=label, unit="it")
+        bar = progress_bar(sac.iterations, label, "it", initial=trainer.iteration)
     try:
         trainer.train(on_checkpoint, progress=bar)
     finally:

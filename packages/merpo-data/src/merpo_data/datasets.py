@@ -36,7 +36,6 @@ import numpy as np
 from merpo_envs import format_tasks, get_meta_info
 from minari.data_collector.episode_buffer import EpisodeBuffer
 from minari.namespace import create_namespace, list_local_namespaces
-from tqdm.auto import tqdm
 
 from merpo_data.behavior import (
     BehaviorRecord,
@@ -57,6 +56,7 @@ from merpo_data.ids import (
 )
 from merpo_data.integrity import content_hash, dataset_problem, open_dataset, read_episodes
 from merpo_data.presets import DataPreset, get_preset
+from merpo_data.progress import progress_bar
 from merpo_data.rollouts import Episode, collect_episodes, make_task_vector_env, uniform_act_fn
 from merpo_data.sac import make_act_fn, mean_returns
 from merpo_data.store import move_into_store, small_op_threads, store_root, temporary_store
@@ -251,7 +251,7 @@ def _build_quality(
     task never depends on what else was asked for), then write the datasets of ``tasks``."""
     recs = [records[t] for t in group]
     episodes = collect_quality_episodes(env_id, group, quality, recs, preset, seed, device)
-    bar = tqdm(total=len(tasks), desc=f"write {quality}", unit="dataset", disable=not progress)
+    bar = progress_bar(len(tasks), f"write {quality}", "dataset", disable=not progress)
     for pos, task in enumerate(group):
         if task in tasks:
             ds_id = dataset_id(env_id, task, quality, preset.name)

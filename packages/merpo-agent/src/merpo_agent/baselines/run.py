@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from merpo_data.progress import progress_bar
 
 from merpo_agent.baselines.batch_pearl import (
     BatchPearlConfig,
@@ -393,8 +394,11 @@ def train_baseline_run(
             "rng": rng_state({"data": learner.generator}),
         })
 
+    bar = progress_bar(run.run.steps, algo, "step", initial=step, disable=not progress)
+
     def log(at: int, metrics: dict[str, float]) -> None:
         writer.log(at, "train", metrics)
+        bar.update(at - bar.n)
 
     def meta_test(at: int, agent: Any) -> None:
         every = run.eval.every  # 0: only at the end
@@ -434,6 +438,7 @@ def train_baseline_run(
             writer.log_record({"phase": "final", "iteration": run.run.steps,
                                "tasks": {str(k): v for k, v in table.items()}})
     finally:
+        bar.close()
         writer.close()
     return table
 
