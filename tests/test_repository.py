@@ -80,3 +80,13 @@ def test_no_test_file_has_its_own_torch_thread_fixture():
         if (names := _fixtures_setting_threads(path))
     }
     assert not copies, f"tests/conftest.py's one_torch_thread already does it: {copies}"
+
+
+def test_readmes_show_check_env_on_the_headless_path():
+    """check_env without skip_render_check opens a glfw window for the MuJoCo envs and
+    aborts on a machine without a display: every check_env a README or test shows skips it."""
+    files = [*ROOT.glob("packages/*/README.md"), ROOT / "README.md", *ROOT.glob("tests/**/*.py")]
+    calls = [line for path in files for line in path.read_text().splitlines()
+             if "check_env(" in line and "import" not in line and "def " not in line
+             and "check_env(\" in line" not in line and "calls" not in line]
+    assert calls and all("skip_render_check=True" in line for line in calls), calls
