@@ -95,3 +95,22 @@ def test_console_script_is_installed(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("merpo-data generate: error: unknown env id")
 
+
+
+@pytest.mark.parametrize("env_id", ["merpo/HalfCheetahFwdBack-v0", ENV])
+def test_the_returns_plot_has_integer_task_ticks_and_its_whole_title(env_id):
+    import matplotlib.pyplot as plt
+    from merpo_data.plot import returns_figure
+    from merpo_envs import get_meta_info
+
+    info = get_meta_info(env_id)
+    returns = {"medium": {t: -float(t) for t in info.tasks}, "expert": {}}
+    fig = returns_figure(env_id, returns)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    title = ax.title.get_window_extent()
+    figure = fig.bbox
+    assert title.x0 >= figure.x0 and title.x1 <= figure.x1 and title.y1 <= figure.y1
+    plt.close(fig)
