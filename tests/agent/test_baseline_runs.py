@@ -136,7 +136,7 @@ def test_config_file_overrides(tmp_path):
 def test_every_algorithm_shares_one_schema_and_the_presets_data():
     """data / run / eval are the same sections for MerPO and every baseline, and a preset
     name means the same tasks and data for each (smoke: 0-3 / 40-41 on the test datasets)."""
-    from merpo_agent.config import build_config
+    from merpo_agent.presets import build_config
 
     merpo = build_config(ENV, "smoke")
     for algo in BASELINES:

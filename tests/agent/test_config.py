@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from merpo_agent.config import ALGOS, Config, build_config, config_from_dict
+from merpo_agent.config import ALGOS, Config, config_from_dict
 from merpo_agent.overrides import ConfigError
-from merpo_agent.presets import PRESETS, make_preset
+from merpo_agent.presets import PRESETS, build_config, make_preset
 
 PRW = "merpo/PointRobotWind-v0"
 ENVS = ("merpo/PointRobotWind-v0", "merpo/HalfCheetahFwdBack-v0", "merpo/AntFwdBack-v0",

@@ -11,8 +11,9 @@ import torch
 from agent_helpers import random_batch, small_config
 from merpo_agent.action_scaling import log_action_scale
 from merpo_agent.behavior_cloning import BehaviorCloning
-from merpo_agent.config import ConfigError, build_config
+from merpo_agent.config import ConfigError
 from merpo_agent.meta_policy import MetaLearner
+from merpo_agent.presets import build_config
 from merpo_agent.rac_config import RACConfig
 from merpo_agent.task_learners import TaskLearners
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 from merpo_agent.checkpoint import load_checkpoint
-from merpo_agent.config import build_config
+from merpo_agent.presets import build_config
 from merpo_agent.trainer import MetaTrainer
 
 PRW = "merpo/PointRobotWind-v0"

@@ -24,7 +24,7 @@ the meta-policy column): both miss behavior + 1.5 by far.
 
 from __future__ import annotations
 
-from merpo_agent.config import build_config
+from merpo_agent.presets import build_config
 from merpo_agent.trainer import MetaTrainer
 
 MARGIN = 1.5  # return units; the behavior policy's mean is about -16 on these tasks

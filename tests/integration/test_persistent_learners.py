@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from merpo_agent.config import build_config
+from merpo_agent.presets import build_config
 from merpo_agent.trainer import MetaTrainer
 
 PRW = "merpo/PointRobotWind-v0"

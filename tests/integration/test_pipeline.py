@@ -10,7 +10,8 @@ import pytest
 import torch
 from merpo_agent import cli, quickstart
 from merpo_agent.checkpoint import load_checkpoint
-from merpo_agent.config import ALGOS, ConfigError, build_config
+from merpo_agent.config import ALGOS, ConfigError
+from merpo_agent.presets import build_config
 from merpo_agent.task_learners import TaskLearners
 from merpo_agent.trainer import MetaTrainer, TrainingDiverged
 

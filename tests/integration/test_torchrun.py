@@ -19,7 +19,7 @@ import pytest
 import torch
 from merpo_agent import cli
 from merpo_agent.checkpoint import load_checkpoint
-from merpo_agent.config import build_config
+from merpo_agent.presets import build_config
 from merpo_agent.trainer import MetaTrainer
 
 PRW = "merpo/PointRobotWind-v0"

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from merpo_agent.config import ConfigError, build_config
+from merpo_agent.config import ConfigError
+from merpo_agent.presets import build_config
 from merpo_agent.reproduce import FIRST_READ, experiments, train_command, with_settings
 from merpo_agent.search_spaces import SEARCH_SPACES, grid_size, overrides_of
 from merpo_agent.tune import FIG6_ALGOS, VALIDATION_SPLITS, config_file_data, validation_split

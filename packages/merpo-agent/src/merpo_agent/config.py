@@ -4,7 +4,7 @@ YAML round trip.
 ``Config`` nests the other modules' own configs, so every hyperparameter has exactly one
 home and one default:
 
-- ``dynamics``: :class:`merpo_agent.dynamics.DynamicsConfig` (Eq. 3-4, ensembles);
+- ``dynamics``: :class:`merpo_agent.dynamics_config.DynamicsConfig` (Eq. 3-4, ensembles);
 - ``rac``: :class:`merpo_agent.rac_config.RACConfig` (Alg. 1, Eq. 1/9/10/11);
 - ``rollout``: model rollouts into the model buffer (Alg. 1 line 3);
 - ``meta``: the meta-training loop (Alg. 2 lines 9-18);
@@ -15,8 +15,8 @@ home and one default:
 
 Presets (``merpo_agent.presets``) fill these per environment; ``--algo`` applies the
 ablation settings of §5 (Fig. 4, 7) (``rac_config.ALGO_SETTINGS``); then ``--config FILE`` and
-``--set key=value`` overrides (``merpo_agent.overrides``). :func:`build_config` does all of it
-and validates the result; every problem is a :class:`ConfigError` with one line.
+``--set key=value`` overrides (``merpo_agent.overrides``). ``presets.build_config`` does all
+of it and validates the result; every problem is a :class:`ConfigError` with one line.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from typing import Any
 
 import yaml
 
-from merpo_agent.dynamics import DynamicsConfig
-from merpo_agent.overrides import ConfigError, apply_overrides, read_config_file, to_dict
+from merpo_agent.dynamics_config import DynamicsConfig
+from merpo_agent.overrides import ConfigError, apply_overrides, flatten, to_dict
 from merpo_agent.rac_config import ALGO_SETTINGS, RACConfig
-from merpo_agent.schema import DataConfig, EvalConfig, RunConfig, normalize_items
+from merpo_agent.schema import DataConfig, EvalConfig, RunConfig
 
 ALGOS = tuple(ALGO_SETTINGS)  # merpo, merpo-adp, combo, beha-only, combo3, cql
 LEARNER_INITS = ("persistent", "reinit", "reptile")
@@ -207,8 +207,6 @@ class Config:
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a :class:`Config` from :meth:`Config.to_dict` output (e.g. a run's config.yaml;
     one written before the shared schema is read in its terms: :func:`_upgrade`)."""
-    from merpo_agent.overrides import flatten
-
     return apply_overrides(Config(), _upgrade(flatten(data)).items())
 
 
@@ -235,56 +233,6 @@ def load_run_config(path: str | Path) -> Config:
     return config_from_dict(data)
 
 
-def build_config(
-    env: str,
-    preset: str = "table2",
-    algo: str | None = None,
-    config_file: str | Path | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    seed: int | None = None,
-    device: str | None = None,
-) -> Config:
-    """Preset -> algo settings -> config file -> ``--set`` overrides -> seed/device flags.
-
-    ``algo`` None takes the file's ``algo`` key if any, else ``merpo``. Raises
-    :class:`ConfigError` (one line) on any bad input.
-    """
-    from merpo_agent.overrides import parse_assignment
-    from merpo_agent.presets import make_preset
-
-    file_items: dict[str, Any] = read_config_file(config_file) if config_file else {}
-    set_items = [parse_assignment(text) for text in overrides]
-    if algo is None:
-        algo = str(file_items.pop("algo", "merpo"))
-    else:
-        file_items.pop("algo", None)
-    for key in ("env", "preset"):
-        if key in file_items:
-            raise ConfigError(
-                f"config file key {key!r} cannot be set in a file; pass --{key} on the command line"
-            )
-    if any(key in ("env", "preset", "algo") for key, _ in set_items):
-        raise ConfigError(
-            "env, preset and algo are chosen with --env, --preset and --algo, not --set"
-        )
-    if algo not in ALGOS:
-        raise ConfigError(f"unknown algo {algo!r}; choose one of {', '.join(ALGOS)}")
-
-    cfg = make_preset(env, preset)
-    items: list[tuple[str, Any]] = [("algo", algo)]
-    items += [(f"rac.{k}", v) for k, v in ALGO_SETTINGS[algo].items()]
-    items += normalize_items([*file_items.items(), *set_items], cfg.env)
-    if seed is not None:
-        items.append(("seed", seed))
-    if device is not None:
-        items.append(("device", device))
-    cfg = apply_overrides(cfg, items)
-    check_device(cfg.device)
-    if cfg.rac.cuda_graphs and not cfg.device.startswith("cuda"):
-        raise ConfigError("--cuda-graphs (rac.cuda_graphs) needs --device cuda; drop it on a CPU")
-    return cfg
-
-
 def check_device(device: str) -> None:
     """One :class:`ConfigError` line for an unknown device or CUDA asked for without it
     (the check itself is ``merpo_data.distributed.check_device``)."""
@@ -306,7 +254,6 @@ __all__ = [
     "MetaTrainConfig",
     "RolloutConfig",
     "RunConfig",
-    "build_config",
     "check_device",
     "config_from_dict",
     "load_run_config",

@@ -1,4 +1,5 @@
-"""Named configurations: ``table2`` and ``table1`` (the paper's), ``small`` and ``smoke``.
+"""Named configurations: ``table2`` and ``table1`` (the paper's), ``small``, ``repro`` and
+``smoke``; and :func:`build_config`, a run's config from a preset and the user's overrides.
 
 ``table2`` (default): Table 2 of the paper for each of the four environments
 (App. A, Table 2): discount, task batch size, inner critic and
@@ -59,19 +60,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from merpo_envs import get_meta_info
 
 from merpo_agent.config import (
+    ALGOS,
     Config,
     MetaTestConfig,
     MetaTrainConfig,
     RolloutConfig,
+    check_device,
 )
-from merpo_agent.dynamics import DynamicsConfig
-from merpo_agent.overrides import ConfigError
-from merpo_agent.rac_config import RACConfig
-from merpo_agent.schema import EvalConfig, RunConfig, preset_data
+from merpo_agent.dynamics_config import DynamicsConfig
+from merpo_agent.overrides import (
+    ConfigError,
+    apply_overrides,
+    parse_assignment,
+    read_config_file,
+)
+from merpo_agent.rac_config import ALGO_SETTINGS, RACConfig
+from merpo_agent.schema import EvalConfig, RunConfig, normalize_items, preset_data
 
 PRESETS = ("table2", "table1", "small", "repro", "smoke")
 
@@ -284,4 +294,51 @@ def make_preset(env: str, preset: str = "table2") -> Config:
     return _BUILDERS[preset](env)
 
 
-__all__ = ["PRESETS", "TABLE1_PER_ENV", "TABLE2_PER_ENV", "make_preset"]
+def build_config(
+    env: str,
+    preset: str = "table2",
+    algo: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    seed: int | None = None,
+    device: str | None = None,
+) -> Config:
+    """Preset -> algo settings -> config file -> ``--set`` overrides -> seed/device flags.
+
+    ``algo`` None takes the file's ``algo`` key if any, else ``merpo``. Raises
+    :class:`ConfigError` (one line) on any bad input.
+    """
+    file_items: dict[str, Any] = read_config_file(config_file) if config_file else {}
+    set_items = [parse_assignment(text) for text in overrides]
+    if algo is None:
+        algo = str(file_items.pop("algo", "merpo"))
+    else:
+        file_items.pop("algo", None)
+    for key in ("env", "preset"):
+        if key in file_items:
+            raise ConfigError(
+                f"config file key {key!r} cannot be set in a file; pass --{key} on the command line"
+            )
+    if any(key in ("env", "preset", "algo") for key, _ in set_items):
+        raise ConfigError(
+            "env, preset and algo are chosen with --env, --preset and --algo, not --set"
+        )
+    if algo not in ALGOS:
+        raise ConfigError(f"unknown algo {algo!r}; choose one of {', '.join(ALGOS)}")
+
+    cfg = make_preset(env, preset)
+    items: list[tuple[str, Any]] = [("algo", algo)]
+    items += [(f"rac.{k}", v) for k, v in ALGO_SETTINGS[algo].items()]
+    items += normalize_items([*file_items.items(), *set_items], cfg.env)
+    if seed is not None:
+        items.append(("seed", seed))
+    if device is not None:
+        items.append(("device", device))
+    cfg = apply_overrides(cfg, items)
+    check_device(cfg.device)
+    if cfg.rac.cuda_graphs and not cfg.device.startswith("cuda"):
+        raise ConfigError("--cuda-graphs (rac.cuda_graphs) needs --device cuda; drop it on a CPU")
+    return cfg
+
+
+__all__ = ["PRESETS", "TABLE1_PER_ENV", "TABLE2_PER_ENV", "build_config", "make_preset"]

@@ -219,6 +219,8 @@ def sizes_for(env_id: str, quick: bool) -> Sizes:
 
 
 SETUP_CACHE = ".setup-cache"
+# the chosen settings of a method in ``merpo-agent tune --out DIR``: DIR/<algo>/best.yaml
+BEST_FILE = "best.yaml"
 
 
 def train_command(
@@ -267,8 +269,6 @@ def with_settings(experiment: Experiment, settings: Path) -> Experiment:
     """The experiment on tuned settings: each run reads ``settings/<algo>/best.yaml`` of
     ``merpo-agent tune`` (MerPO's ablations read MerPO's), and a figure with a MerPO row
     also keeps "MerPO (Table 2 as first read)" on the untuned presets beside it."""
-    from merpo_agent.tune import BEST_FILE
-
     def tuned(algo: str) -> str | None:
         source = "merpo" if algo in MERPO_FAMILY else algo
         path = settings / source / BEST_FILE
@@ -342,16 +342,14 @@ def _read_yaml(path: Path) -> dict:
 def resolved_config(command: list[str]) -> dict:
     """The settings a ``merpo-agent train`` command resolves to with the code installed now
     (preset, overrides, the algorithm's config), as the run directory would record them."""
-    from merpo_agent.cli import build_parser, train_config
-    from merpo_agent.overrides import to_dict
+    from merpo_agent.arguments import build_parser, train_config
 
     args = build_parser().parse_args(command[3:])
     if is_baseline(args.algo):
-        from merpo_agent.baselines.run import build_baseline
+        from merpo_agent.baselines.run import build_baseline, settings_record
 
-        run, config = build_baseline(args.algo, args.env, args.preset, args.overrides,
-                                     args.config)
-        return {"run": to_dict(run), "method": to_dict(config)}
+        return settings_record(*build_baseline(args.algo, args.env, args.preset,
+                                               args.overrides, args.config))
     return train_config(args).to_dict()
 
 

@@ -8,7 +8,7 @@ Setup (once per run, then checkpointed):
    is fixed from here on, once for the test tasks too; the log shows each adapted model's
    held-out MSE beside a from-scratch model's trained for the same steps (steps 2 and 3
    train ``dynamics.task_chunk`` tasks per batched op, 0 = the device's choice, with the
-   same result for every chunk size: ``dynamics.ChunkedTrainer``);
+   same result for every chunk size: ``model_training.ChunkedTrainer``);
 4. behavior-cloning models pi_hat_beta per task (for lambda's D_beta', App. A.2.2);
 5. Alg. 2 line 1: one RAC learner per training task (``learner_table.LearnerTable``), every
    actor a copy of the initial pi_c and every critic a copy of the initial Q_meta. These
@@ -82,8 +82,9 @@ from merpo_agent.distributed import (
     get_world_size,
     shard_bounds,
 )
-from merpo_agent.dynamics import DynamicsEnsemble, HoldoutSplit
+from merpo_agent.dynamics import DynamicsEnsemble
 from merpo_agent.evaluation import MetaTestResult, meta_test
+from merpo_agent.holdout import HoldoutSplit
 from merpo_agent.learner_table import LearnerTable
 from merpo_agent.meta_model import adapt, meta_train
 from merpo_agent.meta_policy import MetaLearner

@@ -38,11 +38,10 @@ import yaml
 
 from merpo_agent.checkpoint import atomic_write_text
 from merpo_agent.config import ConfigError
-from merpo_agent.reproduce import RunDiverged
+from merpo_agent.reproduce import BEST_FILE, RunDiverged
 from merpo_agent.search_spaces import search_space
 from merpo_agent.trainer import RunError
 
-BEST_FILE = "best.yaml"
 TRIALS_FILE = "trials.md"
 # The validation tasks per env: (training tasks of a tuning run, tasks it is scored on),
 # both inside the env's training split; ``quick`` runs use the smoke test datasets' tasks.
@@ -328,5 +327,5 @@ def parse_algos(text: str) -> list[str]:
     return algos
 
 
-__all__ = ["FIG6_ALGOS", "Tuner", "VALIDATION_SPLITS", "parse_algos", "trial_key", "tune",
-           "validation_split"]
+__all__ = ["BEST_FILE", "FIG6_ALGOS", "Tuner", "VALIDATION_SPLITS", "parse_algos", "trial_key",
+           "tune", "validation_split"]

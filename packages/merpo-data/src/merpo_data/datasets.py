@@ -59,12 +59,18 @@ from merpo_data.presets import DataPreset, get_preset
 from merpo_data.progress import progress_bar
 from merpo_data.rollouts import Episode, collect_episodes, make_task_vector_env, uniform_act_fn
 from merpo_data.sac import make_act_fn, mean_returns
-from merpo_data.store import move_into_store, small_op_threads, store_root, temporary_store
+from merpo_data.store import (
+    RECIPE_KEY,
+    is_local,
+    move_into_store,
+    small_op_threads,
+    store_root,
+    temporary_store,
+)
 
 AUTHOR = "merpo contributors"
 CODE_PERMALINK = "https://github.com/merpo/merpo/tree/main/packages/merpo-data"
 ALGORITHM = "SAC behavior policies (per-task checkpoints), merpo-data"
-RECIPE_KEY = "merpo_recipe"
 
 
 def task_env_spec(env_id: str, task: int) -> gym.envs.registration.EnvSpec:
@@ -75,10 +81,6 @@ def task_env_spec(env_id: str, task: int) -> gym.envs.registration.EnvSpec:
     """
     spec = gym.spec(env_id)
     return dataclasses.replace(spec, kwargs={**spec.kwargs, "task": int(task)})
-
-
-def is_local(dataset_id_: str) -> bool:
-    return (store_root() / dataset_id_ / "data").exists()
 
 
 RECIPE_FIELDS = ("env_id", "task", "quality", "preset", "episodes", "seed")

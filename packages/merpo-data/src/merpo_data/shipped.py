@@ -34,6 +34,14 @@ import numpy as np
 import torch
 
 from merpo_data.atomic import atomic_write_bytes
+from merpo_data.store import (
+    RECIPE_KEY,
+    BehaviorRecord,
+    behavior_dir,
+    is_local,
+    load_record,
+    task_file,
+)
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
 FORMAT = "merpo-behavior-policies-v1"
@@ -63,8 +71,6 @@ def save_shipped(records: Iterable, path: Path, metadata: dict[str, str]) -> Pat
 def load_shipped(path: Path, tasks: Sequence[int]) -> dict:
     """The ``BehaviorRecord`` of each of ``tasks`` from a shipped file (one-line errors)."""
     from safetensors import safe_open
-
-    from merpo_data.behavior import BehaviorRecord
 
     with safe_open(str(path), framework="pt") as handle:
         if (handle.metadata() or {}).get("format") != FORMAT:
@@ -132,7 +138,6 @@ def arithmetic_fingerprint() -> str:
 def _built_datasets(env_id: str, preset: str, seed: int, tasks: Sequence[int]) -> dict:
     """``dataset id -> {content_hash, mean_return}`` of the local datasets of ``tasks``
     built with (preset, seed); every quality must be there (export after ``generate``)."""
-    from merpo_data.datasets import RECIPE_KEY, is_local
     from merpo_data.ids import QUALITIES, dataset_id
     from merpo_data.integrity import content_hash, open_dataset, read_episodes
 
@@ -167,9 +172,7 @@ def export_shipped(
     :func:`arithmetic_fingerprint`."""
     from merpo_envs import get_meta_info
 
-    from merpo_data.behavior import load_record, task_file
     from merpo_data.presets import get_preset
-    from merpo_data.store import behavior_dir
 
     info = get_meta_info(env_id)
     data_preset = get_preset(env_id, preset)

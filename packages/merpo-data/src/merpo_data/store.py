@@ -13,14 +13,20 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from minari.storage import get_dataset_path
 
 from merpo_data.atomic import atomic_torch_save
 
-__all__ = ["atomic_torch_save", "behavior_dir", "store_root", "work_root"]
+__all__ = ["RECIPE_KEY", "BehaviorRecord", "atomic_torch_save", "behavior_dir", "is_local",
+           "load_record", "store_root", "task_file", "work_root"]
+
+# The metadata key of a dataset's recipe (``datasets.recipe``).
+RECIPE_KEY = "merpo_recipe"
 
 
 def store_root() -> Path:
@@ -107,3 +113,54 @@ def move_into_store(src: Path, dataset_id: str, force: bool, root: Path) -> None
     os.rename(src, dest)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def is_local(dataset_id_: str) -> bool:
+    """Whether the dataset is in the local Minari store."""
+    return (store_root() / dataset_id_ / "data").exists()
+
+
+# ---- behavior-policy records: the files ``behavior`` writes and ``shipped`` reads ----------
+
+
+@dataclass
+class BehaviorRecord:
+    """One task's behavior-policy checkpoints (see the module docstring)."""
+
+    task: int
+    steps: np.ndarray  # (C,) env steps of the task at each checkpoint
+    returns: np.ndarray  # (C,) evaluated stochastic return of each checkpoint
+    random_return: float  # mean return of uniform actions (places the medium checkpoint)
+    actor: dict[str, torch.Tensor]  # parameter name -> (C, ...)
+    group: tuple[int, ...] | None = None  # the task group it trained in (None: not recorded)
+
+    @property
+    def num_checkpoints(self) -> int:
+        return len(self.steps)
+
+    @property
+    def expert_index(self) -> int:
+        """The best checkpoint (``expert`` quality)."""
+        return int(np.argmax(self.returns))
+
+    @property
+    def medium_index(self) -> int:
+        """The checkpoint closest to halfway between random and expert (``medium`` quality)."""
+        halfway = 0.5 * (self.random_return + float(self.returns[self.expert_index]))
+        return int(np.argmin(np.abs(self.returns - halfway)))
+
+
+def task_file(directory: Path, task: int) -> Path:
+    return directory / f"task-{task:02d}.pt"
+
+
+def load_record(directory: Path, task: int) -> BehaviorRecord:
+    state = torch_load(task_file(directory, task))
+    return BehaviorRecord(
+        task=int(state["task"]),
+        steps=state["steps"].numpy(),
+        returns=state["returns"].numpy(),
+        random_return=float(state["random_return"]),
+        actor=state["actor"],
+        group=tuple(int(t) for t in state["group"]) if "group" in state else None,
+    )

@@ -67,7 +67,9 @@ from merpo_agent.baselines.contextual_bcq import (
     ContextualBCQConfig,
     ContextualBCQLearner,
 )
-from merpo_agent.dynamics import DynamicsEnsemble, HoldoutSplit, train_models
+from merpo_agent.dynamics import DynamicsEnsemble
+from merpo_agent.holdout import HoldoutSplit
+from merpo_agent.model_training import train_models
 from merpo_agent.transitions import TransitionBatch
 
 # ---- config -----------------------------------------------------------------------------

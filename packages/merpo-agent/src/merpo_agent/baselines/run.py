@@ -290,13 +290,19 @@ def _samplers(env_id: str, run: BaselineRun, device: str):
     return train, test
 
 
+def settings_record(run: BaselineRun, config: Any) -> dict[str, Any]:
+    """A run's settings as its ``config.yaml`` records them: ``data``, ``run``, ``eval``
+    and ``method`` (whose ``log_every`` is ``run.log_every``)."""
+    method = to_dict(config)
+    method.pop("log_every", None)
+    return {**to_dict(run), "method": method}
+
+
 def _run_record(algo: str, env_id: str, preset: str, seed: int, device: str,
                 run: BaselineRun, config: Any) -> dict[str, Any]:
-    method = to_dict(config)
-    method.pop("log_every", None)  # run.log_every
     return {
         "env": env_id, "algo": algo, "label": baseline(algo).label, "preset": preset,
-        "seed": seed, "device": device, **to_dict(run), "method": method,
+        "seed": seed, "device": device, **settings_record(run, config),
     }
 
 
@@ -582,5 +588,6 @@ __all__ = [
     "evaluate_baseline_run",
     "format_table",
     "run_algo",
+    "settings_record",
     "train_baseline_run",
 ]
