@@ -34,7 +34,7 @@ from merpo_agent.baselines.batch_pearl import (
     evaluate_batch_pearl,
 )
 from merpo_agent.baselines.batch_pearl import agent_from_state as batch_pearl_from_state
-from merpo_agent.baselines.context import BaselineLearner, train_steps
+from merpo_agent.baselines.context import BaselineLearner, train_baseline, train_steps
 from merpo_agent.baselines.contextual_bcq import (
     ContextualBCQConfig,
     ContextualBCQLearner,
@@ -111,6 +111,17 @@ class Baseline:
     learner: type[BaselineLearner]  # build / prepare / step / training state
     evaluate: Callable[..., dict[int, float]]  # (agent, sampler, env_id, episodes, seed)
     agent_from_state: Callable[[dict[str, Any], str], Any]  # the agent file's dict -> agent
+
+    def train(self, config: Any, train_sampler: Any, steps: int, device: str | torch.device,
+              seed: int, log_fn: Callable[[int, dict[str, float]], None] | None = None,
+              progress_fn: Callable[[int, Any], None] | None = None) -> Any:
+        """Meta-train the baseline on every task of ``train_sampler`` for ``steps`` updates
+        (the learner's ``prepare``, logged as step 0, then its updates on task batches of
+        ``config.task_batch_size``); ``log_fn(step, metrics)`` and ``progress_fn(step,
+        agent)`` every ``config.log_every`` updates and after the last. Returns the agent
+        (eval mode), for ``self.evaluate``."""
+        return train_baseline(self.learner, config, train_sampler, steps, device, seed,
+                              log_fn, progress_fn)
 
 
 def _small(make: Callable[..., Any], **settings: Any) -> Callable[[str], Any]:
