@@ -34,7 +34,7 @@ from merpo_agent.baselines.mbml import (
     load_mbml,
     save_mbml,
 )
-from merpo_agent.baselines.run import BASELINES, Baseline, baseline
+from merpo_agent.baselines.registry import BASELINES, Baseline, baseline
 
 __all__ = [
     "BASELINES",
