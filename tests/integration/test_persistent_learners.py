@@ -46,15 +46,15 @@ def test_combo_and_beha_only_task_learners_learn_while_pi_c_stays(point_robot_st
 def test_meta_test_combo_gets_its_full_budget(point_robot_store, tmp_path):
     trainer = _train(tmp_path, "merpo", "run.steps=12", "test.adaptation_steps=3")
     cfg = trainer.cfg
-    # one training task's expected updates: iterations x J x B / N = 6 x 2 x 2 / 4 = 6
-    expected = cfg.test.combo_budget(cfg.meta, trainer.num_train)
+    # one training task's expected updates: run.steps x B / N = 12 x 2 / 4 = 6
+    expected = cfg.test.combo_budget(cfg.run.steps, cfg.meta, trainer.num_train)
     assert expected == 6
     result = trainer.last_result
     assert result.updates == {"adapted": 3, "combo": expected, "beha_only": 3}
     # an explicit budget wins
     again = trainer.evaluate()
     assert again.updates["combo"] == expected
-    assert cfg.test.combo_budget(cfg.meta, 1) == 6 * 2 * 2
+    assert cfg.test.combo_budget(cfg.run.steps, cfg.meta, 1) == 12 * 2
 
 
 def test_merpo_adp_adapts_alpha_at_meta_test(point_robot_store, tmp_path, monkeypatch):
