@@ -18,10 +18,13 @@ PACKAGES = ["packages/merpo-envs", "packages/merpo-data", "packages/merpo-agent"
 HEADLESS = {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
 
 
-def install_packages(session: nox.Session, *extra: str) -> None:
+def install_packages(session: nox.Session, *extra: str, agent_extras: str = "") -> None:
+    """``agent_extras``: merpo-agent's optional dependencies too (e.g. "ray")."""
     session.install(TORCH)
+    packages = PACKAGES[:-1] + [f"{PACKAGES[-1]}[{agent_extras}]" if agent_extras
+                                else PACKAGES[-1]]
     # --force-reinstall of our own packages only: a reused venv must run the current code.
-    session.install(*PACKAGES, *extra)
+    session.install(*packages, *extra)
     session.install("--no-deps", "--force-reinstall", *PACKAGES)
 
 
@@ -34,8 +37,8 @@ def quickstart(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite (CPU)."""
-    install_packages(session, "pytest>=8")
+    """The whole test suite (CPU), with Ray for the `--executor ray` tests."""
+    install_packages(session, "pytest>=8", agent_extras="ray")
     session.run("pytest", *session.posargs, env=HEADLESS)
 
 

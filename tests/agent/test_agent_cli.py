@@ -61,6 +61,19 @@ def test_missing_dataset_names_the_generate_command(capsys, tmp_path, monkeypatc
     assert code == 2 and "merpo-data generate" in err and not (tmp_path / "focal").exists()
 
 
+def test_missing_train_and_test_datasets_share_one_generate_command(capsys, tmp_path, monkeypatch):
+    # The smoke preset trains on tasks 0-3 and meta-tests on 40-41 (the test preset's data):
+    # the one line names both splits' datasets and one command that builds them all.
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "empty-store"))
+    code, err = _run(capsys, ["train", "--env", PRW, "--preset", "smoke", "--run-dir",
+                              str(tmp_path / "run"), "--no-progress"])
+    assert code == 2 and err.count("\n") == 1
+    assert "6 dataset(s) missing: merpo/point-robot-wind/task-NN-medium-test-v0 for NN in " \
+        "0-3,40-41;" in err
+    assert "`merpo-data generate merpo/PointRobotWind-v0 --tasks 0-3,40-41 --qualities " \
+        "medium --preset test`" in err
+
+
 def test_evaluate_and_plot_of_a_non_run(capsys, tmp_path):
     code, err = _run(capsys, ["evaluate", str(tmp_path)])
     assert code == 2 and "not a run directory" in err and err.count("\n") == 1

@@ -231,3 +231,164 @@ def test_checkpoint_files_are_plain_state_dicts(empty_store, tiny_preset):
     assert state["returns"].shape == (4,)
     assert all(v.shape[0] == 4 for v in state["actor"].values())
     assert not list(path.parent.glob("*.tmp"))
+
+
+@pytest.fixture
+def mid_episode_preset(monkeypatch, tiny_preset):
+    """The tiny preset with checkpoints every 40 iterations: mid-episode (episodes last 25)."""
+    preset = dataclasses.replace(
+        tiny_preset,
+        sac=dataclasses.replace(tiny_preset.sac, iterations=130, checkpoint_every=40),
+    )
+    monkeypatch.setattr(datasets, "get_preset", lambda env_id, name="default": preset)
+    return preset
+
+
+def _content_hashes(tasks) -> dict[int, str]:
+    from merpo_data.datasets import existing_recipe
+
+    return {t: existing_recipe(dataset_id(ENV, t, "expert", "test"))["content_hash"] for t in tasks}
+
+
+def test_a_build_stopped_after_any_checkpoint_resumes_to_the_same_datasets(
+    tmp_path, monkeypatch, mid_episode_preset
+):
+    """A dataset is a function of its recipe: a build killed after SAC checkpoint k (the
+    first one, at iteration 0, included; later ones fall mid-episode) and run again writes
+    the bytes an uninterrupted build writes."""
+    tasks = [4]
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "reference"))
+    generate(ENV, tasks=tasks, qualities=["expert"], preset="test", progress=False)
+    reference = _content_hashes(tasks)
+    for stop_call in (2, 3, 4):  # killed after the checkpoint at iteration 0, 40 or 80
+        monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / f"stopped-{stop_call}"))
+        with monkeypatch.context() as m:
+            _interrupt_at_evaluation(m, call=stop_call)
+            with pytest.raises(KeyboardInterrupt):
+                generate(ENV, tasks=tasks, qualities=["expert"], preset="test", progress=False)
+        state = torch.load(
+            behavior_dir("point-robot-wind", "test", 0) / TRAIN_STATE, weights_only=True
+        )
+        assert state["trainer"]["iteration"] == 40 * (stop_call - 2)
+        generate(ENV, tasks=tasks, qualities=["expert"], preset="test", progress=False)
+        record = load_record(behavior_dir("point-robot-wind", "test", 0), 4)
+        assert record.steps.tolist() == [0, 40, 80, 120, 130]  # no checkpoint twice
+        assert _content_hashes(tasks) == reference, f"stopped at evaluation {stop_call}"
+
+
+def test_an_older_train_state_without_its_episodes_restarts_the_group(
+    tmp_path, monkeypatch, mid_episode_preset, capsys
+):
+    """A state that cannot resume exactly (no episodes in flight) is not resumed inexactly."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "reference"))
+    generate(ENV, tasks=[4], qualities=["expert"], preset="test", progress=False)
+    reference = _content_hashes([4])
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "old"))
+    with monkeypatch.context() as m:
+        _interrupt_at_evaluation(m, call=3)
+        with pytest.raises(KeyboardInterrupt):
+            generate(ENV, tasks=[4], qualities=["expert"], preset="test", progress=False)
+    path = behavior_dir("point-robot-wind", "test", 0) / TRAIN_STATE
+    state = torch.load(path, weights_only=True)
+    del state["trainer"]["episodes"]
+    torch.save(state, path)
+    generate(ENV, tasks=[4], qualities=["expert"], preset="test", progress=False)
+    assert "training tasks 4 from the start" in capsys.readouterr().err
+    assert _content_hashes([4]) == reference
+
+
+def _python(code: str, **kwargs):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", code], text=True, **kwargs)
+
+
+def test_generate_removes_the_temporary_stores_of_killed_writers_only(empty_store, tiny_preset):
+    import os
+    import socket
+
+    killed = _python(
+        "import os, signal\n"
+        "from merpo_data.store import temporary_store\n"
+        "with temporary_store():\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    assert killed.wait() == -9
+    tmp = empty_store / ".merpo-data" / "tmp"
+    (orphan,) = tmp.iterdir()  # what the kill left behind
+    live = tmp / f"{os.getpid()}~{socket.gethostname()}~abc"
+    elsewhere = tmp / f"{killed.pid}~another-host~abc"
+    unnamed = tmp / "0123abcd"
+    for path in (live, elsewhere, unnamed):
+        path.mkdir()
+    generate(ENV, tasks=[0], qualities=["random"], preset="test", progress=False)
+    assert not orphan.exists()
+    assert live.exists() and elsewhere.exists() and unnamed.exists()
+
+
+def test_a_second_generate_into_a_busy_store_says_who_holds_it(empty_store, capsys):
+    import os
+    import subprocess
+
+    from merpo_data.cli import main
+    from merpo_data.lock import LockHeld
+
+    holder = _python(
+        "import sys\n"
+        "from merpo_data.store import store_lock\n"
+        "with store_lock():\n"
+        "    print('locked', flush=True)\n"
+        "    sys.stdin.read()\n",
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockHeld, match=rf"in use by pid {holder.pid} on \S+ since "):
+            generate(ENV, tasks=[0], qualities=["random"], preset="test", progress=False)
+        assert main(["generate", ENV, "--tasks", "0", "--qualities", "random", "--preset",
+                     "test", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"in use by pid {holder.pid}" in err
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert not (empty_store / "merpo").exists() or minari.list_local_datasets() == {}
+    generate(ENV, tasks=[0], qualities=["random"], preset="test", progress=False)  # free again
+
+
+def test_a_full_disk_during_generate_is_one_line_and_a_rerun_resumes(
+    tmp_path, monkeypatch, mid_episode_preset, capsys
+):
+    """ENOSPC at the second behavior checkpoint: one line naming the file and that a rerun
+    resumes; the rerun does, and writes what an uninterrupted build writes."""
+    import errno
+
+    from merpo_data.cli import main
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "reference"))
+    generate(ENV, tasks=[4], qualities=["expert"], preset="test", progress=False)
+    reference = _content_hashes([4])
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "full"))
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def second_write_fills_the_disk(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    argv = ["generate", ENV, "--tasks", "4", "--qualities", "expert", "--preset", "test",
+            "--quiet"]
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", second_write_fills_the_disk)
+        assert main(argv) == 3
+    err = capsys.readouterr().err
+    state = behavior_dir("point-robot-wind", "test", 0) / TRAIN_STATE
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"no space left on the device writing {state}" in err
+    assert "work finished so far is kept" in err and "rerun the same command" in err
+    assert torch.load(state, weights_only=True)["trainer"]["iteration"] == 0  # whole
+    assert main(argv) == 0
+    assert _content_hashes([4]) == reference

@@ -42,6 +42,9 @@ def _damage(store: Path, ds_id: str, how: str) -> None:
             handle.truncate(path.stat().st_size // 2)
     elif how == "metadata":
         (data / "metadata.json").write_text('{"total_episodes": 100, "total_')
+    elif how in ("nan", "inf"):  # one non-finite reward (a bad edit, a bad rollout)
+        with h5py.File(data / "main_data.hdf5", "r+") as handle:
+            handle["episode_3/rewards"][5] = float(how)
     else:  # edited: the file reads, but one reward is not what was written
         with h5py.File(data / "main_data.hdf5", "r+") as handle:
             handle["episode_3/rewards"][5] += 1.0
@@ -89,7 +92,7 @@ def test_list_marks_the_damaged_dataset(store, how, argv, capsys):
     if how == "edited":  # the file reads: only the content hash tells
         assert data_main(["list"]) == 0
         assert "DAMAGED" not in capsys.readouterr().out
-    assert data_main(["list", *argv]) == 0
+    assert data_main(["list", *argv]) == 1  # damage found: a non-zero exit
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(SMOKE_TASKS)
     (marked,) = [line for line in lines if "DAMAGED" in line]
@@ -114,7 +117,7 @@ def test_generate_rebuilds_a_damaged_dataset(store, point_robot_store, how, caps
     assert json.loads(after)["content_hash"] == json.loads(before)["content_hash"]
 
 
-@pytest.mark.parametrize("how", ["truncated", "metadata"])
+@pytest.mark.parametrize("how", ["truncated", "metadata", "nan"])
 def test_agent_train_and_evaluate_say_one_line(store, how, capsys, tmp_path):
     from merpo_agent.cli import build_parser, train_config
     from merpo_agent.cli import main as agent_main
@@ -125,6 +128,7 @@ def test_agent_train_and_evaluate_say_one_line(store, how, capsys, tmp_path):
     argv = ["train", "--env", ENV, "--preset", "smoke", "--run-dir", str(run), "--no-progress"]
     assert agent_main(argv) == 2
     _one_line_naming_the_fix(capsys.readouterr().err)
+    assert not run.exists()  # the failed train created it: nothing is left behind
     # evaluate of a run whose data has since been damaged
     atomic_write_text(run / "config.yaml", train_config(build_parser().parse_args(argv)).to_yaml())
     assert agent_main(["evaluate", str(run)]) == 2
@@ -147,3 +151,22 @@ def test_cuda_without_cuda_is_one_line(point_robot_store, monkeypatch, capsys, t
     assert agent_main(["evaluate", str(tmp_path), "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip()
     assert "CUDA is not available" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("how", ["nan", "inf"])
+def test_a_non_finite_value_is_named_where_the_data_is_loaded(store, how, capsys):
+    """Sampler, ``info``, ``list --verify`` and ``generate``'s check all refuse a NaN/inf,
+    naming the dataset, the field and the episode in one line."""
+    _damage(store, DAMAGED, how)
+    where = f"non-finite value ({how}) in rewards of episode 3, step 5"
+    with pytest.raises(DamagedDatasetError, match=r"non-finite") as err:
+        TaskSampler(ENV, [0, 1], "medium", preset="test")
+    _one_line_naming_the_fix(str(err.value))
+    assert where in str(err.value)
+    assert data_main(["info", DAMAGED]) == 2
+    captured = capsys.readouterr()
+    _one_line_naming_the_fix(captured.err)
+    assert where in captured.err and "mean nan" not in captured.out
+    assert where in dataset_problem(DAMAGED, RECIPE_KEY)
+    assert data_main(["list", "--verify"]) == 1
+    assert where in capsys.readouterr().out

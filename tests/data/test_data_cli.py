@@ -33,6 +33,39 @@ def test_list_info_plot(point_robot_store, capsys, tmp_path):
     assert "100 episodes" in capsys.readouterr().out
 
 
+def test_download_builds_offline_and_list_says_how_datasets_are_obtained(
+    tmp_path, monkeypatch, capsys
+):
+    """No network, no huggingface_hub: ``download`` builds the dataset here (Half-Cheetah's
+    test preset, from the shipped policies: seconds), and ``list`` says how to get one."""
+    import minari
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "store"))
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "no merpo datasets in the local store" in out
+    assert "`merpo-data generate ENV` builds an env's" in out
+
+    def offline(dataset_id, *args, **kwargs):  # what Minari raises on this machine
+        raise ImportError('huggingface_hub is not installed. Please install it using `pip ...`')
+
+    monkeypatch.setattr(minari, "download_dataset", offline)
+    monkeypatch.setenv("MINARI_REMOTE", "hf://merpo")
+    ds_id = "merpo/half-cheetah-fwd-back/task-01-random-test-v0"
+    assert main(["download", ds_id]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"{ds_id}: 4 episodes, 800 transitions\n"
+    assert captured.err.startswith(
+        f"merpo-data: {ds_id} not fetched from MINARI_REMOTE=hf://merpo (ImportError: "
+        "huggingface_hub is not installed."
+    )
+    assert minari.load_dataset(ds_id).total_episodes == 4
+    assert main(["list"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"{ds_id}\t4 episodes\t800 steps\n"  # scripts read stdout
+    assert "merpo datasets are built on this machine, not downloaded" in captured.err
+
+
 def test_generate_existing_is_quick_and_reports_ids(point_robot_store, capsys):
     assert (
         main(
@@ -62,6 +95,7 @@ def test_generate_existing_is_quick_and_reports_ids(point_robot_store, capsys):
         (["generate", ENV, "--qualities", "great"], "unknown quality"),
         (["generate", ENV, "--qualities", "medium,great"], "unknown quality 'great'"),
         (["generate", ENV, "--preset", "huge"], "unknown preset"),
+        (["generate", ENV, "--seed", "-1"], "seed must be an integer >= 0, got -1"),
         (["info", "merpo/point-robot-wind/task-3-medium-v0"], "did you mean"),
         (["info", "cartpole"], "bad dataset id"),
         (["plot", "merpo/Nope-v0"], "unknown env id"),

@@ -134,6 +134,33 @@ def test_missing_datasets_message_gives_ranges_and_the_cli_form_of_build_missing
     assert "--set data.build_missing=true" in message
 
 
+def test_missing_datasets_are_all_named_with_one_command_that_builds_them(point_robot_store):
+    from merpo_data import ensure_datasets
+
+    # 0-3 and 40-41 are in the store; of the rest, every dataset is named, in one line.
+    with pytest.raises(ValueError) as info:
+        TaskSampler(ENV, tasks=[0, 5, 6, 7, 40, 44], quality="expert", preset="test")
+    assert str(info.value).startswith(
+        "4 dataset(s) missing: merpo/point-robot-wind/task-NN-expert-test-v0 for NN in 5-7,44; "
+        "build them all with `merpo-data generate merpo/PointRobotWind-v0 --tasks 5-7,44 "
+        "--qualities expert --preset test`"
+    )
+    # Pairs of several samplers (a run's train and test splits, qualities apart): one line.
+    pairs = [(1, "medium"), (8, "medium"), (2, "expert"), (45, "random"), (46, "random")]
+    with pytest.raises(ValueError) as info:
+        ensure_datasets(ENV, pairs, preset="test")
+    message = str(info.value)
+    assert message.startswith(
+        "3 dataset(s) missing: merpo/point-robot-wind/task-45-random-test-v0, "
+        "merpo/point-robot-wind/task-46-random-test-v0, "
+        "merpo/point-robot-wind/task-08-medium-test-v0; build them all with "
+        "`merpo-data generate merpo/PointRobotWind-v0 --tasks 8,45-46 "
+        "--qualities random,medium --preset test`"
+    )
+    assert "\n" not in message
+    ensure_datasets(ENV, [(0, "medium"), (41, "mixed")], preset="test")  # all there: no error
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -142,6 +169,7 @@ def test_missing_datasets_message_gives_ranges_and_the_cli_form_of_build_missing
         ({"tasks": [0, 1], "quality": ["medium"]}, "one per task"),
         ({"tasks": "val", "quality": "medium"}, "'train', 'test'"),
         ({"tasks": [], "quality": "medium"}, "empty task list"),
+        ({"tasks": [0, 0], "quality": "medium"}, r"tasks \[0\] listed more than once"),
     ],
 )
 def test_bad_arguments(point_robot_store, kwargs, match):
@@ -165,3 +193,22 @@ def test_cuda_device(point_robot_store):
     batch = s.sample(4, generator=torch.Generator(device="cuda").manual_seed(0))
     assert all(x.device.type == "cuda" for x in batch)
     assert s.action_low.device.type == "cuda" and s.offsets.device.type == "cuda"
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        ((-4,), {}, "batch_size must be an integer >= 1, got -4"),
+        ((0,), {}, "batch_size must be an integer >= 1, got 0"),
+        ((8,), {"task_indices": [6]}, r"positions 0..5 in sampler.tasks .*, got \[6\]"),
+        ((8,), {"task_indices": torch.tensor([-1])}, r"got \[-1\]"),
+        ((8,), {"task_indices": torch.tensor([[0]])}, "1-D LongTensor"),
+    ],
+)
+def test_bad_draws_are_one_line_value_errors_not_torch_errors(sampler, args, kwargs, match):
+    with pytest.raises(ValueError, match=match) as info:
+        sampler.sample(*args, **kwargs)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=match):
+        sampler.sample_episodes(*args, **kwargs)
+    assert sampler.sample(3, task_indices=[5, 0]).rewards.shape == (2, 3)  # a list is fine

@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--settings", default=None, metavar="DIR",
                        help="tuned settings: DIR/<algo>/best.yaml of `merpo-agent tune` for "
                        "each method that has one (MerPO also keeps its Table 2 row)")
+    _executor_arguments(repro)
 
     tune = sub.add_parser(
         "tune", help="the same tuning budget for every method: an Optuna study per method "
@@ -119,7 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Optuna RDB URL shared by workers (default: sqlite in --out)")
     tune.add_argument("--jobs", type=int, default=None,
                       help="runs trained at once (default: seeds, at most the CPU cores)")
+    _executor_arguments(tune)
     return parser
+
+
+def _executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--executor`` / ``--ray-address`` of the commands that train many runs."""
+    parser.add_argument(
+        "--executor", default="local", metavar="local|ray",
+        help="where the runs train: local processes (default, --jobs at a time) or Ray "
+        "tasks, 1 CPU each (needs `pip install merpo-agent[ray]`; run folders on a "
+        "filesystem every machine shares)",
+    )
+    parser.add_argument(
+        "--ray-address", default=None, metavar="auto|HOST:PORT",
+        help="the Ray cluster (auto: the one this machine joined with `ray start`; "
+        "default: a local Ray instance of --jobs CPUs)",
+    )
 
 
 def default_run_dir(env: str, preset: str, algo: str, seed: int) -> Path:

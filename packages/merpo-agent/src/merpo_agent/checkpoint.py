@@ -10,7 +10,9 @@ folder, flushed, renamed over the target): a kill at any moment leaves either th
 new checkpoint, never a torn one. Saving over ``latest.pt`` first keeps the checkpoint it
 replaces as ``previous.pt`` (a hard link renamed into place, so both names always hold a
 complete file); a ``latest.pt`` damaged later (a full disk, a bad copy) is then replaced by
-``previous.pt`` on load, with one line saying so.
+``previous.pt`` on load, with one line saying so. Damage inside a complete archive is
+found by the CRC-32 of every member, checked on load, and treated the same way. A state
+holding a NaN or inf is never saved (:class:`NonFiniteState`).
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ __all__ = [
     "LATEST",
     "PREVIOUS",
     "CheckpointError",
+    "NonFiniteState",
     "atomic_write_bytes",
     "atomic_write_text",
     "load_checkpoint",
+    "nonfinite_entry",
     "previous_path",
     "rng_state",
     "save_checkpoint",
@@ -49,6 +53,33 @@ __all__ = [
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read; the message names the file and the fix."""
+
+
+class NonFiniteState(CheckpointError):
+    """A state to save holds a NaN or inf tensor; nothing was written (``where``: its key)."""
+
+    def __init__(self, path: Path, where: str):
+        super().__init__(f"not saving {path}: {where} holds a NaN or inf")
+        self.path, self.where = path, where
+
+
+def nonfinite_entry(state: Any, prefix: str = "") -> str | None:
+    """The key path of the first floating-point tensor of ``state`` with a NaN or inf."""
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() or state.is_complex():
+            return None if bool(torch.isfinite(state).all()) else prefix or "the state"
+        return None
+    if isinstance(state, dict):
+        items = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return None
+    for key, value in items:
+        found = nonfinite_entry(value, f"{prefix}.{key}" if prefix else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def previous_path(path: str | Path) -> Path:
@@ -67,8 +98,14 @@ def save_checkpoint(
 
     ``keep_previous`` (default: when ``path`` is ``latest.pt``) first keeps the checkpoint
     being replaced at :func:`previous_path`, if it is a complete torch archive.
+
+    A state with a NaN or inf tensor is never written (:class:`NonFiniteState`): the
+    checkpoint on disk stays the last good one, the one a resume needs.
     """
     path = Path(path)
+    where = nonfinite_entry(state)
+    if where is not None:
+        raise NonFiniteState(path, where)
     if keep_previous is None:
         keep_previous = path.name == LATEST
 
@@ -137,6 +174,17 @@ def _load(path: Path, map_location: str | torch.device) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {path} is damaged or not a torch checkpoint (no complete archive); "
             f"{_FRESH_START}"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            # torch.load does not check the members' CRC-32: bytes damaged inside the archive
+            # would load as wrong weights (NaN actions, a silent change) instead of failing.
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        bad = f"unreadable archive: {_reason(err)}"
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is damaged (checksum mismatch in {bad}); {_FRESH_START}"
         )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

@@ -12,11 +12,14 @@
     merpo-agent plot RUN_DIR          # PNG learning curves into RUN_DIR/plots
     merpo-agent reproduce fig4|fig5|fig6|fig7 --env ENV [--seeds N] [--quick] [--out DIR]
         [--jobs N] [--quality medium|expert|...]   # the paper's comparisons, with a report
+        [--executor local|ray [--ray-address auto|HOST:PORT]]   # runs on a Ray cluster
     merpo-agent --version             # versions of merpo and its dependencies
 
 Bad input (unknown env, algo or preset, bad override, missing dataset, CUDA where there is
 none, an unreadable checkpoint) prints one line on stderr and exits with status 2; a NaN
-or inf loss stops training with one line and status 1, keeping the last good checkpoint.
+or inf loss stops training with one line and status 1, keeping the last good checkpoint; a
+full disk is one line and status 3 (the work so far is kept: the same command resumes). A
+run directory another ``train`` is using is one line naming that process.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from merpo_agent.arguments import (
 )
 
 EXIT_DIVERGED = 1
+EXIT_DISK_FULL = 3
 
 
 def _train_baseline(args: argparse.Namespace) -> int:
@@ -75,6 +79,10 @@ def _check_algo(algo: str | None) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     _check_algo(args.algo)
+    if args.seed is not None and args.seed < 0:  # baselines too, before anything is built
+        from merpo_agent.config import ConfigError
+
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
     if args.wandb is not None:  # one line before any training when wandb is missing
         from merpo_agent.metrics import check_wandb
 
@@ -203,13 +211,15 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _reproduce(args: argparse.Namespace) -> int:
     from merpo_agent.config import check_device
+    from merpo_agent.executors import make_executor
     from merpo_agent.reproduce import reproduce
 
     check_device("cpu")
+    executor = make_executor(args.executor, args.jobs, args.ray_address)
     report = reproduce(
         args.experiment, args.env, args.seeds, Path(args.out), quick=args.quick,
-        quality=args.quality, jobs=args.jobs,
-        settings=Path(args.settings) if args.settings else None,
+        quality=args.quality,
+        settings=Path(args.settings) if args.settings else None, executor=executor,
     )
     print(report.read_text())
     print(f"report: {report}")
@@ -218,18 +228,24 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     from merpo_agent.config import check_device
+    from merpo_agent.executors import make_executor
     from merpo_agent.tune import parse_algos, tune
 
     check_device("cpu")
+    executor = make_executor(args.executor, args.jobs, args.ray_address)
     paths = tune(parse_algos(args.algo), args.env, Path(args.out), trials=args.trials,
                  seeds=args.seeds, quick=args.quick, quality=args.quality,
-                 sampler=args.sampler, storage=args.storage, jobs=args.jobs)
+                 sampler=args.sampler, storage=args.storage, jobs=args.jobs,
+                 executor=executor)
     for path in paths:
         print(f"chosen settings: {path}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from merpo_data.atomic import DISK_FULL, disk_full_line
+    from merpo_data.lock import LockHeld
+
     from merpo_agent.checkpoint import CheckpointError
     from merpo_agent.config import ConfigError
     from merpo_agent.trainer import RunError, TrainingDiverged
@@ -241,9 +257,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "tune": _tune}
     try:
         return handlers[args.command](args)
-    except (ConfigError, RunError, CheckpointError, FileNotFoundError) as err:
+    except (ConfigError, RunError, CheckpointError, FileNotFoundError, LockHeld) as err:
         print(f"merpo-agent: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        print(f"merpo-agent: error: {disk_full_line(err, 'the same command')}",
+              file=sys.stderr)
+        return EXIT_DISK_FULL
     except TrainingDiverged as err:
         print(f"merpo-agent: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_DIVERGED

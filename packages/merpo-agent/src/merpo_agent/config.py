@@ -233,6 +233,41 @@ def load_run_config(path: str | Path) -> Config:
     return config_from_dict(data)
 
 
+def check_run_settings(cfg: Config) -> None:
+    """One :class:`ConfigError` line for settings each valid alone but not together.
+
+    A meta-test task that is also a training task measures nothing (its data trained the
+    meta-policy); a task listed twice weighs double; seeds must be >= 0 (torch and NumPy
+    refuse negative ones, late).
+    """
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    check_task_split(cfg.env, cfg.data.train_tasks, cfg.data.test_tasks, "data.")
+
+
+def check_task_split(env: str, train_tasks, test_tasks, prefix: str = "data.") -> None:
+    """Training and test tasks (empty or None: the env's split) listed once each and apart;
+    the keys in the message are ``<prefix>train_tasks`` / ``<prefix>test_tasks`` (the shared
+    schema's ``data.`` for MerPO and the baselines alike)."""
+    from merpo_envs import format_tasks, get_meta_info
+
+    info = get_meta_info(env)
+    train = tuple(train_tasks or ()) or info.train_tasks
+    test = tuple(test_tasks or ()) or info.test_tasks
+    for key, tasks in ((f"{prefix}train_tasks", train), (f"{prefix}test_tasks", test)):
+        twice = sorted({t for t in tasks if list(tasks).count(t) > 1})
+        if twice:
+            raise ConfigError(f"{key} lists task(s) {format_tasks(twice)} more than once; "
+                              "list each task once")
+    both = sorted(set(train) & set(test))
+    if both:
+        raise ConfigError(
+            f"task(s) {format_tasks(both)} are both training and test tasks (train "
+            f"{format_tasks(train)}, test {format_tasks(test)}); a meta-test task must be "
+            f"unseen: set {prefix}train_tasks / {prefix}test_tasks apart"
+        )
+
+
 def check_device(device: str) -> None:
     """One :class:`ConfigError` line for an unknown device or CUDA asked for without it
     (the check itself is ``merpo_data.distributed.check_device``)."""
@@ -255,6 +290,8 @@ __all__ = [
     "RolloutConfig",
     "RunConfig",
     "check_device",
+    "check_run_settings",
+    "check_task_split",
     "config_from_dict",
     "load_run_config",
 ]

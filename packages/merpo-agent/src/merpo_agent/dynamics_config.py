@@ -87,6 +87,9 @@ class DynamicsConfig:
         for name in ("adaptation_steps", "meta_inner_steps", "meta_iterations", "scratch_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"dynamics {name}={getattr(self, name)} must be >= 0")
+        for name in (n for n in self.__dataclass_fields__ if n.endswith("_lr")):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"dynamics {name}={getattr(self, name)} must be > 0")
         if self.task_chunk < 0:
             raise ValueError(f"dynamics task_chunk={self.task_chunk} must be >= 0 (0: per device)")
         if self.meta_task_batch_size is not None and self.meta_task_batch_size < 1:

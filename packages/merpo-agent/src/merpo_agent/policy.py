@@ -65,6 +65,9 @@ class Policy:
         if x.shape[-1:] != (self.obs_dim,):
             raise ValueError(f"{self.env_id} observations have {self.obs_dim} values, got "
                              f"shape {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):  # a NaN in gives NaN actions out, silently
+            raise ValueError(f"{self.env_id} observation holds a NaN or inf: {_shown(obs)}; "
+                             "pass a finite observation")
         lead = x.shape[:-1]
         unit = self._act(x.reshape(1, -1, self.obs_dim)).clamp(-1.0, 1.0)
         action = from_unit_actions(unit, self._low, self._high).reshape(*lead, self.act_dim)
@@ -74,6 +77,11 @@ class Policy:
 
     def __repr__(self) -> str:
         return f"Policy({self.description}, {self.env_id}, device={self.device})"
+
+
+def _shown(obs) -> str:
+    text = " ".join(str(obs).split())
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class PolicyError(RuntimeError):
@@ -108,8 +116,16 @@ def _merpo_policy(run_dir: Path, task: int | None, device) -> Policy:
     info = get_meta_info(cfg.env)
     policy = MetaPolicy(info.obs_dim, info.act_dim, cfg.rac.hidden, cfg.rac.hidden_layers)
     if task is None:
-        state = load_checkpoint(run_dir / CHECKPOINT_DIR / LATEST, map_location=device)
-        weights = {k.removeprefix("policy."): v for k, v in state["meta"]["module"].items()
+        path = run_dir / CHECKPOINT_DIR / LATEST
+        state = load_checkpoint(path, map_location=device)
+        module = state.get("meta", {}).get("module") if isinstance(state, dict) else None
+        if not isinstance(module, dict) or "iteration" not in state:
+            raise PolicyError(
+                f"{path} is not a MerPO checkpoint (no meta-policy in it; another algorithm's "
+                f"or another program's file?); train {run_dir} again with `merpo-agent train` "
+                "or load a run whose config.yaml matches its checkpoint"
+            )
+        weights = {k.removeprefix("policy."): v for k, v in module.items()
                    if k.startswith("policy.")}
         description = f"meta-policy pi_c*, meta-iteration {int(state['iteration'])}"
     else:
@@ -149,7 +165,13 @@ def _baseline_policy(run_dir: Path, task: int | None, device) -> Policy:
             f"a {spec.label} policy acts for a task it infers from that task's data: pass "
             "task=j (a task with a dataset)"
         )
-    state = load_checkpoint(run_dir / CHECKPOINT_DIR / LATEST, map_location=device)
+    path = run_dir / CHECKPOINT_DIR / LATEST
+    state = load_checkpoint(path, map_location=device)
+    if not isinstance(state, dict) or state.get("algo") != data["algo"] or "agent" not in state:
+        raise PolicyError(
+            f"{path} is not a {spec.label} checkpoint (config.yaml says {data['algo']}); "
+            f"train {run_dir} again with `merpo-agent train` or load another run"
+        )
     agent = spec.agent_from_state(state["agent"], device)
     try:
         sampler = TaskSampler(data["env"], [task], data["data"]["quality"], device=device,

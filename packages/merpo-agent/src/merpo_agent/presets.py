@@ -72,6 +72,7 @@ from merpo_agent.config import (
     MetaTrainConfig,
     RolloutConfig,
     check_device,
+    check_run_settings,
 )
 from merpo_agent.dynamics_config import DynamicsConfig
 from merpo_agent.overrides import (
@@ -336,6 +337,7 @@ def build_config(
         items.append(("device", device))
     cfg = apply_overrides(cfg, items)
     check_device(cfg.device)
+    check_run_settings(cfg)
     if cfg.rac.cuda_graphs and not cfg.device.startswith("cuda"):
         raise ConfigError("--cuda-graphs (rac.cuda_graphs) needs --device cuda; drop it on a CPU")
     return cfg

@@ -129,13 +129,16 @@ class RACConfig:
             (self.divergence_units in DIVERGENCE_UNITS,
              f"divergence_units must be one of {', '.join(DIVERGENCE_UNITS)}"),
             (self.lambda_max >= 0.0, "lambda_max must be >= 0 (0: no upper clip)"),
-            (all(getattr(self, name) > 0.0 for name in LEARNING_RATES),
-             f"learning rates ({', '.join(LEARNING_RATES)}) must be > 0"),
             (self.use_model or self.real_data_ratio == 1.0,
              "use_model=False needs real_data_ratio=1.0 (use RACConfig.for_algo('cql'))"),
             (not self.use_model or self.real_batch_size < self.batch_size,
              "use_model=True needs real_data_ratio < 1 so that some rows come from the model"),
         ]
+        # A learning rate <= 0 trains nothing or ascends the loss: never what was meant.
+        # (meta_q_lr is an interpolation weight, checked above; 0 freezes Q_meta.)
+        checks += [(getattr(self, name) > 0.0, f"{name}={getattr(self, name)} must be > 0")
+                   for name in self.__dataclass_fields__
+                   if name.endswith("_lr") and name != "meta_q_lr"]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"RACConfig: {message}")
@@ -174,8 +177,6 @@ class RACConfig:
 BETA_SHARING = ("per_task", "shared")
 BEHAVIOR_DIVERGENCES = ("kl_to_bc", "nll")
 DIVERGENCE_UNITS = ("unit", "env")
-LEARNING_RATES = ("critic_lr", "actor_lr", "entropy_lr", "log_beta_lr", "lambda_lr",
-                  "outer_actor_lr", "bc_lr")
 
 ALGO_SETTINGS: dict[str, dict] = {
     "merpo": {},

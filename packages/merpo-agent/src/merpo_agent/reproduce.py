@@ -11,7 +11,8 @@ steps), so that a comparison is fair.
 Each (run, seed) is its own run directory ``OUT/<experiment>/<run>/seed-<s>``: a killed
 ``reproduce`` continues where it stopped (MerPO runs resume from their checkpoints;
 a finished run's ``result.json`` is reused, not retrained). Runs go to ``--jobs`` worker
-processes (``merpo-agent train --threads 1``, one per CPU core by default). Then
+processes (``merpo-agent train --threads 1``, one per CPU core by default), or with
+``--executor ray`` to Ray tasks on a cluster (``merpo_agent.executors``). Then
 ``merpo_agent.report`` writes the report: tables with rliable's statistics, curves, and one
 verdict line per paper claim.
 
@@ -28,7 +29,6 @@ import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -423,12 +423,16 @@ def reproduce(
     out_dir: Path,
     quick: bool = False,
     quality: str = "medium",
-    jobs: int | None = None,
     log=print,
     settings: Path | None = None,
+    *,
+    executor,
 ) -> Path:
     """Train every (run, seed) of experiment ``name`` (reusing finished ones), then write
-    the report; returns the report's path. ``settings``: tuned settings (``with_settings``)."""
+    the report; returns the report's path. ``settings``: tuned settings (``with_settings``);
+    ``executor``: where the runs train (``executors.make_executor("local", jobs)`` or
+    ``("ray", ...)``; made by the caller, which also checks ``--jobs`` before any dataset is
+    built: ``executors`` calls this module's ``run_one``, so this module does not import it)."""
     from merpo_agent.report import write_report
 
     table = experiments()
@@ -436,13 +440,13 @@ def reproduce(
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(table)}")
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    _check_inputs(env_id, quality)
     experiment = table[name]
     if settings is not None:
         experiment = with_settings(experiment, settings)
     sizes = sizes_for(env_id, quick)
     _ensure_datasets(env_id, experiment, sizes, quality)
     base = out_dir / name
-    jobs = jobs or max(1, os.cpu_count() or 1)
     work = []
     for run in experiment.runs:
         for seed in range(seeds):
@@ -451,22 +455,33 @@ def reproduce(
                                     setup_cache=base / SETUP_CACHE)
             work.append((run, seed, run_dir, command))
     log(f"{name}: {len(work)} runs ({len(experiment.runs)} methods x {seeds} seeds), "
-        f"{jobs} at a time, budget {sizes.budget} gradient steps each")
+        f"{executor.describe(len(work))}, budget {sizes.budget} gradient steps each")
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [
-            pool.submit(run_one, command, run_dir, run.algo, log)
-            for run, _, run_dir, command in work
-        ]
-        results: dict[str, list[dict]] = {run.key: [] for run in experiment.runs}
-        for (run, _, _, _), future in zip(work, futures, strict=True):
-            results[run.key].append(future.result())
+    done = executor.map([(command, run_dir, run.algo) for run, _, run_dir, command in work], log)
+    results: dict[str, list[dict]] = {run.key: [] for run in experiment.runs}
+    for (run, _, _, _), result in zip(work, done, strict=True):
+        results[run.key].append(result)
     wall = time.perf_counter() - start
     command = (f"merpo-agent reproduce {name} --env {env_id} --seeds {seeds}"
                + (" --quick" if quick else "") + (f" --quality {quality}" if quality != "medium"
                                                   else "")
                + (f" --settings {settings}" if settings is not None else ""))
     return write_report(experiment, env_id, quality, sizes, results, base, command, wall)
+
+
+def _check_inputs(env_id: str, quality: str) -> None:
+    """One :class:`ConfigError` line for a bad env or quality, before any dataset is built
+    (a bad ``--jobs`` is the executor's to refuse, also before)."""
+    from merpo_data import QUALITIES
+    from merpo_envs import get_meta_info
+
+    try:
+        get_meta_info(env_id)
+    except (KeyError, ValueError) as err:
+        text = str(err).strip().strip("'\"").splitlines()
+        raise ConfigError(f"--env: {text[0] if text else env_id}") from None
+    if quality not in QUALITIES:
+        raise ConfigError(f"--quality {quality!r} is not one of {', '.join(QUALITIES)}")
 
 
 def _ensure_datasets(env_id: str, experiment: Experiment, sizes: Sizes, quality: str) -> None:

@@ -1,7 +1,8 @@
 """A MerPO run directory's layout and its user-facing errors.
 
 ``config.yaml``, ``checkpoints/`` (``latest.pt``, ``adapted.pt``), the settings a resumed run
-may change, the errors a run stops with in one line, and the task samplers it reads.
+may change, the errors a run stops with in one line, the check that its datasets are all
+there, and the task samplers it reads.
 """
 
 from __future__ import annotations
@@ -33,6 +34,24 @@ class TrainingDiverged(RuntimeError):
     """A NaN or inf loss; the message names the iteration and the last good checkpoint."""
 
 
+def ensure_run_datasets(cfg: Config) -> None:
+    """Every dataset of the run's train and test tasks is local (or built, with
+    ``data.build_missing``); else one :class:`RunError` line naming all the missing ones,
+    train and test, and the one ``merpo-data generate`` command that builds them all."""
+    from merpo_data import ensure_datasets
+    from merpo_envs import get_meta_info
+
+    info = get_meta_info(cfg.env)
+    tasks = [*(cfg.data.train_tasks or info.train_tasks), *(cfg.data.test_tasks or info.test_tasks)]
+    try:
+        ensure_datasets(
+            cfg.env, [(t, cfg.data.quality) for t in tasks], cfg.data.preset, cfg.data.build_missing
+        )
+    except (ValueError, FileNotFoundError) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunError(message) from None
+
+
 def make_sampler(cfg: Config, split: str):
     """The train or test split's task sampler (one-line :class:`RunError` if data is missing)."""
     from merpo_data import TaskSampler
@@ -58,4 +77,5 @@ def _config_differences(a: Config, b: Config) -> list[str]:
 
 
 __all__ = ["ADAPTED", "ADAPTED_FORMAT", "CHECKPOINT_DIR", "CONFIG_FILE", "HPARAM_METRICS",
-           "RESUMABLE_CHANGES", "WATCHED", "RunError", "TrainingDiverged", "make_sampler"]
+           "RESUMABLE_CHANGES", "WATCHED", "RunError", "TrainingDiverged", "ensure_run_datasets",
+           "make_sampler"]

@@ -128,10 +128,22 @@ def parse_task_value(key: str, raw: Any, env_id: str) -> tuple[int, ...]:
                               "env's whole split")
     elif isinstance(raw, int):
         raw = [raw]
+    info = get_meta_info(env_id)
     try:
-        return parse_tasks(raw, get_meta_info(env_id))
+        tasks = parse_tasks(raw, info)
+        # a task listed twice would weigh double: refused, not silently merged
+        parts = raw.split(",") if isinstance(raw, str) else list(raw)
+        listed = [t for part in parts if part not in ("train", "test", "all")
+                  for t in parse_tasks(part if isinstance(part, str) else [part], info)]
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{key}: {str(err).strip().splitlines()[0]}") from None
+    twice = sorted({t for t in listed if listed.count(t) > 1})
+    if twice:
+        from merpo_envs import format_tasks
+
+        raise ConfigError(f"{key} lists task(s) {format_tasks(twice)} more than once; "
+                          "list each task once")
+    return tasks
 
 
 def normalize_items(items: list[tuple[str, Any]], env_id: str) -> list[tuple[str, Any]]:

@@ -22,11 +22,25 @@ class Choice:
     name: str
     options: dict[str, tuple[str, ...]]
     why: str = ""
+    # the label of the method's own default (its paper's value, MerPO's first reading):
+    # every study tries the defaults first; None: the first option
+    default: str | None = None
 
     @classmethod
-    def values(cls, key: str, values: tuple, why: str = "") -> Choice:
-        """A single config key over ``values`` (labels are the values themselves)."""
-        return cls(key, {_label(v): (f"{key}={_label(v)}",) for v in values}, why)
+    def values(cls, key: str, values: tuple, why: str = "", default=None) -> Choice:
+        """A single config key over ``values`` (labels are the values themselves); the
+        default is ``default``, else the middle value of three (a paper's lr x/÷ 3), else
+        the first."""
+        labels = [_label(v) for v in values]
+        if default is not None:
+            chosen = _label(default)
+        else:
+            chosen = labels[1] if len(labels) == 3 else labels[0]
+        return cls(key, {label: (f"{key}={label}",) for label in labels}, why, chosen)
+
+    @property
+    def default_label(self) -> str:
+        return self.default if self.default is not None else next(iter(self.options))
 
 
 def _label(value) -> str:
@@ -55,10 +69,12 @@ _MERPO = (
                   "App. A.2.2 'Tune beta': one beta per task, or one shared by the tasks"),
     Choice.values("meta.learner_init", ("persistent", "reinit", "reptile"),
                   "Alg. 2 line 1 (persistent learners) or App. A.2.2 (learners made anew "
-                  "from pi_c and Q_meta each meta-iteration; reptile: plus a Reptile step)"),
+                  "from pi_c and Q_meta each meta-iteration; reptile: plus a Reptile step)",
+                  default="persistent"),
     Choice.values("meta.policy_steps", (1, 10), "Eq. 10 steps of pi_c per meta-iteration"),
     Choice.values("rac.meta_q_lr", (1e-3, 1.0),
-                  "xi_q, Table 2's outer critic / meta-Q lr 1e-3, or Reptile's full step 1"),
+                  "xi_q, Table 2's outer critic / meta-Q lr 1e-3, or Reptile's full step 1 "
+                  "(the `small` / `repro` presets' value, the default here)", default=1.0),
     Choice.values("test.adaptation_steps", (100, 1000),
                   "meta-test adaptation steps (Table 2: 100; Fig. 9b plots longer)"),
     Choice.values("test.lr", _around(8e-5), "meta-test lr (App. A.2.2: 8e-5)"),
@@ -107,6 +123,11 @@ def search_space(algo: str) -> tuple[Choice, ...]:
     return SEARCH_SPACES[algo]
 
 
+def default_labels(algo: str) -> dict[str, str]:
+    """The method's own defaults as labels of its space (the trial every study runs first)."""
+    return {choice.name: choice.default_label for choice in search_space(algo)}
+
+
 def overrides_of(algo: str, labels: dict[str, str]) -> tuple[str, ...]:
     """The ``--set`` overrides of a trial's chosen labels (``{choice name: label}``)."""
     out: list[str] = []
@@ -124,11 +145,12 @@ def grid_size(algo: str) -> int:
 
 def markdown_table(algo: str) -> str:
     """The space of ``algo`` as a markdown table (``docs/tuning.md``)."""
-    lines = ["| setting | options | why |", "| --- | --- | --- |"]
+    lines = ["| setting | options (default in bold) | why |", "| --- | --- | --- |"]
     for choice in search_space(algo):
-        lines.append(f"| `{choice.name}` | {', '.join(choice.options)} | {choice.why} |")
+        shown = [f"**{o}**" if o == choice.default_label else o for o in choice.options]
+        lines.append(f"| `{choice.name}` | {', '.join(shown)} | {choice.why} |")
     return "\n".join(lines)
 
 
-__all__ = ["SEARCH_SPACES", "Choice", "grid_size", "markdown_table", "overrides_of",
-           "search_space"]
+__all__ = ["SEARCH_SPACES", "Choice", "default_labels", "grid_size", "markdown_table",
+           "overrides_of", "search_space"]

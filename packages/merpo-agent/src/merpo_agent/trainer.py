@@ -31,7 +31,8 @@ accumulated on the device). Checkpoints (``checkpoints/latest.pt``, atomic) hold
 parameter, optimizer, dual variable and RNG state; ``train`` on an existing run directory
 resumes from it, and on CPU with a fixed seed ends with the same parameters as an
 uninterrupted run. A NaN or inf in a loss stops training with one line (:class:`TrainingDiverged`)
-and leaves the last good checkpoint in place (nothing is saved after the first bad step).
+and leaves the last good checkpoint in place (nothing is saved after the first bad step), as
+does a NaN or inf anywhere in the state to save: a checkpoint only ever holds finite tensors.
 
 Under torchrun (``merpo_agent.distributed``; the CLI joins the process group) every rank runs
 this same code: rank r holds the slots ``shard_bounds(B, r, world)`` of each task batch
@@ -65,6 +66,7 @@ from merpo_agent.checkpoint import (
     CheckpointError,
     atomic_write_text,
     load_checkpoint,
+    nonfinite_entry,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -87,6 +89,7 @@ from merpo_agent.metrics import MetricsWriter, to_host
 from merpo_agent.model_buffer import ModelBuffer
 from merpo_agent.provenance import record_session
 from merpo_agent.rac_loop import TaskData, buffer_capacity, rac_updates
+from merpo_agent.run_dir import check_run_dir, claim_run_dir
 from merpo_agent.run_layout import (
     ADAPTED,
     ADAPTED_FORMAT,
@@ -98,6 +101,7 @@ from merpo_agent.run_layout import (
     RunError,
     TrainingDiverged,
     _config_differences,
+    ensure_run_datasets,
     make_sampler,
 )
 from merpo_agent.run_meta_test import RunMetaTest
@@ -134,6 +138,7 @@ class MetaTrainer(MetaSetup, RunMetaTest):
         setup_cache: str | Path | None = None,
     ):
         self.run_dir = Path(run_dir)
+        check_run_dir(self.run_dir)
         # a folder of setups shared by runs with the same inputs (``setup_cache``)
         self.setup_cache = Path(setup_cache) if setup_cache is not None else None
         self.wandb = wandb  # ``--wandb PROJECT[/GROUP]`` (metrics.MetricsWriter)
@@ -150,6 +155,7 @@ class MetaTrainer(MetaSetup, RunMetaTest):
         self.iteration = 0
         self.last_result: MetaTestResult | None = None
         self._built = False
+        self._last_good: int | None = None  # the iteration of the last checkpoint written
 
     # ------------------------------------------------------------------ run directory
     def _resolve_config(self, cfg: Config) -> Config:
@@ -170,6 +176,7 @@ class MetaTrainer(MetaSetup, RunMetaTest):
         """Samplers and every module (fresh weights; ``setup`` or a checkpoint fills them)."""
         cfg, device = self.cfg, self.device
         torch.manual_seed(cfg.seed)
+        ensure_run_datasets(cfg)
         self.train_data = make_sampler(cfg, "train")
         self.test_data = make_sampler(cfg, "test")
         obs_dim, act_dim = self.train_data.obs_dim, self.train_data.act_dim
@@ -399,10 +406,34 @@ class MetaTrainer(MetaSetup, RunMetaTest):
         }
 
     def save(self) -> None:
-        """Write the checkpoint (rank 0 under torchrun; the others wait until it is there)."""
+        """Write the checkpoint (rank 0 under torchrun; the others wait until it is there).
+
+        Only a state whose every tensor is finite is written (a NaN can reach the
+        parameters without a watched loss showing it first): otherwise training stops
+        with :class:`TrainingDiverged` and the last good checkpoint stays.
+        """
+        state = self.state() if self.is_main else None
+        where = nonfinite_entry(state) if self.is_main else None
+        if bool(any_rank(torch.tensor(where is not None, device=self.device))):
+            raise self._diverged(f"{where or 'a tensor'} of the state is NaN or inf")
         if self.is_main:
-            save_checkpoint(self.checkpoint_path, self.state())
+            save_checkpoint(self.checkpoint_path, state)
+        self._last_good = self.iteration
         barrier()
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        """The one line of a diverged run: what, where it stopped, and advice ``train``
+        accepts (a resume may not change the learning rates or the seed: a new run may)."""
+        if self._last_good is None:
+            kept = "no checkpoint was written"
+        else:
+            kept = (f"last good checkpoint {self.checkpoint_path} "
+                    f"(meta-iteration {self._last_good}) kept")
+        return TrainingDiverged(
+            f"{what} by meta-iteration {self.iteration}: training stopped; {kept}; start a "
+            "new run (another --run-dir) with lower learning rates (e.g. --set "
+            "rac.critic_lr=...) or another --seed"
+        )
 
     def load(self, state: dict[str, Any] | None = None) -> None:
         """Restore everything from the run's checkpoint (after :meth:`build`)."""
@@ -428,14 +459,16 @@ class MetaTrainer(MetaSetup, RunMetaTest):
     # ------------------------------------------------------------------ the loop
     def train(self) -> MetaTestResult:
         """Set up or resume, run the remaining meta-iterations, return the final meta-test."""
+        with claim_run_dir(self.run_dir, self.checkpoint_path, lock=self.is_main):
+            return self._train()
+
+    def _train(self) -> MetaTestResult:
         cfg = self.cfg
         if not self._built:
             self.build()
         resumed = self.checkpoint_path.is_file()
         if resumed:
             self.load()
-        # made once the data are found: a run that fails to start leaves no empty directory
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.is_main:
             atomic_write_text(self.run_dir / CONFIG_FILE, cfg.to_yaml())
             record_session(self.run_dir, cfg.device, fresh=not resumed, command=self.command)
@@ -462,7 +495,7 @@ class MetaTrainer(MetaSetup, RunMetaTest):
         cfg = self.cfg
         meta_cfg = cfg.meta
         self._bad.zero_()
-        last_good = self.iteration
+        self._last_good = self.iteration
         bar = progress_bar(cfg.iterations, "meta-training", "it", initial=self.iteration,
                            disable=not self.progress)
         metrics: dict[str, torch.Tensor] = {}
@@ -479,12 +512,7 @@ class MetaTrainer(MetaSetup, RunMetaTest):
                 if log_now or save_now or eval_now:
                     # the one host read of the check (all ranks stop together)
                     if bool(any_rank(self._bad)):
-                        raise TrainingDiverged(
-                            f"non-finite loss (NaN or inf) by meta-iteration {k}: training "
-                            f"stopped; last good checkpoint {self.checkpoint_path} "
-                            f"(meta-iteration {last_good}); lower the learning rates "
-                            "(e.g. --set rac.critic_lr=...) or change --seed and resume"
-                        )
+                        raise self._diverged("non-finite loss (NaN or inf)")
                 if log_now:
                     writer.log(k, "train", self._gather_metrics(metrics))
                 if eval_now and meta_cfg.fixed_meta_policy and self.is_main:
@@ -502,7 +530,6 @@ class MetaTrainer(MetaSetup, RunMetaTest):
                     )
                 if save_now:
                     self.save()
-                    last_good = k
                 bar.update(1)
         finally:
             bar.close()
@@ -569,6 +596,7 @@ __all__ = [
     "TrainingDiverged",
     "critic_weights",
     "load_trained",
+    "ensure_run_datasets",
     "make_sampler",
     "task_chunk_size",
 ]

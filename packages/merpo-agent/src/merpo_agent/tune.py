@@ -30,7 +30,6 @@ import json
 import os
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,6 +37,7 @@ import yaml
 
 from merpo_agent.checkpoint import atomic_write_text
 from merpo_agent.config import ConfigError
+from merpo_agent.executors import make_executor
 from merpo_agent.reproduce import BEST_FILE, RunDiverged
 from merpo_agent.search_spaces import search_space
 from merpo_agent.trainer import RunError
@@ -109,7 +109,8 @@ class Tuner:
 
     def __init__(self, algo: str, env_id: str, out_dir: Path, trials: int = 8, seeds: int = 2,
                  quick: bool = False, quality: str = "medium", sampler: str = "tpe",
-                 storage: str | None = None, jobs: int | None = None, log=print):
+                 storage: str | None = None, jobs: int | None = None, log=print,
+                 executor=None):
         from merpo_envs import get_meta_info
 
         from merpo_agent.reproduce import is_baseline
@@ -128,7 +129,8 @@ class Tuner:
         self.train_tasks, self.valid_tasks = validation_split(self.env_id, quick)
         self.out = Path(out_dir) / algo
         self.storage = storage or f"sqlite:///{(self.out / 'study.db').resolve()}"
-        self.jobs = max(1, jobs or min(seeds, os.cpu_count() or 1))
+        # where a trial's seeds train (default: ``jobs`` local processes, at most one a seed)
+        self.executor = executor or make_executor("local", jobs)
         self.log = log
         self.baseline = is_baseline(algo)
 
@@ -162,12 +164,9 @@ class Tuner:
 
     def score(self, labels: dict[str, str]) -> dict:
         """Train (or reuse) every seed of a trial; its validation returns."""
-        from merpo_agent.reproduce import run_one
-
         column = self.algo if self.baseline else "adapted"
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            results = list(pool.map(lambda job: run_one(job[1], job[0], self.algo, self.log),
-                                    self.commands(labels)))
+        results = self.executor.map([(command, run_dir, self.algo)
+                                     for run_dir, command in self.commands(labels)], self.log)
         per_seed = []
         for result in results:
             if sorted(result["tasks"]) != sorted(self.valid_tasks):  # never a test task
@@ -188,18 +187,31 @@ class Tuner:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.out.mkdir(parents=True, exist_ok=True)
+        name = f"{self.algo}@{self.env_id}" + ("-quick" if self.quick else "")
+        study = optuna.create_study(study_name=name, storage=self.storage,
+                                    direction="maximize", load_if_exists=True)
+        # a resumed study draws on from where it stood, not the first draws again
+        seed = len(study.get_trials(deepcopy=False))
         if self.sampler_name == "grid":
             grid = {c.name: list(c.options) for c in self.space}
-            sampler = optuna.samplers.GridSampler(grid, seed=0)
+            study.sampler = optuna.samplers.GridSampler(grid, seed=seed)
         else:
             # half the budget explores at random, then TPE exploits (the same rule for
             # every method: Optuna's default of 10 random trials would leave a small
             # budget all random)
-            sampler = optuna.samplers.TPESampler(seed=0,
-                                                 n_startup_trials=max(1, self.trials // 2))
-        name = f"{self.algo}@{self.env_id}" + ("-quick" if self.quick else "")
-        return optuna.create_study(study_name=name, storage=self.storage, sampler=sampler,
-                                   direction="maximize", load_if_exists=True)
+            study.sampler = optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=max(1, self.trials // 2))
+        return study
+
+    @staticmethod
+    def distinct_done(study) -> int:
+        """Settings tried to the end (finished or diverged): a draw that repeats settings
+        already tried reuses their runs and does not count against the budget."""
+        from optuna.trial import TrialState
+
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                        TrialState.PRUNED))
+        return len({json.dumps(t.params, sort_keys=True) for t in done})
 
     def _recover_killed_trials(self, study) -> None:
         """Trials left RUNNING by a process of this host that is gone: marked failed and
@@ -213,6 +225,16 @@ class Tuner:
                 study.tell(trial.number, state=TrialState.FAIL)
                 study.enqueue_trial(trial.params, skip_if_exists=False)
                 self.log(f"trial {trial.number} was killed; its settings run again (resumed)")
+
+    def _try_defaults_first(self, study) -> None:
+        """Every method's study tries its own defaults (its paper's values; MerPO's first
+        reading) as one of its trials, so tuning never ends below the untuned method on
+        the validation tasks."""
+        from merpo_agent.search_spaces import default_labels
+
+        defaults = default_labels(self.algo)
+        if not any(t.params == defaults for t in study.get_trials(deepcopy=False)):
+            study.enqueue_trial(defaults)
 
     def objective(self, trial) -> float:
         trial.set_user_attr("host", socket.gethostname())
@@ -234,23 +256,27 @@ class Tuner:
         return scored["mean"]
 
     def run(self) -> Path:
-        import optuna
-        from optuna.trial import TrialState
-
         from merpo_agent.reproduce import _ensure_datasets
 
         sizes, experiment = self._plan()
         _ensure_datasets(self.env_id, experiment, sizes, self.quality)
         study = self._study()
         self._recover_killed_trials(study)
-        used = (TrialState.COMPLETE, TrialState.PRUNED)  # a diverged trial counts as used
-        done = len(study.get_trials(deepcopy=False, states=used))
+        self._try_defaults_first(study)
+        done = self.distinct_done(study)  # a diverged trial counts as used
         if done < self.trials:
             self.log(f"{self.algo}: {done} of {self.trials} trials done; {self.seeds} seeds "
                      f"each, validation tasks {list(self.valid_tasks)}")
-            stop = optuna.study.MaxTrialsCallback(
-                self.trials, states=(*used, TrialState.RUNNING))
-            study.optimize(self.objective, n_trials=self.trials - done, callbacks=[stop])
+        draws = 0
+        while self.distinct_done(study) < self.trials:
+            draws += 1
+            if draws > 20 * self.trials:  # a space smaller than the budget
+                self.log(f"{self.algo}: stopped after {draws - 1} draws with "
+                         f"{self.distinct_done(study)} distinct settings")
+                break
+            study.optimize(self.objective, n_trials=1)
+            if any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
+                self.write(study)  # the record so far: a long study shows where it stands
         return self.write(study)
 
     # ------------------------------------------------------------------ what it writes
@@ -290,9 +316,12 @@ class Tuner:
             "| trial | " + " | ".join(names) + " | per seed | mean | wall s |",
             "| --- | " + " | ".join("---" for _ in names) + " | --- | --- | --- |",
         ]
+        shown: set[str] = set()
         for t in study.get_trials(deepcopy=False):
-            if t.state.name not in ("COMPLETE", "PRUNED"):
-                continue  # failed ones were killed and ran again under a new number
+            settings = json.dumps(t.params, sort_keys=True)
+            if t.state.name not in ("COMPLETE", "PRUNED") or settings in shown:
+                continue  # killed ones ran again under a new number; repeats cost nothing
+            shown.add(settings)
             mark = "*" if t.number == best_number else ""
             seeds = ", ".join(f"{v:.2f}" for v in t.user_attrs.get("per_seed", []))
             value = f"{t.value:.3f}" if t.state.name == "COMPLETE" else "diverged"

@@ -13,13 +13,25 @@ benchmarks' results).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save"]
+__all__ = [
+    "DISK_FULL",
+    "atomic_torch_save",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "disk_full_line",
+]
+
+# A full filesystem (ENOSPC) or an exhausted quota (EDQUOT): the errors a rerun fixes once
+# space is freed, reported by both CLIs as one line (:func:`disk_full_line`).
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def atomic_write(
@@ -46,12 +58,26 @@ def atomic_write(
         if before_replace is not None:
             before_replace()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno in DISK_FULL and err.filename is None:
+            # a failed write() names no file: name the one being written
+            raise OSError(err.errno, os.strerror(err.errno), str(path)) from err
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def disk_full_line(err: OSError, rerun: str) -> str:
+    """The one line of a full disk: which path, that the work so far is kept, how to resume.
+
+    Every merpo write is atomic (this module), so the file being written when the disk
+    filled is simply not there, and everything finished before it is whole.
+    """
+    where = f" writing {err.filename}" if err.filename else ""
+    return (f"no space left on the device{where} ({os.strerror(err.errno)}); the work "
+            f"finished so far is kept: free some space and rerun {rerun} to resume")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -12,14 +12,17 @@ dataset qualities. This module owns the checkpoint files and the resume logic:
   merpo-data ships an env's policies (``merpo_data.shipped``) they are used instead of
   training.
 - ``train-state.pt`` (while a group of tasks trains): the full SAC state (networks,
-  optimizers, replay buffer, RNG) plus the checkpoints so far, rewritten atomically at every
-  checkpoint; an interrupted run resumes from it. Under torchrun rank ``r > 0`` keeps its
+  optimizers, replay buffer, RNG, the episodes in flight) plus the checkpoints so far,
+  rewritten atomically at every checkpoint; an interrupted run resumes from it exactly (the
+  same policies and datasets as an uninterrupted run), or, where it cannot, starts the
+  group again with one line saying so. Under torchrun rank ``r > 0`` keeps its
   own ``train-state-rank<r>.pt`` (ranks train disjoint task groups side by side; a restart
   with the same number of processes resumes each rank's group).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,7 +33,7 @@ from merpo_data.networks import StackedTanhGaussianPolicy
 from merpo_data.presets import DataPreset
 from merpo_data.progress import progress_bar
 from merpo_data.rollouts import collect_episodes, make_task_vector_env, uniform_act_fn
-from merpo_data.sac import SACTrainer, mean_returns
+from merpo_data.sac import InexactResume, SACTrainer, mean_returns
 from merpo_data.shipped import load_shipped, shipped_path
 from merpo_data.store import (  # the record helpers' home is the store; re-exported here
     BehaviorRecord,
@@ -134,12 +137,23 @@ def _train_group(
     group_seed = seed * 1_000_003 + sum((t + 1) * 7919 for t in tasks)
     trainer = SACTrainer(env_id, tasks, sac, device=device, seed=group_seed)
     history: dict = {"steps": [], "returns": [], "actor": []}
+    if state is not None:
+        try:
+            trainer.load_state_dict(state["trainer"])
+            history = state["history"]
+            random_return = state["random_return"].numpy()
+        except InexactResume as err:
+            # Resuming inexactly would change the datasets: train the group afresh instead.
+            print(
+                f"merpo-data: {state_path.name}: {err}; training tasks "
+                f"{format_tasks(tasks)} from the start",
+                file=sys.stderr, flush=True,
+            )
+            trainer.close()
+            trainer = SACTrainer(env_id, tasks, sac, device=device, seed=group_seed)
+            state = None
     if state is None:
         random_return = _random_returns(env_id, tasks, preset, group_seed)
-    else:
-        trainer.load_state_dict(state["trainer"])
-        history = state["history"]
-        random_return = state["random_return"].numpy()
 
     def on_checkpoint(iteration: int, returns: np.ndarray) -> None:
         history["steps"].append(iteration * sac.envs_per_task)

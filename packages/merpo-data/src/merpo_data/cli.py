@@ -3,14 +3,15 @@
     merpo-data generate ENV [--tasks 0-9,40-49] [--qualities medium,expert] [--preset default]
                             [--episodes N] [--seed S] [--device cpu] [--force] [--retrain]
     torchrun --nproc-per-node N -m merpo_data generate ENV ...   (ranks split the tasks)
-    merpo-data list [--verify]
+    merpo-data list [--verify]      (exit status 1 when a dataset is damaged)
     merpo-data info ID
     merpo-data download ID
     merpo-data plot ENV [--output FILE] [--preset default]
     merpo-data --version
 
 Bad input (unknown env or id, bad task range, a damaged dataset, ``--device cuda``
-without CUDA) ends with one error line naming the fix, exit status 2.
+without CUDA) ends with one error line naming the fix, exit status 2; a full disk is one
+line, exit status 3 (what was finished is kept: the same command resumes).
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ import sys
 import time
 
 import numpy as np
+
+# How a merpo dataset is obtained (``merpo-data list`` says it; so do the READMEs).
+OBTAIN = (
+    "merpo datasets are built on this machine, not downloaded: `merpo-data generate ENV` "
+    "builds an env's (e.g. merpo/PointRobotWind-v0, from the shipped behavior policies), "
+    "`merpo-data download ID` one; then minari.load_dataset(ID) reads them"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,12 +78,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from merpo_data.lock import LockHeld
+
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, LockHeld) as err:
         _print_error(args.command, err)
         return 2
+    except OSError as err:
+        from merpo_data.atomic import DISK_FULL, disk_full_line
+
+        if err.errno not in DISK_FULL:
+            raise
+        _print_error(args.command, disk_full_line(err, "the same command"))
+        return 3
 
 
 def _print_error(command: str, err: BaseException) -> None:
@@ -142,9 +159,10 @@ def _check_request(args) -> None:
     """The one-line errors of a bad env, task range, quality or preset, raised up front."""
     from merpo_envs import get_meta_info
 
-    from merpo_data.ids import parse_qualities, parse_tasks
+    from merpo_data.ids import check_seed, parse_qualities, parse_tasks
     from merpo_data.presets import get_preset
 
+    check_seed(args.seed)
     parse_tasks(args.tasks, get_meta_info(args.env))
     parse_qualities(args.qualities)
     get_preset(args.env, args.preset)
@@ -166,15 +184,23 @@ def _list(args) -> int:
         for data in root.glob("merpo/*/*/data")
         if data.is_dir()
     )
+    damaged = 0
     for ds_id in ids:
         problem = dataset_problem(ds_id, RECIPE_KEY, verify=args.verify)
         if problem is not None:
             print(f"{ds_id}\tDAMAGED: {problem}")
+            damaged += 1
             continue
         meta = json.loads((root / ds_id / "data" / "metadata.json").read_text())
         print(f"{ds_id}\t{meta.get('total_episodes')} episodes\t{meta.get('total_steps')} steps")
     if not ids:
-        print("no merpo datasets in the local store; run `merpo-data generate ENV`")
+        print(f"no merpo datasets in the local store {root}")
+    # stderr: the dataset lines alone stay on stdout for scripts.
+    print(OBTAIN, file=sys.stderr if ids else sys.stdout)
+    if damaged:  # scripts (and CI) must see it: a listing alone exits 0
+        print(f"merpo-data list: {damaged} damaged dataset(s); rebuild each with the "
+              "command shown", file=sys.stderr)
+        return 1
     return 0
 
 

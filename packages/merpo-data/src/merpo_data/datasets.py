@@ -24,6 +24,7 @@ store, then renamed into Minari's store.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -47,6 +48,7 @@ from merpo_data.distributed import check_device, shard_bounds
 from merpo_data.ids import (
     NAMESPACE,
     QUALITIES,
+    check_seed,
     dataset_id,
     env_namespace,
     generate_command,
@@ -61,9 +63,13 @@ from merpo_data.rollouts import Episode, collect_episodes, make_task_vector_env,
 from merpo_data.sac import make_act_fn, mean_returns
 from merpo_data.store import (
     RECIPE_KEY,
+    REQUIREMENTS,  # noqa: F401 (re-exported: its former home)
+    installed_versions,
     is_local,
     move_into_store,
+    remove_stale_temporaries,
     small_op_threads,
+    store_lock,
     store_root,
     temporary_store,
 )
@@ -86,7 +92,6 @@ def task_env_spec(env_id: str, task: int) -> gym.envs.registration.EnvSpec:
 RECIPE_FIELDS = ("env_id", "task", "quality", "preset", "episodes", "seed")
 # Salt of the reference-score rollouts' seeds: their own streams, apart from the datasets'.
 REFERENCE_SALT = 15_485_863
-REQUIREMENTS = ("merpo-envs", "merpo-data", "minari", "gymnasium", "mujoco", "numpy", "torch")
 
 
 def recipe(env_id: str, task: int, quality: str, preset: DataPreset, seed: int) -> dict:
@@ -99,19 +104,6 @@ def recipe(env_id: str, task: int, quality: str, preset: DataPreset, seed: int) 
         "episodes": preset.episodes,
         "seed": seed,
     }
-
-
-def installed_versions() -> dict[str, str]:
-    """The installed version of each package a dataset's content depends on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in REQUIREMENTS:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def existing_recipe(dataset_id_: str) -> dict | None:
@@ -156,8 +148,13 @@ def generate(
     share of the task groups to build and returns the ids of the whole request; the other
     shares' datasets exist once every rank has returned (the CLI waits at a barrier). No
     collective is called here, and the datasets are the ones one process would build.
+
+    One ``generate`` writes a store at a time (:func:`merpo_data.store.store_lock`: a
+    second one is a one-line :class:`merpo_data.lock.LockHeld`), and it first removes the
+    temporary stores that killed runs left behind.
     """
     check_device(device)
+    seed = check_seed(seed)
     info = get_meta_info(env_id)
     task_list = parse_tasks(tasks, info)
     quality_list = parse_qualities(qualities)
@@ -166,6 +163,21 @@ def generate(
         if int(episodes) < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
         data_preset = dataclasses.replace(data_preset, episodes=int(episodes))
+    # Under torchrun rank 0 holds the store's lock for the ranks (they share the work).
+    lock = store_lock() if rank == 0 else contextlib.nullcontext()
+    with lock:
+        remove_stale_temporaries()
+        return _generate_locked(
+            env_id, task_list, quality_list, data_preset, force, progress, seed, device,
+            retrain, rank, world_size,
+        )  # fmt: skip
+
+
+def _generate_locked(
+    env_id, task_list, quality_list, data_preset, force, progress, seed, device, retrain,
+    rank, world_size,
+) -> list[str]:  # fmt: skip
+    info = get_meta_info(env_id)
     ensure_namespaces(env_id)
 
     todo: dict[str, list[int]] = {q: [] for q in quality_list}
@@ -460,11 +472,18 @@ def load_dataset(dataset_id_: str, download: bool = True) -> minari.MinariDatase
                 f"dataset {dataset_id_} is not in {store_root()}; build it with "
                 f"`{generate_command(env_id, [task], [quality], preset)}`"
             )
-        if os.environ.get("MINARI_REMOTE"):
+        remote = os.environ.get("MINARI_REMOTE")
+        if remote:
             try:
                 minari.download_dataset(dataset_id_)
-            except Exception:  # noqa: BLE001  no remote, no copy there, no network: build it
-                pass
+            except Exception as err:  # noqa: BLE001  no copy there, no network: build it
+                reason = (str(err).strip().splitlines() or [""])[0]
+                print(
+                    f"merpo-data: {dataset_id_} not fetched from MINARI_REMOTE={remote} "
+                    f"({type(err).__name__}: {reason}); building it here",
+                    file=sys.stderr,
+                    flush=True,
+                )
         if not is_local(dataset_id_):
             generate(env_id, tasks=[task], qualities=[quality], preset=preset)
     return open_dataset(dataset_id_)

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 import merpo_envs
+import numpy as np
 from merpo_envs import MetaEnvInfo, get_meta_info
 
 QUALITIES = ("random", "medium", "expert", "mixed")
@@ -31,6 +32,14 @@ def check_preset(preset: str) -> str:
     if preset not in PRESET_NAMES:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESET_NAMES)}")
     return preset
+
+
+def check_seed(seed: int) -> int:
+    """A seed must be an integer >= 0 (NumPy and Gymnasium refuse negative ones, and only
+    after minutes of training): one line up front instead."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return int(seed)
 
 
 def check_quality(quality: str) -> str:
@@ -81,6 +90,41 @@ def generate_command(
     parts += [f"--preset {preset}"] if preset != "default" else []
     parts += ["--force"] if force else []
     return " ".join(parts)
+
+
+def describe_datasets(
+    env_id: str, pairs: Iterable[tuple[int, str]], preset: str = "default"
+) -> str:
+    """Every dataset id of ``(task, quality)`` pairs, short: per quality, the id itself for
+    one or two tasks, else the id with ``NN`` for the task and the tasks in ``--tasks``
+    form (``merpo/point-robot-wind/task-NN-medium-v0 for NN in 0-39``)."""
+    tasks_of: dict[str, set[int]] = {}
+    for task, quality in pairs:
+        tasks_of.setdefault(check_quality(quality), set()).add(int(task))
+    parts: list[str] = []
+    for quality in (q for q in QUALITIES if q in tasks_of):
+        tasks = sorted(tasks_of[quality])
+        if len(tasks) <= 2:
+            parts += [dataset_id(env_id, t, quality, preset) for t in tasks]
+        else:
+            first = dataset_id(env_id, tasks[0], quality, preset)
+            pattern = first.replace(f"/task-{tasks[0]:02d}-", "/task-NN-", 1)
+            parts.append(f"{pattern} for NN in {merpo_envs.format_tasks(tasks)}")
+    return ", ".join(parts)
+
+
+def missing_datasets_message(
+    env_id: str, missing: Iterable[tuple[int, str]], preset: str = "default"
+) -> str:
+    """One line naming every missing dataset and the one ``merpo-data generate`` command
+    that builds them all (it keeps the datasets that exist)."""
+    missing = list(dict.fromkeys((int(t), q) for t, q in missing))
+    command = generate_command(env_id, [t for t, _ in missing], [q for _, q in missing], preset)
+    return (
+        f"{len(missing)} dataset(s) missing: {describe_datasets(env_id, missing, preset)}; "
+        f"build them all with `{command}`, or let training build them with "
+        "`--set data.build_missing=true` (build_missing=True in Python)"
+    )
 
 
 def env_namespace(env_id: str) -> str:

@@ -9,10 +9,13 @@ Everything that reads a merpo dataset (the sampler, ``merpo-data info`` and ``pl
 line naming the dataset and the ``merpo-data generate ... --force`` command that rebuilds
 it. ``generate`` checks an existing dataset with :func:`dataset_problem` (every episode
 read, and its content hash compared with the one stored in its recipe) before it calls
-the dataset ready.
+the dataset ready. A NaN or inf anywhere in the data (:func:`nonfinite_problem`) is
+damage too, named by field, episode and step: it would otherwise poison training far
+from its cause.
 
 The content hash (:func:`content_hash`) is a SHA-256 over every episode's arrays (names,
-dtypes, shapes and bytes, infos included), so equal hashes mean bit-identical datasets.
+dtypes, shapes and bytes, infos included), so equal hashes mean bit-identical datasets;
+:func:`field_hashes` hashes each array name apart, to say which part of two datasets differs.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ __all__ = [
     "DamagedDatasetError",
     "content_hash",
     "damaged",
+    "field_hashes",
     "dataset_problem",
+    "nonfinite_problem",
     "open_dataset",
     "read_episodes",
     "rebuild_command",
@@ -86,7 +91,44 @@ def read_episodes(dataset: minari.MinariDataset, dataset_id: str | None = None) 
         raise damaged(
             dataset_id, f"{len(episodes)} episodes read, metadata says {dataset.total_episodes}"
         )
+    for index, episode in enumerate(episodes):
+        problem = nonfinite_problem(episode, index)
+        if problem is not None:
+            raise damaged(dataset_id, problem)
     return episodes
+
+
+def nonfinite_problem(episode, index: int) -> str | None:
+    """Where an episode holds a NaN or inf (field, episode, step), or ``None``.
+
+    One NaN reward poisons every network trained on the dataset, and the failure shows
+    far from its cause (a diverged loss iterations later), so readers refuse it at load.
+    """
+    fields = {name: getattr(episode, name, None) for name in _FLOAT_FIELDS}
+    fields.update(_leaves("infos", getattr(episode, "infos", None) or {}))
+    for name, value in fields.items():
+        if value is None:
+            continue
+        array = np.asarray(value)
+        if array.dtype.kind not in "fc" or np.isfinite(array).all():
+            continue
+        bad = np.argwhere(~np.isfinite(array))[0]
+        kind = "nan" if np.isnan(array[tuple(bad)]) else "inf"
+        where = f", step {int(bad[0])}" if array.ndim else ""
+        return f"a non-finite value ({kind}) in {name} of episode {index}{where}"
+    return None
+
+
+_FLOAT_FIELDS = ("observations", "actions", "rewards")
+
+
+def _leaves(name: str, value) -> dict:
+    if isinstance(value, Mapping):
+        out = {}
+        for key in sorted(value):
+            out.update(_leaves(f"{name}/{key}", value[key]))
+        return out
+    return {name: value}
 
 
 def dataset_problem(dataset_id: str, recipe_key: str, verify: bool = True) -> str | None:
@@ -113,12 +155,27 @@ def dataset_problem(dataset_id: str, recipe_key: str, verify: bool = True) -> st
             next(episodes, None)  # opens the file and counts the episodes
             episodes.close()
             return None
-        digest = content_hash(episodes)
+        digest = content_hash(_finite(episodes))
     except _READ_ERRORS as err:
         return str(damaged(dataset_id, f"episodes: {type(err).__name__}: {err}"))
+    except _NonFinite as err:
+        return str(damaged(dataset_id, str(err)))
     if stored is not None and stored != digest:
         return str(damaged(dataset_id, "its content hash differs from the one in its recipe"))
     return None
+
+
+class _NonFinite(Exception):
+    pass
+
+
+def _finite(episodes: Iterable) -> Iterator:
+    """The episodes, checked by :func:`nonfinite_problem` as they go by."""
+    for index, episode in enumerate(episodes):
+        problem = nonfinite_problem(episode, index)
+        if problem is not None:
+            raise _NonFinite(problem)
+        yield episode
 
 
 def _hdf5_episodes(path: Path, total: int) -> Iterator[SimpleNamespace]:
@@ -165,3 +222,23 @@ def _update(digest, name: str, value) -> None:
     array = np.ascontiguousarray(np.asarray(value))
     digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
     digest.update(array.tobytes())
+
+
+def field_hashes(episodes: Iterable) -> dict[str, str]:
+    """``name -> SHA-256 (hex, first 16 digits)`` of one array name over all episodes
+    (``observations``, ..., ``infos/<key>``), hashed as :func:`content_hash` hashes it:
+    two datasets whose content hashes differ differ in the names whose hashes differ."""
+    digests: dict[str, hashlib._Hash] = {}
+
+    def update(name: str, value) -> None:
+        if isinstance(value, Mapping):
+            for key in sorted(value):
+                update(f"{name}/{key}", value[key])
+            return
+        _update(digests.setdefault(name, hashlib.sha256()), name, value)
+
+    for episode in episodes:
+        for name in ("observations", "actions", "rewards", "terminations", "truncations"):
+            update(name, getattr(episode, name))
+        update("infos", getattr(episode, "infos", None) or {})
+    return {name: digest.hexdigest()[:16] for name, digest in sorted(digests.items())}

@@ -15,6 +15,7 @@ Policy actions live in (-1, 1); the env sees ``center + scale * a`` (the action 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -196,6 +197,14 @@ class SACTrainer:
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.iteration = 0
         self._obs: np.ndarray | None = None
+        # The episodes in flight, per sub-env, so that a resume continues them exactly
+        # (see ``state_dict``): how the episode started (its reset seed, or the env RNG's
+        # state just before its reset) and the env actions taken in it so far.
+        self._starts: list[str] = []
+        self._episode_actions: list[list[np.ndarray]] = []
+        # True once the checkpoint of the current iteration is recorded (a trainer resumed
+        # from a checkpoint must not record that checkpoint a second time).
+        self._checkpointed = False
 
     # ---- acting -------------------------------------------------------------------------
     def to_env_action(self, action: torch.Tensor) -> torch.Tensor:
@@ -219,9 +228,10 @@ class SACTrainer:
     def _env_step(self) -> None:
         cfg, n = self.cfg, self.num_tasks
         if self._obs is None:
-            self._obs, _ = self.envs.reset(
-                seed=[self.seed * 10_000 + self.iteration + i for i in range(self.envs.num_envs)]
-            )
+            seeds = [self.seed * 10_000 + self.iteration + i for i in range(self.envs.num_envs)]
+            self._obs, _ = self.envs.reset(seed=seeds)
+            self._starts = [json.dumps({"seed": s}) for s in seeds]
+            self._episode_actions = [[] for _ in seeds]
         obs = torch.as_tensor(np.asarray(self._obs, dtype=np.float32), device=self.device).view(
             n, cfg.envs_per_task, -1
         )
@@ -249,7 +259,12 @@ class SACTrainer:
         )
         done = np.logical_or(term, trunc)
         self._obs = next_obs
+        for i, action_i in enumerate(env_action):
+            self._episode_actions[i].append(action_i)
         if done.any():
+            for i in np.flatnonzero(done):
+                self._starts[i] = json.dumps({"rng": _env_rng(self.envs, i).bit_generator.state})
+                self._episode_actions[i] = []
             self._obs, _ = self.envs.reset(options={"reset_mask": done})
 
     def update(self) -> None:
@@ -276,8 +291,8 @@ class SACTrainer:
 
     def train(self, on_checkpoint: Callable[[int, np.ndarray], None], progress=None) -> None:
         cfg = self.cfg
-        if self.iteration == 0:
-            on_checkpoint(0, self.evaluate())
+        if self.iteration == 0 and not self._checkpointed:
+            self._checkpoint(on_checkpoint)
         while self.iteration < cfg.iterations:
             self._env_step()
             self.iteration += 1
@@ -287,12 +302,26 @@ class SACTrainer:
             if progress is not None:
                 progress.update(1)
             if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.iterations:
-                on_checkpoint(self.iteration, self.evaluate())
+                self._checkpoint(on_checkpoint)
+
+    def _checkpoint(self, on_checkpoint: Callable[[int, np.ndarray], None]) -> None:
+        returns = self.evaluate()
+        self._checkpointed = True  # before the callback: the state it saves says so
+        on_checkpoint(self.iteration, returns)
+        self._checkpointed = False
 
     # ---- resume -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything needed to continue training (tensors and plain numbers only)."""
-        return {
+        """Everything needed to continue training exactly (tensors, numbers, strings only).
+
+        Besides the networks, optimizers, buffer and generator, the episodes in flight:
+        per sub-env the observation, how its episode started and the actions taken since.
+        A resume replays those actions from the same start, so the run goes on as if never
+        stopped: a dataset is a function of its recipe, interrupted or not. (Checkpoints
+        fall mid-episode wherever ``checkpoint_every`` is no multiple of the episode
+        length, or episodes end early.)
+        """
+        state = {
             "tasks": torch.tensor(self.tasks),
             "iteration": self.iteration,
             "model": self.model.state_dict(),
@@ -301,21 +330,89 @@ class SACTrainer:
             "alpha_opt": self.alpha_opt.state_dict(),
             "buffer": self.buffer.state_dict(),
             "generator": self.generator.get_state(),
+            "checkpointed": self._checkpointed,
         }
+        if self._obs is not None:
+            num_envs = self.envs.num_envs
+            state["episodes"] = {
+                "obs": torch.from_numpy(np.array(self._obs)),
+                "starts": list(self._starts),
+                "actions": [
+                    torch.from_numpy(np.array(a, dtype=np.float32).reshape(len(a), self.act_dim))
+                    for a in self._episode_actions
+                ],
+                "rng": [
+                    json.dumps(_env_rng(self.envs, i).bit_generator.state)
+                    for i in range(num_envs)
+                ],
+            }
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.iteration = int(state["iteration"])
+        """Restore :meth:`state_dict`'s state; :class:`InexactResume` if it cannot be exact.
+
+        A state without the episodes in flight (saved by an older merpo-data, or before
+        the first step) is exact only before the first env step.
+        """
+        iteration = int(state["iteration"])
+        if "episodes" not in state and iteration > 0:
+            raise InexactResume(
+                f"the saved SAC state at iteration {iteration} does not hold its episodes "
+                "in flight (an older merpo-data wrote it)"
+            )
+        self.iteration = iteration
         self.model.load_state_dict(state["model"])
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.alpha_opt.load_state_dict(state["alpha_opt"])
         self.buffer.load_state_dict(state["buffer"])
         self.generator.set_state(state["generator"])
-        self._obs = None  # episodes in flight are not saved: start fresh ones
+        self._checkpointed = bool(state.get("checkpointed", True))
+        self._obs = None
+        if "episodes" in state:
+            self._restore_episodes(state["episodes"])
+
+    def _restore_episodes(self, saved: dict) -> None:
+        """Bring every sub-env back to the saved point of its episode: same start (reset
+        seed, or the env RNG's state before the reset), the saved actions replayed, then
+        the env RNG's state at the checkpoint. The replayed observation must equal the
+        saved one bit for bit, else :class:`InexactResume`."""
+        starts = [json.loads(s) for s in saved["starts"]]
+        envs = self.envs
+        envs.reset(seed=[int(s.get("seed", 0)) for s in starts])
+        rng_started = np.array(["rng" in s for s in starts])
+        if rng_started.any():
+            for i in np.flatnonzero(rng_started):
+                _env_rng(envs, i).bit_generator.state = starts[i]["rng"]
+            envs.reset(options={"reset_mask": rng_started})
+        obs = saved["obs"].numpy()
+        for i, actions in enumerate(saved["actions"]):
+            sub_env = envs.envs[i]
+            last = None
+            for action in actions.numpy():
+                last, *_ = sub_env.step(action)
+            if last is not None and not np.array_equal(np.asarray(last), obs[i]):
+                raise InexactResume(
+                    f"sub-env {i}: replaying its episode did not reach the saved state "
+                    "(the env is not deterministic given its seed)"
+                )
+            _env_rng(envs, i).bit_generator.state = json.loads(saved["rng"][i])
+        self._starts = list(saved["starts"])
+        self._episode_actions = [list(a.numpy()) for a in saved["actions"]]
+        self._obs = obs.copy()
 
     def close(self) -> None:
         self.envs.close()
         self.eval_envs.close()
+
+
+class InexactResume(RuntimeError):
+    """A saved SAC state from which training cannot continue exactly as it would have."""
+
+
+def _env_rng(envs, index: int) -> np.random.Generator:
+    """Sub-env ``index``'s own RNG (its resets' noise); it exists once the env was reset."""
+    return envs.envs[index].unwrapped.np_random
 
 
 def make_act_fn(actor, center, scale, generator=None, deterministic: bool = False):

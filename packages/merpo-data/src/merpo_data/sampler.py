@@ -20,7 +20,7 @@ batched gather per call:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -30,7 +30,13 @@ from merpo_envs import get_meta_info
 from merpo_data.datasets import generate, is_local
 from merpo_data.distributed import check_device
 from merpo_data.flat_cache import load_flat
-from merpo_data.ids import check_preset, check_quality, dataset_id, generate_command, parse_tasks
+from merpo_data.ids import (
+    check_preset,
+    check_quality,
+    dataset_id,
+    missing_datasets_message,
+    parse_tasks,
+)
 from merpo_data.integrity import open_dataset, read_episodes
 
 
@@ -63,6 +69,30 @@ class SequenceBatch(NamedTuple):
     timesteps: torch.Tensor
     mask: torch.Tensor
     episode_ids: torch.Tensor
+
+
+def ensure_datasets(
+    env_id: str,
+    pairs: Iterable[tuple[int, str]],
+    preset: str = "default",
+    build_missing: bool = False,
+) -> None:
+    """Make sure the datasets of ``(task, quality)`` pairs are in the local store.
+
+    A caller that needs several samplers (a run's train and test tasks) passes all their
+    pairs at once, so a missing-data error names every missing dataset, with one
+    ``merpo-data generate`` command that builds them all (a ``ValueError``). With
+    ``build_missing`` they are built instead (one ``generate`` per quality).
+    """
+    unique = dict.fromkeys((int(t), q) for t, q in pairs)
+    missing = [(t, q) for t, q in unique if not is_local(dataset_id(env_id, t, q, preset))]
+    if not missing:
+        return
+    if not build_missing:
+        raise ValueError(missing_datasets_message(env_id, missing, preset))
+    for quality in sorted({q for _, q in missing}):
+        tasks = [t for t, q in missing if q == quality]
+        generate(env_id, tasks=tasks, qualities=[quality], preset=preset)
 
 
 class TaskSampler:
@@ -108,6 +138,7 @@ class TaskSampler:
             task_list = tuple(info.check_task(t) for t in tasks)
         if not task_list:
             raise ValueError(f"{env_id}: empty task list; pass 'train', 'test' or task indices")
+        _check_distinct(task_list)
         self.tasks: tuple[int, ...] = tuple(int(t) for t in task_list)
         qualities = [quality] * len(self.tasks) if isinstance(quality, str) else list(quality)
         if len(qualities) != len(self.tasks):
@@ -185,30 +216,8 @@ class TaskSampler:
         self.max_episode_length = int(self._length.max())
 
     def _ensure_local(self, build_missing: bool) -> None:
-        missing = [
-            (t, q)
-            for t, q, i in zip(self.tasks, self.qualities, self.dataset_ids, strict=True)
-            if not is_local(i)
-        ]
-        if not missing:
-            return
-        if not build_missing:
-            command = generate_command(
-                self.env_id, [t for t, _ in missing], [q for _, q in missing], self.preset
-            )
-            raise ValueError(
-                f"{len(missing)} dataset(s) missing, e.g. "
-                f"{dataset_id(self.env_id, *missing[0], self.preset)}; run `{command}`, "
-                "or let training build them with `--set data.build_missing=true` "
-                "(build_missing=True in Python)"
-            )
-        for quality in sorted({q for _, q in missing}):
-            generate(
-                self.env_id,
-                tasks=[t for t, q in missing if q == quality],
-                qualities=[quality],
-                preset=self.preset,
-            )
+        pairs = list(zip(self.tasks, self.qualities, strict=True))
+        ensure_datasets(self.env_id, pairs, self.preset, build_missing)
 
     def _task_rows(self, task_indices: torch.Tensor | None):
         if task_indices is None:
@@ -231,6 +240,7 @@ class TaskSampler:
         holds an excluded transition. Without ``exclude`` this is exactly :meth:`sample`'s
         draw: ``floor(u * size_i) + offset_i``.
         """
+        task_indices = _checked_draw(self, batch_size, task_indices)
         _, sizes, offsets = self._task_rows(task_indices)
         if exclude is not None:
             return self._draw_excluding(batch_size, sizes, offsets, exclude, generator)
@@ -327,6 +337,7 @@ class TaskSampler:
         Fields are ``(T', batch_size, max_episode_length, ...)``; ``mask`` is False past
         each episode's end.
         """
+        task_indices = _checked_draw(self, batch_size, task_indices)
         rows, _, _ = self._task_rows(task_indices)
         counts = self.num_episodes if rows is None else self.num_episodes[rows]
         first = self._episode_offsets if rows is None else self._episode_offsets[rows]
@@ -421,3 +432,38 @@ def _numeric_step_infos(infos, steps: int) -> dict[str, list]:
         if array is not None and array.shape == (steps,) and array.dtype.kind in "biuf":
             found[key] = [array]
     return found
+
+
+def _check_distinct(tasks) -> None:
+    """A task listed twice would be sampled twice as often, silently: refuse it."""
+    twice = sorted({int(t) for t in tasks if list(tasks).count(t) > 1})
+    if twice:
+        raise ValueError(f"tasks {twice} listed more than once; list each task once")
+
+
+def _checked_draw(sampler: TaskSampler, batch_size, task_indices):
+    """One ``ValueError`` line for a bad batch size or task positions, not a torch error.
+
+    Positions on a CUDA device are not range-checked here (that would wait for the device
+    on every draw); a list, tuple or CPU tensor is.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or (
+        batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if task_indices is None:
+        return None
+    rows = torch.as_tensor(task_indices)
+    if rows.dim() != 1 or rows.dtype not in (torch.int64, torch.int32) or len(rows) == 0:
+        raise ValueError(
+            f"task_indices must be a 1-D LongTensor of positions in sampler.tasks, got "
+            f"{task_indices!r}"
+        )
+    if rows.device.type == "cpu" and (
+        int(rows.min()) < 0 or int(rows.max()) >= sampler.num_tasks
+    ):
+        raise ValueError(
+            f"task_indices are positions 0..{sampler.num_tasks - 1} in sampler.tasks "
+            f"{list(sampler.tasks)}, got {rows.tolist()}"
+        )
+    return rows.long()

@@ -13,11 +13,15 @@ Tensors of task ``NN`` are ``task-NN/steps`` ``(C,)``, ``task-NN/returns`` ``(C,
 ``task-NN/random_return`` ``()`` and ``task-NN/actor/<parameter>`` ``(C, ...)``; the
 header's metadata names the env, preset, seed and network size, and records what the
 maintainer's build from these very policies gave (``datasets``: each dataset id's content
-hash and mean return) and an ``arithmetic`` fingerprint of the machine that built them
+hash, the hash of each of its arrays and its mean return), the ``versions`` of the
+packages that built it, and an ``arithmetic`` fingerprint of the machine that built them
 (:func:`arithmetic_fingerprint`). A machine with the same fingerprint rounds the policies'
-floats the same way, so its rebuild must match those hashes bit for bit; elsewhere a
-rebuild is the same recipe up to float rounding (MuJoCo amplifies a last-bit difference of
-an action into another trajectory), so only its statistics can be compared.
+floats the same way, so its rebuild must match those hashes bit for bit (the envs keep
+their own arithmetic off BLAS, whose kernels differ by CPU, and ``mujoco``, ``gymnasium``
+and ``numpy`` are pinned in the packages' requirements); :func:`describe_mismatch` names
+the arrays and the versions that differ when it does not. Elsewhere a rebuild is the same
+recipe up to float rounding (MuJoCo amplifies a last-bit difference of an action into
+another trajectory), so only its statistics can be compared.
 
 Shipped today, default preset, seed 0: Point-Robot-Wind (all 50 tasks), Half-Cheetah-Fwd-Back
 and Ant-Fwd-Back (both tasks each). Walker-2D-Params is GPU-scale (see merpo-data's README).
@@ -38,6 +42,7 @@ from merpo_data.store import (
     RECIPE_KEY,
     BehaviorRecord,
     behavior_dir,
+    installed_versions,
     is_local,
     load_record,
     task_file,
@@ -108,7 +113,64 @@ def shipped_metadata(path: Path) -> dict:
     if header.get("format") != FORMAT:
         raise ValueError(f"{path} is not a merpo-data policy file; reinstall merpo-data")
     header["datasets"] = json.loads(header.get("datasets", "{}"))
+    header["versions"] = json.loads(header.get("versions", "{}"))
     return header
+
+
+def blas_kernel() -> str:
+    """The kernel family numpy's OpenBLAS picked for this CPU (e.g. ``SkylakeX``,
+    ``Haswell``), or ``unknown``: what a dataset must not depend on, named in reports."""
+    import ctypes
+    import glob
+    import os
+
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__) + ".libs", "*openblas*.so*"))
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                     "openblas_get_corename"):  # fmt: skip
+            func = getattr(lib, name, None)
+            if func is not None:
+                func.restype = ctypes.c_char_p
+                return func().decode()
+    return "unknown"
+
+
+def describe_mismatch(ds_id: str, content_hash: str, fields: dict[str, str], header: dict) -> str:
+    """One line on a rebuilt dataset whose content hash differs from the recorded one: the
+    arrays that differ and the recorded package versions that differ from the installed."""
+    recorded = header["datasets"][ds_id]
+    before = recorded.get("fields", {})
+    if before:
+        names = sorted(set(before) | set(fields))
+        differ = [n for n in names if before.get(n) != fields.get(n)]
+        arrays = f"arrays that differ: {', '.join(differ) or 'none (only their order)'}"
+    else:
+        arrays = "no per-array hashes recorded"
+    installed = installed_versions()
+    versions = header.get("versions", {})
+    changed = [
+        f"{name} {versions[name]} recorded, {installed.get(name, 'not installed')} installed"
+        for name in sorted(versions)
+        if versions[name] != installed.get(name)
+    ]
+    if changed:
+        why = f"versions that differ: {'; '.join(changed)}"
+    elif versions:
+        why = (
+            "every recorded version is installed, so the code or the arithmetic outside "
+            f"torch that computes those arrays differs (numpy's BLAS kernel here: "
+            f"{blas_kernel()}, at export: {header.get('blas', 'not recorded')})"
+        )
+    else:
+        why = "no versions recorded"
+    return (
+        f"{ds_id}: content hash {content_hash[:12]} != recorded "
+        f"{recorded['content_hash'][:12]}; {arrays}; {why}"
+    )
 
 
 def arithmetic_fingerprint() -> str:
@@ -139,7 +201,7 @@ def _built_datasets(env_id: str, preset: str, seed: int, tasks: Sequence[int]) -
     """``dataset id -> {content_hash, mean_return}`` of the local datasets of ``tasks``
     built with (preset, seed); every quality must be there (export after ``generate``)."""
     from merpo_data.ids import QUALITIES, dataset_id
-    from merpo_data.integrity import content_hash, open_dataset, read_episodes
+    from merpo_data.integrity import content_hash, field_hashes, open_dataset, read_episodes
 
     out = {}
     for task in tasks:
@@ -157,6 +219,7 @@ def _built_datasets(env_id: str, preset: str, seed: int, tasks: Sequence[int]) -
             episodes = read_episodes(dataset, ds_id)
             out[ds_id] = {
                 "content_hash": content_hash(episodes),
+                "fields": field_hashes(episodes),
                 "mean_return": float(np.mean([np.sum(ep.rewards) for ep in episodes])),
             }
     return out
@@ -169,7 +232,7 @@ def export_shipped(
     every task's, or those of ``tasks`` (a maintainer's step, after ``merpo-data generate
     ENV --retrain``), with the content hashes of the datasets that build gave (every
     quality of those tasks must be in the local store) and this machine's
-    :func:`arithmetic_fingerprint`."""
+    :func:`arithmetic_fingerprint`, the installed versions and numpy's BLAS kernel."""
     from merpo_envs import get_meta_info
 
     from merpo_data.presets import get_preset
@@ -203,5 +266,7 @@ def export_shipped(
         "hidden_layers": data_preset.sac.hidden_layers,
         "datasets": json.dumps(_built_datasets(env_id, data_preset.name, seed, tasks)),
         "arithmetic": arithmetic_fingerprint(),
+        "versions": json.dumps(installed_versions()),
+        "blas": blas_kernel(),
     }
     return save_shipped(records, shipped, metadata)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,12 +22,29 @@ import torch
 from minari.storage import get_dataset_path
 
 from merpo_data.atomic import atomic_torch_save
+from merpo_data.lock import hold_lock, process_gone
 
-__all__ = ["RECIPE_KEY", "BehaviorRecord", "atomic_torch_save", "behavior_dir", "is_local",
-           "load_record", "store_root", "task_file", "work_root"]
+__all__ = ["RECIPE_KEY", "REQUIREMENTS", "BehaviorRecord", "atomic_torch_save", "behavior_dir",
+           "installed_versions", "is_local", "load_record", "remove_stale_temporaries",
+           "store_lock", "store_root", "task_file", "work_root"]
 
 # The metadata key of a dataset's recipe (``datasets.recipe``).
 RECIPE_KEY = "merpo_recipe"
+# The packages a dataset's content depends on (recorded in recipes and shipped headers).
+REQUIREMENTS = ("merpo-envs", "merpo-data", "minari", "gymnasium", "mujoco", "numpy", "torch")
+
+
+def installed_versions() -> dict[str, str]:
+    """The installed version of each package a dataset's content depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in REQUIREMENTS:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 def store_root() -> Path:
@@ -78,7 +96,7 @@ def temporary_store() -> Iterator[Path]:
     """
     real = os.environ.get("MINARI_DATASETS_PATH")
     root = store_root()
-    tmp = work_root() / "tmp" / uuid.uuid4().hex
+    tmp = work_root() / "tmp" / _owned_name()
     tmp.mkdir(parents=True)
     os.environ["MINARI_DATASETS_PATH"] = str(tmp)
     try:
@@ -107,12 +125,52 @@ def move_into_store(src: Path, dataset_id: str, force: bool, root: Path) -> None
             raise FileExistsError(
                 f"dataset {dataset_id} already exists; pass force=True (--force) to rebuild it"
             )
-        trash = root / ".merpo-data" / "tmp" / f"old-{uuid.uuid4().hex}"
+        trash = root / ".merpo-data" / "tmp" / f"old~{_owned_name()}"
         trash.parent.mkdir(parents=True, exist_ok=True)
         os.rename(dest, trash)
     os.rename(src, dest)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
+
+
+# Names of temporary folders: "<pid>~<host>~<random>" (an old dataset set aside: "old~..."),
+# so that a later run can tell a dead process's leftover from a live one's.
+_SEP = "~"
+
+
+def _owned_name() -> str:
+    return _SEP.join((str(os.getpid()), socket.gethostname(), uuid.uuid4().hex))
+
+
+def remove_stale_temporaries(root: Path | None = None) -> list[Path]:
+    """Remove the temporary stores of ``.merpo-data/tmp`` whose writer is dead; return them.
+
+    A ``kill -9`` during a dataset write leaves its temporary store behind (the ``finally``
+    that removes it never runs). Only folders whose owning process is gone from this host
+    are removed: a live writer's, another host's, and unnamed (older) ones are kept.
+    """
+    folder = (root if root is not None else store_root()) / ".merpo-data" / "tmp"
+    removed = []
+    for path in sorted(folder.glob("*")) if folder.is_dir() else []:
+        parts = path.name.removeprefix(f"old{_SEP}").split(_SEP)
+        if len(parts) != 3 or not parts[0].isdigit():
+            continue
+        if process_gone(int(parts[0]), parts[1]):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def store_lock(root: Path | None = None) -> Iterator[None]:
+    """Hold the store's writer lock (``.merpo-data/generate.lock``): one ``generate`` at a time.
+
+    A second ``generate`` into the same store fails at once with one line naming the
+    holder, instead of failing half-way on datasets the first one is writing.
+    """
+    root = root if root is not None else store_root()
+    with hold_lock(root / ".merpo-data" / "generate.lock", f"dataset store {root}"):
+        yield
 
 
 def is_local(dataset_id_: str) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -236,9 +237,18 @@ class MujocoTaskEnvMixin(TaskEnvMixin):
         self._on_task_start(self._task, changed)
         obs, info = super().reset(seed=seed, options=options)
         info["task"] = self._task
-        return obs, info
+        return obs, self._machine_independent(info)
 
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(self._check_action(action))
         info["task"] = self._task
-        return obs, reward, terminated, truncated, info
+        return obs, reward, terminated, truncated, self._machine_independent(info)
+
+    def _machine_independent(self, info: dict[str, Any]) -> dict[str, Any]:
+        """``info`` with Gymnasium's ``distance_from_origin`` (Ant-v5) recomputed in plain
+        float arithmetic: Gymnasium's ``np.linalg.norm`` is a BLAS dot, whose kernel, and
+        so the last bit of the value that datasets store, depends on the CPU."""
+        if "distance_from_origin" in info:
+            x, y = (float(v) for v in self.data.qpos[0:2])  # type: ignore[attr-defined]
+            info["distance_from_origin"] = math.sqrt(x * x + y * y)
+        return info

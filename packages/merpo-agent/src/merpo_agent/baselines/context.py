@@ -31,6 +31,11 @@ LogFn = Callable[[int, dict[str, float]], None]
 # policy(obs (T, N, obs_dim)) -> actions in [-1, 1] (T, N, act_dim)
 PolicyFn = Callable[[torch.Tensor], torch.Tensor]
 
+# What a diverged baseline run should do next: a resume may not change the learning rates
+# or the seed (the run directory's settings check refuses it), a new run may.
+NEW_RUN_ADVICE = ("start a new run (another --run-dir) with lower learning rates (e.g. --set "
+                  "critic_lr=...) or another --seed")
+
 
 # ---- config base ------------------------------------------------------------------------
 
@@ -446,8 +451,7 @@ def train_steps(
         if (log_now or save_now) and bool(bad):
             raise TrainingDiverged(
                 f"non-finite loss (NaN or inf) by update {step}: training stopped; last good "
-                f"checkpoint at update {last_good}; lower the learning rates (e.g. --set "
-                "critic_lr=...) or change --seed and resume"
+                f"checkpoint at update {last_good} kept; {NEW_RUN_ADVICE}"
             )
         if log_now:
             if log_fn is not None:

@@ -27,18 +27,19 @@ import torch
 import yaml
 from merpo_data.progress import progress_bar
 
-from merpo_agent.baselines.context import train_steps
+from merpo_agent.baselines.context import NEW_RUN_ADVICE, train_steps
 from merpo_agent.baselines.registry import BASELINES, Baseline, baseline  # re-exported
 from merpo_agent.checkpoint import (
     LATEST,
     CheckpointError,
+    NonFiniteState,
     atomic_write_text,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from merpo_agent.config import ConfigError, check_device
+from merpo_agent.config import ConfigError, check_device, check_task_split
 from merpo_agent.overrides import (
     apply_overrides,
     flat_keys,
@@ -49,6 +50,7 @@ from merpo_agent.overrides import (
     to_dict,
 )
 from merpo_agent.provenance import record_session
+from merpo_agent.run_dir import claim_run_dir
 from merpo_agent.schema import (
     SHARED_SECTIONS,
     DataConfig,
@@ -58,7 +60,7 @@ from merpo_agent.schema import (
     preset_data,
 )
 from merpo_agent.scores import normalized_score, sampler_reference_scores, summarize
-from merpo_agent.trainer import RunError
+from merpo_agent.trainer import RunError, TrainingDiverged
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
@@ -133,6 +135,7 @@ def build_baseline(
                                      log_every=run.run.log_every)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"bad {spec.label} setting: {_first_line(err)}") from None
+    check_task_split(env_id, run.data.train_tasks, run.data.test_tasks, "data.")
     return run, config
 
 
@@ -150,6 +153,8 @@ def _samplers(env_id: str, run: BaselineRun, device: str):
     train_tasks = list(data.train_tasks or info.train_tasks)
     test_tasks = list(data.test_tasks or info.test_tasks)
     try:
+        pairs = [(t, data.quality) for t in (*train_tasks, *test_tasks)]
+        merpo_data.ensure_datasets(env_id, pairs, data.preset, data.build_missing)
         train = merpo_data.TaskSampler(
             env_id, train_tasks, data.quality, device=device, preset=data.preset,
             build_missing=data.build_missing,
@@ -228,7 +233,6 @@ def train_baseline_run(
     their normalized scores and the agent's std over episodes: ``_table``). ``wandb``:
     ``PROJECT[/GROUP]`` of a Weights & Biases run beside TensorBoard; ``command``: the command
     line ``run.json`` records (default ``sys.argv``)."""
-    from merpo_agent.metrics import MetricsWriter
 
     spec = baseline(algo)
     run, config = build_baseline(algo, env_id, preset, overrides, config_file)
@@ -236,6 +240,15 @@ def train_baseline_run(
     run_dir = Path(run_dir)
     record = _run_record(algo, env_id, preset, seed, device, run, config)
     checkpoint = run_dir / CHECKPOINT_DIR / LATEST
+    with claim_run_dir(run_dir, checkpoint):
+        return _train_claimed(spec, algo, env_id, seed, device, run, config, run_dir, record,
+                              checkpoint, progress, wandb, command)
+
+
+def _train_claimed(spec, algo, env_id, seed, device, run, config, run_dir, record, checkpoint,
+                   progress, wandb, command) -> dict[int, dict[str, float]]:
+    from merpo_agent.metrics import MetricsWriter
+
     resumed = checkpoint.is_file() and (run_dir / CONFIG_FILE).is_file()
     if resumed:
         _check_resumable(run_dir, record)
@@ -266,12 +279,20 @@ def train_baseline_run(
                            hparam_metrics=HPARAM_METRICS, wandb=wandb)
 
     def save(at: int) -> None:
-        save_checkpoint(checkpoint, {
-            "format": RUN_FORMAT, "algo": algo, "step": at,
-            "agent": learner.agent_state(),
-            "learner": learner.training_state(),
-            "rng": rng_state({"data": learner.generator}),
-        })
+        try:
+            save_checkpoint(checkpoint, {
+                "format": RUN_FORMAT, "algo": algo, "step": at,
+                "agent": learner.agent_state(),
+                "learner": learner.training_state(),
+                "rng": rng_state({"data": learner.generator}),
+            })
+        except NonFiniteState as err:  # never a checkpoint with a NaN: the last good stays
+            kept = f"last good checkpoint {checkpoint} kept" if checkpoint.is_file() else (
+                "no checkpoint was written")
+            raise TrainingDiverged(
+                f"{err.where} of the state is NaN or inf by update {at}: training stopped; "
+                f"{kept}; {NEW_RUN_ADVICE}"
+            ) from None
 
     bar = progress_bar(run.run.steps, algo, "step", initial=step, disable=not progress)
 
