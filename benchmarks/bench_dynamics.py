@@ -7,7 +7,7 @@
   ``DynamicsEnsemble.step`` deals the samples to the elites in equal random shares, so
   each sample runs through its own elite only (fixed shapes, 1/E of the full ensemble's work).
 - Training: one Adam step of the proximal objective of Eq. 3-4 (NLL + eta ||theta - phi||^2,
-  ``dynamics.ChunkedTrainer``) with a fresh 256-sample batch per member drawn on the device,
+  ``model_training.ChunkedTrainer``) with a fresh 256-sample batch per member drawn on the device,
   for T tasks batched (one op) vs a loop over T single-task models (each with its own Adam)
   vs the per-device chunks ``train_models`` runs (``DynamicsEnsemble.chunk_size``: the whole
   batch on a GPU, chunks of C tasks on a CPU), all three timed side by side.
@@ -24,7 +24,8 @@ import argparse
 
 import torch
 from common import add_common_arguments, compare_times, fmt_ms, print_header, save, setup
-from merpo_agent.dynamics import ChunkedTrainer, HoldoutSplit
+from merpo_agent.holdout import HoldoutSplit
+from merpo_agent.model_training import ChunkedTrainer
 from merpo_agent.rollout import rollout
 from workloads import (
     SMOKE,

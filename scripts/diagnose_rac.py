@@ -29,10 +29,10 @@ import time
 import numpy as np
 import torch
 from merpo_agent.action_scaling import from_unit_actions, to_unit_actions
-from merpo_agent.config import build_config
 from merpo_agent.env_eval import evaluate_in_env
 from merpo_agent.metrics import MetricsWriter
 from merpo_agent.model_buffer import ModelBuffer
+from merpo_agent.presets import build_config
 from merpo_agent.rac_loop import TaskData, rac_updates
 from merpo_agent.task_learners import TaskLearners, twin_q_values
 from merpo_agent.trainer import MetaTrainer

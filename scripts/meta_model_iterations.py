@@ -15,9 +15,9 @@ import argparse
 import time
 
 import torch
-from merpo_agent.config import build_config
 from merpo_agent.dynamics import DynamicsEnsemble, HoldoutSplit
 from merpo_agent.meta_model import adapt, meta_iteration
+from merpo_agent.presets import build_config
 from merpo_agent.trainer import make_sampler
 from merpo_envs.point_robot_wind import MAX_ACTION, WINDS
 

@@ -26,7 +26,7 @@ def _run(capsys, argv):
         (["train", "--env", PRW, "--algo", "ppo"], "cql, focal, cbcq, mbml, batch-pearl"),
         (["train", "--env", PRW, "--preset", "huge"], "unknown preset 'huge'"),
         (["train", "--env", PRW, "--set", "rac.actr_lr=1"], "did you mean rac.actor_lr"),
-        (["train", "--env", PRW, "--set", "meta.iterations=many"], "expected an integer"),
+        (["train", "--env", PRW, "--set", "run.steps=many"], "expected an integer"),
         (["train", "--env", PRW, "--set", "novalue"], "key=value"),
         (["train", "--env", PRW, "--config", "/nonexistent/c.yaml"], "does not exist"),
         (["train", "--env", PRW, "--device", "tpu"], "device"),
@@ -55,6 +55,10 @@ def test_missing_dataset_names_the_generate_command(capsys, tmp_path, monkeypatc
     assert code == 2
     assert "merpo-data generate merpo/PointRobotWind-v0" in err and err.count("\n") == 1
     assert "--set data.build_missing=true" in err  # the CLI form, not a Python keyword
+    assert not (tmp_path / "run").exists()  # a failed start leaves no empty run directory
+    code, err = _run(capsys, ["train", "--env", PRW, "--preset", "smoke", "--algo", "focal",
+                              "--run-dir", str(tmp_path / "focal"), "--no-progress"])
+    assert code == 2 and "merpo-data generate" in err and not (tmp_path / "focal").exists()
 
 
 def test_missing_train_and_test_datasets_share_one_generate_command(capsys, tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from merpo_agent.config import ConfigError
 from merpo_agent.trainer import TrainingDiverged
 
 ENV = "merpo/PointRobotWind-v0"
-SUBSET = ["train_tasks=[0,1,2,3]", "test_tasks=[40,41]"]
+SUBSET = ["data.train_tasks=[0,1,2,3]", "data.test_tasks=[40,41]"]
 
 
 def records(run_dir):
@@ -31,7 +31,7 @@ def test_smoke_train_evaluate_plot_through_the_cli(algo, point_robot_store, tmp_
         "train", "--env", ENV, "--algo", algo, "--preset", "smoke", "--seed", "0",
         "--run-dir", str(run_dir), "--no-progress", "--threads", "1",
         *[x for item in SUBSET for x in ("--set", item)],
-        "--set", "steps=40", "--set", "eval_every=20", "--set", "log_every=20",
+        "--set", "run.steps=40", "--set", "eval.every=20", "--set", "run.log_every=20",
     ])
     assert code == 0
     out = capsys.readouterr().out
@@ -40,7 +40,7 @@ def test_smoke_train_evaluate_plot_through_the_cli(algo, point_robot_store, tmp_
     # MerPO's layout: config.yaml, metrics.jsonl, TensorBoard, checkpoints/latest.pt, plots
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["algo"] == algo and config["label"] == label and config["env"] == ENV
-    assert config["run"]["steps"] == 40 and config["run"]["test_tasks"] == [40, 41]
+    assert config["run"]["steps"] == 40 and config["data"]["test_tasks"] == [40, 41]
     assert (run_dir / "checkpoints" / "latest.pt").is_file()
     assert list((run_dir / "tensorboard").iterdir())
     tests = [r for r in records(run_dir) if r["phase"] == "meta_test"]
@@ -98,11 +98,11 @@ def test_plot_draws_the_baseline_curve(tmp_path):
 def test_set_parses_lists_ints_and_numbers_for_every_baseline():
     for algo in BASELINES:
         run, config = build_baseline(algo, ENV, "smoke", [
-            "train_tasks=[0, 1,2]", "test_tasks=41", "steps=1e3", "critic_lr=3e-4",
-            "latent_dim=7", "log_every=50",
+            "data.train_tasks=[0, 1,2]", "data.test_tasks=41", "run.steps=1e3", "critic_lr=3e-4",
+            "latent_dim=7", "run.log_every=50",
         ])
-        assert run.train_tasks == (0, 1, 2) and run.test_tasks == (41,)
-        assert run.steps == 1000 and isinstance(run.steps, int)
+        assert run.data.train_tasks == (0, 1, 2) and run.data.test_tasks == (41,)
+        assert run.run.steps == 1000 and isinstance(run.run.steps, int)
         assert config.critic_lr == pytest.approx(3e-4) and isinstance(config.critic_lr, float)
         assert config.latent_dim == 7 and config.log_every == 50
         run, config = build_baseline(algo, ENV, "smoke", ["task_batch_size=none"])
@@ -112,9 +112,9 @@ def test_set_parses_lists_ints_and_numbers_for_every_baseline():
 @pytest.mark.parametrize(
     "algo, item, message",
     [
-        ("focal", "steps=1.5", "expected an integer"),
+        ("focal", "run.steps=1.5", "expected an integer"),
         ("cbcq", "critic_lr=fast", "expected a number"),
-        ("mbml", "train_tasks=[0,a]", "expected an integer"),
+        ("mbml", "data.train_tasks=[0,a]", "bad task range"),
         ("batch-pearl", "tune_entropy=maybe", "expected true or false"),
         ("batch-pearl", "kl_lamda=1", "did you mean kl_lambda"),
         ("mbml", "task_batch_size=1", "bad MBML setting"),
@@ -128,9 +128,45 @@ def test_bad_overrides_are_one_line_config_errors(algo, item, message):
 
 def test_config_file_overrides(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("steps: 30\nkl_lambda: 0.5\ntrain_tasks: [1, 2]\n")
-    run, config = build_baseline("batch-pearl", ENV, "smoke", ["steps=40"], path)
-    assert run.steps == 40 and config.kl_lambda == 0.5 and run.train_tasks == (1, 2)
+    path.write_text("run:\n  steps: 30\nkl_lambda: 0.5\ndata:\n  train_tasks: [1, 2]\n")
+    run, config = build_baseline("batch-pearl", ENV, "smoke", ["run.steps=40"], path)
+    assert run.run.steps == 40 and config.kl_lambda == 0.5 and run.data.train_tasks == (1, 2)
+
+
+def test_every_algorithm_shares_one_schema_and_the_presets_data():
+    """data / run / eval are the same sections for MerPO and every baseline, and a preset
+    name means the same tasks and data for each (smoke: 0-3 / 40-41 on the test datasets)."""
+    from merpo_agent.presets import build_config
+
+    merpo = build_config(ENV, "smoke")
+    for algo in BASELINES:
+        for preset in ("smoke", "small", "repro", "table2"):
+            run, _ = build_baseline(algo, ENV, preset, [])
+            assert run.data == build_config(ENV, preset).data, (algo, preset)
+        run, config = build_baseline(algo, ENV, "smoke", [
+            "data.train_tasks=0-2,5", "method.critic_lr=2e-3", "eval.episodes=3",
+        ])
+        assert run.data.train_tasks == (0, 1, 2, 5) and config.critic_lr == 2e-3
+        assert run.eval.episodes == 3
+    assert merpo.data.train_tasks == (0, 1, 2, 3) and merpo.data.test_tasks == (40, 41)
+    assert {"data", "run", "eval"} <= set(merpo.to_dict())
+
+
+@pytest.mark.parametrize("item, new", [
+    ("steps=10", "run.steps"), ("train_tasks=[1]", "data.train_tasks"),
+    ("quality=expert", "data.quality"), ("eval_every=5", "eval.every"),
+    ("data_preset=test", "data.preset"), ("method.log_every=5", "run.log_every"),
+])
+def test_old_baseline_keys_name_their_new_key(item, new):
+    with pytest.raises(ConfigError, match=f"use {new}") as info:
+        build_baseline("focal", ENV, "smoke", [item])
+    assert "\n" not in str(info.value)
+
+
+def test_an_empty_task_list_is_an_error_not_the_whole_split():
+    for item in ("data.train_tasks=[]", "data.test_tasks="):
+        with pytest.raises(ConfigError, match="empty"):
+            build_baseline("cbcq", ENV, "smoke", [item])
 
 
 # ---- resume ----------------------------------------------------------------------------
@@ -144,15 +180,15 @@ def learner_state(run_dir):
 def test_resume_equals_an_uninterrupted_run(algo, point_robot_store, tmp_path):
     """Stopped after 20 updates (its checkpoint) and resumed to 40, a run ends with exactly
     the parameters, optimizer states and generator of a run of 40 in one go (CPU)."""
-    common = [*SUBSET, "eval_every=20", "log_every=10", "checkpoint_every=10",
-              "eval_episodes=1", "task_batch_size=2"]
+    common = [*SUBSET, "eval.every=20", "run.log_every=10", "run.checkpoint_every=10",
+              "eval.episodes=1", "task_batch_size=2"]
     whole, split = tmp_path / "whole", tmp_path / "split"
-    train_baseline_run(algo, ENV, "smoke", [*common, "steps=40"], 3, "cpu", whole,
+    train_baseline_run(algo, ENV, "smoke", [*common, "run.steps=40"], 3, "cpu", whole,
                        progress=False)
-    train_baseline_run(algo, ENV, "smoke", [*common, "steps=20"], 3, "cpu", split,
+    train_baseline_run(algo, ENV, "smoke", [*common, "run.steps=20"], 3, "cpu", split,
                        progress=False)
     assert load_checkpoint(split / "checkpoints" / "latest.pt")["step"] == 20
-    train_baseline_run(algo, ENV, "smoke", [*common, "steps=40"], 3, "cpu", split,
+    train_baseline_run(algo, ENV, "smoke", [*common, "run.steps=40"], 3, "cpu", split,
                        progress=False)
     a, b = learner_state(whole), learner_state(split)
     assert a["module"].keys() == b["module"].keys()
@@ -179,11 +215,11 @@ def test_resume_equals_an_uninterrupted_run(algo, point_robot_store, tmp_path):
 
 def test_resume_with_other_settings_is_refused(point_robot_store, tmp_path):
     run_dir = tmp_path / "r"
-    train_baseline_run("batch-pearl", ENV, "smoke", [*SUBSET, "steps=5", "eval_every=5"], 0,
+    train_baseline_run("batch-pearl", ENV, "smoke", [*SUBSET, "run.steps=5", "eval.every=5"], 0,
                        "cpu", run_dir, progress=False)
     with pytest.raises(ConfigError, match="other settings .*method.latent_dim"):
         train_baseline_run("batch-pearl", ENV, "smoke",
-                           [*SUBSET, "steps=5", "eval_every=5", "latent_dim=3"], 0, "cpu",
+                           [*SUBSET, "run.steps=5", "eval.every=5", "latent_dim=3"], 0, "cpu",
                            run_dir, progress=False)
 
 
@@ -206,14 +242,14 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     run_dir = tmp_path / "r"
     with pytest.raises(TrainingDiverged, match="update 15.*last good checkpoint at update 10"):
         train_baseline_run("mbml", ENV, "smoke",
-                           [*SUBSET, "steps=40", "log_every=5", "checkpoint_every=10",
-                            "eval_every=40"], 0, "cpu", run_dir, progress=False)
+                           [*SUBSET, "run.steps=40", "run.log_every=5", "run.checkpoint_every=10",
+                            "eval.every=40"], 0, "cpu", run_dir, progress=False)
     assert load_checkpoint(run_dir / "checkpoints" / "latest.pt")["step"] == 10
     calls["n"] = 0
     code = main(["train", "--env", ENV, "--algo", "mbml", "--preset", "smoke",
                  "--run-dir", str(tmp_path / "cli"), "--no-progress",
-                 *[x for item in SUBSET for x in ("--set", item)], "--set", "steps=20",
-                 "--set", "log_every=5", "--set", "eval_every=20"])
+                 *[x for item in SUBSET for x in ("--set", item)], "--set", "run.steps=20",
+                 "--set", "run.log_every=5", "--set", "eval.every=20"])
     err = capsys.readouterr().err
     assert code == 1 and "non-finite loss" in err and len(err.strip().splitlines()) == 1
 

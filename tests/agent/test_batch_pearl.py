@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from merpo_agent.baselines import BASELINES
 from merpo_agent.baselines.batch_pearl import (
     BatchPearlAgent,
     BatchPearlConfig,
@@ -17,7 +18,6 @@ from merpo_agent.baselines.batch_pearl import (
     kl_to_unit_prior,
     load_batch_pearl,
     save_batch_pearl,
-    train_batch_pearl,
 )
 from test_focal import wind_context
 
@@ -170,7 +170,7 @@ def test_batch_pearl_trains_end_to_end_on_point_robot(point_robot_store, tmp_pat
     test = TaskSampler(ENV, [40, 41], "mixed", preset="test")
     config = BatchPearlConfig.smoke(ENV)
     logs = []
-    agent = train_batch_pearl(config, train, 600, "cpu", seed=0,
+    agent = BASELINES["batch-pearl"].train(config, train, 600, "cpu", seed=0,
                               log_fn=lambda s, m: logs.append((s, m)))
     assert [s for s, _ in logs] == list(range(25, 601, 25))
     assert all(math.isfinite(v) for _, m in logs for v in m.values())

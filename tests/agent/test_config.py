@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from merpo_agent.config import ALGOS, Config, build_config, config_from_dict
+from merpo_agent.config import ALGOS, Config, config_from_dict
 from merpo_agent.overrides import ConfigError
-from merpo_agent.presets import PRESETS, make_preset
+from merpo_agent.presets import PRESETS, build_config, make_preset
 
 PRW = "merpo/PointRobotWind-v0"
 ENVS = ("merpo/PointRobotWind-v0", "merpo/HalfCheetahFwdBack-v0", "merpo/AntFwdBack-v0",
@@ -43,7 +43,7 @@ def test_table2_matches_the_paper(env):
     assert cfg.rac.alpha == 0.4 and cfg.rac.alpha_adp_lr == 1e-4
     assert cfg.test.adaptation_steps == 100 and cfg.test.lr == 8e-5
     assert cfg.rac.hidden == 300
-    assert cfg.data.train_tasks == () and cfg.data.test_tasks == ()  # the env's full split
+    assert cfg.data.train_tasks is None and cfg.data.test_tasks is None  # the env's full split
 
 
 def test_table1_is_single_task_rac():
@@ -82,7 +82,7 @@ def test_algorithms_map_to_the_ablation_settings():
 def test_smaller_presets_are_smaller():
     table2, small, smoke = (make_preset(PRW, p) for p in ("table2", "small", "smoke"))
     assert smoke.rac.hidden < small.rac.hidden < table2.rac.hidden
-    assert smoke.meta.iterations < small.meta.iterations < table2.meta.iterations
+    assert smoke.iterations < small.iterations < table2.iterations
     assert small.data.train_tasks == tuple(range(8)) and small.data.test_tasks == (40, 41, 42, 43)
     assert smoke.data.train_tasks == (0, 1, 2, 3) and smoke.data.test_tasks == (40, 41)
 
@@ -90,13 +90,13 @@ def test_smaller_presets_are_smaller():
 def test_set_overrides_are_typed():
     cfg = build_config(
         PRW, "smoke",
-        overrides=["rac.actor_lr=3e-4", "meta.iterations=7", "rac.use_model=false",
+        overrides=["rac.actor_lr=3e-4", "run.steps=14", "rac.use_model=false",
                    "rac.real_data_ratio=1", "data.train_tasks=0,2",
                    "dynamics.meta_task_batch_size=2", "test.compare_combo=no"],
         seed=5,
     )
-    assert cfg.rac.actor_lr == 3e-4 and isinstance(cfg.meta.iterations, int)
-    assert cfg.meta.iterations == 7 and cfg.rac.use_model is False
+    assert cfg.rac.actor_lr == 3e-4 and isinstance(cfg.iterations, int)
+    assert cfg.iterations == 7 and cfg.rac.use_model is False
     assert cfg.data.train_tasks == (0, 2) and cfg.dynamics.meta_task_batch_size == 2
     assert cfg.test.compare_combo is False and cfg.seed == 5
     none = build_config(PRW, "smoke", overrides=["dynamics.meta_task_batch_size=none"])
@@ -105,10 +105,10 @@ def test_set_overrides_are_typed():
 
 def test_config_files_yaml_and_toml(tmp_path):
     yaml_file = tmp_path / "c.yaml"
-    yaml_file.write_text("algo: combo3\nrac:\n  actor_lr: 2.0e-4\nmeta:\n  iterations: 9\n")
+    yaml_file.write_text("algo: combo3\nrac:\n  actor_lr: 2.0e-4\nrun:\n  steps: 18\n")
     cfg = build_config(PRW, "smoke", config_file=yaml_file)
     assert cfg.algo == "combo3" and cfg.rac.alpha == 0.0
-    assert cfg.rac.actor_lr == 2e-4 and cfg.meta.iterations == 9
+    assert cfg.rac.actor_lr == 2e-4 and cfg.iterations == 9
     toml_file = tmp_path / "c.toml"
     toml_file.write_text("[rac]\nactor_lr = 5e-4\n[data]\ntest_tasks = [40]\n")
     cfg = build_config(PRW, "smoke", config_file=toml_file, overrides=["rac.actor_lr=1e-4"])
@@ -122,10 +122,16 @@ def test_config_files_yaml_and_toml(tmp_path):
         (["rac.actr_lr=1"], "unknown config key 'rac.actr_lr'; did you mean rac.actor_lr"),
         (["actor_lr=1"], "did you mean rac.actor_lr"),
         (["rac.actor_lr=fast"], "expected a number"),
-        (["meta.iterations=1.5"], "expected an integer"),
+        (["run.steps=1.5"], "expected an integer"),
         (["rac.use_model=maybe"], "expected true or false"),
         (["rac.alpha=2"], "alpha must be in"),
-        (["meta.iterations=0"], "iterations=0 must be >= 1"),
+        (["run.steps=0"], "steps=0 must be >= 1"),
+        (["run.steps=7"], "not a multiple of meta.inner_steps=2"),
+        (["meta.iterations=4"], "use run.steps"),
+        (["meta.eval_every=4"], "use eval.every"),
+        (["test.episodes=4"], "use eval.episodes"),
+        (["data.train_tasks=[]"], "empty"),
+        (["data.test_tasks=50-40"], "bad task range"),
         (["dynamics.task_chunk=-1"], "task_chunk=-1 must be >= 0"),
         (["data.quality=great"], "not one of"),
         (["rac"], "key=value"),
@@ -167,10 +173,30 @@ def test_bad_config_files(tmp_path):
     with pytest.raises(ConfigError, match="unknown format"):
         build_config(PRW, "smoke", config_file=other)
     typo = tmp_path / "typo.toml"
-    typo.write_text("[meta]\niteratons = 3\n")
-    with pytest.raises(ConfigError, match="did you mean meta.iterations"):
+    typo.write_text("[run]\nstep = 3\n")
+    with pytest.raises(ConfigError, match="did you mean run.steps"):
         build_config(PRW, "smoke", config_file=typo)
 
 
 def test_default_config_is_table2_point_robot():
     assert Config().rac.discount == make_preset(PRW, "table2").rac.discount
+
+
+def test_task_lists_take_ranges_as_the_cli_does():
+    cfg = build_config(PRW, "smoke", overrides=["data.train_tasks=0-34", "data.test_tasks=40,42"])
+    assert cfg.data.train_tasks == tuple(range(35)) and cfg.data.test_tasks == (40, 42)
+
+
+def test_a_saved_config_of_the_former_schema_still_loads():
+    """Old run directories (meta-iterations, test.episodes, [] for the split) resume."""
+    from merpo_agent.config import config_from_dict
+
+    old = make_preset(PRW, "smoke").to_dict()
+    for key in ("run", "eval"):
+        del old[key]
+    old["meta"].update(iterations=4, eval_every=2, log_every=1, checkpoint_every=2)
+    old["test"]["episodes"] = 2
+    old["data"].update(train_tasks=[], test_tasks=[])
+    cfg = config_from_dict(old)
+    assert cfg.run == make_preset(PRW, "smoke").run and cfg.eval.episodes == 2
+    assert cfg.data.train_tasks is None and cfg.iterations == 4

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from agent_helpers import wind_context
+from merpo_agent.baselines import BASELINES
 from merpo_agent.baselines.contextual_bcq import (
     ContextualBCQAgent,
     ContextualBCQConfig,
@@ -18,7 +19,6 @@ from merpo_agent.baselines.contextual_bcq import (
     save_contextual_bcq,
     select_best,
     soft_clipped_double_q,
-    train_contextual_bcq,
     vae_loss,
 )
 from merpo_agent.transitions import TransitionBatch
@@ -231,8 +231,8 @@ def test_contextual_bcq_trains_end_to_end_on_point_robot(point_robot_store, tmp_
     test = TaskSampler(ENV, [40, 41], "mixed", preset="test")
     config = ContextualBCQConfig.smoke(ENV)
     logs, seen = [], []
-    initial = train_contextual_bcq(config, train, 0, "cpu", seed=0)
-    agent = train_contextual_bcq(
+    initial = BASELINES["cbcq"].train(config, train, 0, "cpu", seed=0)
+    agent = BASELINES["cbcq"].train(
         config, train, 600, "cpu", seed=0, log_fn=lambda s, m: logs.append((s, m)),
         progress_fn=lambda s, a: seen.append(s),
     )
@@ -278,5 +278,5 @@ def test_task_batches_smaller_than_the_task_set(point_robot_store):
     train = TaskSampler(ENV, [0, 1, 2, 3], "medium", preset="test")
     config = ContextualBCQConfig.smoke(ENV, task_batch_size=2, log_every=5)
     logs = []
-    train_contextual_bcq(config, train, 12, "cpu", seed=1, log_fn=lambda s, m: logs.append(s))
+    BASELINES["cbcq"].train(config, train, 12, "cpu", seed=1, log_fn=lambda s, m: logs.append(s))
     assert logs == [5, 10, 12]

@@ -10,13 +10,11 @@ import torch
 from agent_helpers import DEVICES
 from merpo_agent.dynamics import (
     CPU_CHUNK_DYNAMICS_WEIGHTS,
-    ChunkedTrainer,
     DynamicsConfig,
     DynamicsEnsemble,
     HoldoutSplit,
-    train_from_scratch,
-    train_models,
 )
+from merpo_agent.model_training import ChunkedTrainer, train_from_scratch, train_models
 from merpo_agent.rollout import rollout
 from merpo_agent.task_slice import TaskSlice, device_chunk_size
 from merpo_agent.transitions import TransitionBatch

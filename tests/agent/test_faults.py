@@ -22,8 +22,9 @@ from merpo_agent.run_dir import LOCK_FILE
 ENV = "merpo/PointRobotWind-v0"
 BASE = ["--env", ENV, "--preset", "smoke", "--no-progress", "--threads", "1"]
 SMOKE = [*BASE, "--set", "test.compare_combo=false", "--set", "test.compare_beha_only=false"]
-FOCAL = [*BASE, "--algo", "focal", "--set", "train_tasks=[0,1,2,3]", "--set", "test_tasks=[40,41]",
-         "--set", "steps=4", "--set", "eval_every=4", "--set", "log_every=2"]
+FOCAL = [*BASE, "--algo", "focal", "--set", "data.train_tasks=[0,1,2,3]", "--set",
+         "data.test_tasks=[40,41]", "--set", "run.steps=4", "--set", "eval.every=4", "--set",
+         "run.log_every=2"]
 
 
 def _one_line(capsys) -> str:
@@ -83,7 +84,7 @@ def test_a_nan_reaching_the_state_stops_training_and_keeps_the_last_good_checkpo
 
     monkeypatch.setattr(MetaTrainer, "state", poisoned)
     run_dir = tmp_path / "run"
-    argv = ["train", *SMOKE, "--set", "meta.iterations=3", "--set", "meta.checkpoint_every=1",
+    argv = ["train", *SMOKE, "--set", "run.steps=6", "--set", "run.checkpoint_every=2",
             "--run-dir", str(run_dir)]
     assert main(argv) == 1
     err = _one_line(capsys)
@@ -119,7 +120,7 @@ def test_a_nan_reaching_a_baselines_state_stops_it_keeping_the_last_good_checkpo
 
     monkeypatch.setattr(BaselineLearner, "training_state", poisoned)
     run_dir = tmp_path / "focal"
-    assert main(["train", *FOCAL, "--set", "checkpoint_every=2", "--run-dir",
+    assert main(["train", *FOCAL, "--set", "run.checkpoint_every=2", "--run-dir",
                  str(run_dir)]) == 1
     err = _one_line(capsys)
     assert "learner.module." in err and "NaN or inf by update 2" in err
@@ -134,7 +135,7 @@ def test_load_policy_of_a_foreign_checkpoint_and_of_a_nan_observation(
     from merpo_agent.policy import PolicyError
 
     run_dir = tmp_path / "run"
-    assert main(["train", *SMOKE, "--set", "meta.iterations=1", "--run-dir", str(run_dir)]) == 0
+    assert main(["train", *SMOKE, "--set", "run.steps=2", "--run-dir", str(run_dir)]) == 0
     policy = merpo_agent.load_policy(run_dir)
     with pytest.raises(ValueError, match="observation holds a NaN or inf"):
         policy(np.array([0.1, np.nan]))
@@ -162,7 +163,7 @@ def test_a_full_disk_during_train_is_one_line_and_a_rerun_resumes(
         return real_save(obj, f, *args, **kwargs)
 
     run_dir = tmp_path / "run"
-    argv = ["train", *SMOKE, "--set", "meta.iterations=2", "--set", "meta.checkpoint_every=1",
+    argv = ["train", *SMOKE, "--set", "run.steps=4", "--set", "run.checkpoint_every=2",
             "--run-dir", str(run_dir)]
     with monkeypatch.context() as m:
         m.setattr(torch, "save", second_write_fills_the_disk)
@@ -234,7 +235,7 @@ def test_bad_train_settings_are_one_line_and_leave_no_run_directory(
 
 def test_a_baselines_test_task_cannot_be_a_training_task(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    assert main(["train", *FOCAL, "--set", "train_tasks=[0,1,40]", "--run-dir",
+    assert main(["train", *FOCAL, "--set", "data.train_tasks=[0,1,40]", "--run-dir",
                  str(run_dir)]) == 2
     assert "task(s) 40 are both training and test tasks" in _one_line(capsys)
     assert not run_dir.exists()

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from agent_helpers import wind_context
+from merpo_agent.baselines import BASELINES
 from merpo_agent.baselines.focal import (
     FocalAgent,
     FocalConfig,
@@ -19,7 +20,6 @@ from merpo_agent.baselines.focal import (
     latent_separation,
     load_focal,
     save_focal,
-    train_focal,
 )
 from merpo_agent.transitions import TransitionBatch
 
@@ -268,8 +268,9 @@ def test_focal_trains_end_to_end_on_point_robot(point_robot_store, tmp_path):
     test = TaskSampler(ENV, [40, 41], "mixed", preset="test")
     config = FocalConfig.smoke(ENV)
     logs = []
-    initial = train_focal(config, train, 0, "cpu", seed=0)
-    agent = train_focal(config, train, 400, "cpu", seed=0, log_fn=lambda s, m: logs.append((s, m)))
+    initial = BASELINES["focal"].train(config, train, 0, "cpu", seed=0)
+    agent = BASELINES["focal"].train(config, train, 400, "cpu", seed=0,
+                                   log_fn=lambda s, m: logs.append((s, m)))
     assert [s for s, _ in logs] == [0, *range(25, 401, 25)]
     assert all(math.isfinite(v) for _, m in logs for v in m.values())
 
@@ -313,7 +314,7 @@ def test_task_batches_smaller_than_the_task_set(point_robot_store):
     train = TaskSampler(ENV, [0, 1, 2, 3], "medium", preset="test")
     config = FocalConfig.smoke(ENV, task_batch_size=2, behavior_steps=5, log_every=5)
     logs, seen = [], []
-    agent = train_focal(
+    agent = BASELINES["focal"].train(
         config, train, 12, "cpu", seed=1, log_fn=lambda s, m: logs.append(m),
         progress_fn=lambda step, a: seen.append((step, a)),
     )

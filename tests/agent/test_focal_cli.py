@@ -14,8 +14,8 @@ def test_focal_cli_trains_and_writes_a_run_directory(point_robot_store, tmp_path
     code = main([
         "train", "--env", ENV, "--algo", "focal", "--preset", "smoke", "--seed", "0",
         "--run-dir", str(run_dir), "--no-progress",
-        "--set", "train_tasks=[0,1,2,3]", "--set", "test_tasks=[40,41]",
-        "--set", "steps=50", "--set", "eval_every=25",
+        "--set", "data.train_tasks=[0,1,2,3]", "--set", "data.test_tasks=[40,41]",
+        "--set", "run.steps=50", "--set", "eval.every=25",
     ])
     assert code == 0
     out = capsys.readouterr().out
@@ -23,7 +23,7 @@ def test_focal_cli_trains_and_writes_a_run_directory(point_robot_store, tmp_path
     assert (run_dir / "checkpoints" / "latest.pt").is_file()
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["run"]["steps"] == 50 and config["method"]["hidden"] == 32
-    assert config["run"]["train_tasks"] == [0, 1, 2, 3] and config["algo"] == "focal"
+    assert config["data"]["train_tasks"] == [0, 1, 2, 3] and config["algo"] == "focal"
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     final = [r for r in records if r["phase"] == "final"]
     assert len(final) == 1 and set(final[0]["tasks"]) == {"40", "41"}
@@ -49,8 +49,8 @@ def test_focal_cli_bad_input_is_one_line(extra, message, tmp_path, capsys):
 
 def test_focal_cli_missing_dataset_names_the_generate_command(tmp_path, capsys):
     code = main(["train", "--env", ENV, "--algo", "focal", "--preset", "smoke",
-                 "--run-dir", str(tmp_path / "r"), "--set", "train_tasks=[7]",
-                 "--set", "test_tasks=[48]"])
+                 "--run-dir", str(tmp_path / "r"), "--set", "data.train_tasks=[7]",
+                 "--set", "data.test_tasks=[48]"])
     err = capsys.readouterr().err
     assert code == 2 and "merpo-data generate" in err
 
@@ -63,8 +63,8 @@ def test_cbcq_cli_trains_and_writes_a_run_directory(point_robot_store, tmp_path,
     code = main([
         "train", "--env", ENV, "--algo", "cbcq", "--preset", "smoke", "--seed", "0",
         "--run-dir", str(run_dir), "--no-progress",
-        "--set", "train_tasks=[0,1,2,3]", "--set", "test_tasks=[40,41]",
-        "--set", "steps=50", "--set", "eval_every=25", "--set", "num_samples=5",
+        "--set", "data.train_tasks=[0,1,2,3]", "--set", "data.test_tasks=[40,41]",
+        "--set", "run.steps=50", "--set", "eval.every=25", "--set", "num_samples=5",
     ])
     assert code == 0
     out = capsys.readouterr().out

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from merpo_agent.baselines import BASELINES
 from merpo_agent.baselines.mbml import (
     MBMLAgent,
     MBMLConfig,
@@ -16,7 +17,6 @@ from merpo_agent.baselines.mbml import (
     partners,
     relabel,
     save_mbml,
-    train_mbml,
     triplet_loss,
 )
 from merpo_agent.dynamics import DynamicsEnsemble
@@ -132,8 +132,9 @@ def test_mbml_trains_end_to_end_on_point_robot(point_robot_store, tmp_path):
     test = TaskSampler(ENV, [40, 41], "mixed", preset="test")
     config = MBMLConfig.smoke(ENV)
     logs = []
-    initial = train_mbml(config, train, 0, "cpu", seed=0)
-    agent = train_mbml(config, train, 600, "cpu", seed=0, log_fn=lambda s, m: logs.append((s, m)))
+    initial = BASELINES["mbml"].train(config, train, 0, "cpu", seed=0)
+    agent = BASELINES["mbml"].train(config, train, 600, "cpu", seed=0,
+                                   log_fn=lambda s, m: logs.append((s, m)))
     assert [s for s, _ in logs] == [0, *range(25, 601, 25)]
     assert all(math.isfinite(v) for _, m in logs for v in m.values())
     assert logs[0][1]["model_heldout_mse"] < 1e-2  # the relabeling models learned the data

@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from agent_helpers import DEVICES
-from merpo_agent.dynamics import (
-    DynamicsConfig,
-    DynamicsEnsemble,
-    HoldoutSplit,
-    proximal_penalty,
-    train_models,
-    train_step,
-)
+from merpo_agent.dynamics import DynamicsConfig, DynamicsEnsemble, HoldoutSplit
 from merpo_agent.meta_model import adapt, meta_iteration, meta_train, meta_update_
+from merpo_agent.model_training import proximal_penalty, train_models, train_step
 from merpo_agent.rollout import rollout
 from merpo_agent.transitions import TransitionBatch
 from merpo_data import TaskSampler

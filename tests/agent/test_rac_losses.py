@@ -120,7 +120,7 @@ def test_conservative_gap_and_critic_loss_hand_values():
     q_pred = torch.tensor([[[1.0, 3.0], [2.0, 2.0]]])  # (T=1, 2, B=2)
     target = torch.tensor([[2.0, 2.0]])
     beta = torch.tensor([0.5])
-    loss = L.critic_loss(q_pred, target, gap, beta)
+    loss = L.critic_loss(L.bellman_error(q_pred, target), gap, beta)
     # critic 1: 0.5 * mean(1, 1) + 0.5 * 2 = 1.5; critic 2: 0 + 0.5 * 0 = 0
     assert loss.shape == (1,)
     assert loss.item() == pytest.approx(1.5)
@@ -129,7 +129,7 @@ def test_conservative_gap_and_critic_loss_hand_values():
 def test_critic_loss_is_per_task():
     q_pred = torch.zeros(3, 2, 4)
     target = torch.tensor([[1.0] * 4, [0.0] * 4, [2.0] * 4])
-    loss = L.critic_loss(q_pred, target, torch.zeros(3, 2), torch.ones(3))
+    loss = L.critic_loss(L.bellman_error(q_pred, target), torch.zeros(3, 2), torch.ones(3))
     assert torch.allclose(loss, torch.tensor([1.0, 0.0, 4.0]))  # 2 critics * 0.5 * err^2
 
 

@@ -320,3 +320,26 @@ def test_conservative_critic_and_actor_pick_the_datasets_good_action():
     # (-0.6) and not the extrapolated region the unpenalized critic prefers
     assert conservative.abs().max() < 0.1, conservative
     assert unpenalized.mean() > 0.3, unpenalized
+
+
+def test_the_update_calls_eq1_and_eq9_of_rac_losses(monkeypatch):
+    """Each equation has one home that the hot path calls: Eq. 1 (``critic_loss`` on
+    ``conservative_critic_terms``'s terms) and Eq. 9 (``regularized_actor_terms``)."""
+    from merpo_agent import rac_losses
+
+    calls: list[str] = []
+    for name in ("critic_loss", "bellman_error", "conservative_critic_terms",
+                 "regularized_actor_terms"):
+        original = getattr(rac_losses, name)
+
+        def spy(*args, _name=name, _original=original):
+            calls.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(rac_losses, name, spy)
+    cfg = small_config("merpo")
+    learners, meta, bc = setup(cfg)
+    real, model = batches(cfg, 3, torch.Generator().manual_seed(0))
+    metrics = learners.update(real, model, meta.policy, bc)
+    assert {"critic_loss", "conservative_critic_terms", "regularized_actor_terms"} <= set(calls)
+    assert torch.isfinite(metrics["critic_loss"]).all()

@@ -11,8 +11,9 @@ import torch
 from agent_helpers import random_batch, small_config
 from merpo_agent.action_scaling import log_action_scale
 from merpo_agent.behavior_cloning import BehaviorCloning
-from merpo_agent.config import ConfigError, build_config
+from merpo_agent.config import ConfigError
 from merpo_agent.meta_policy import MetaLearner
+from merpo_agent.presets import build_config
 from merpo_agent.rac_config import RACConfig
 from merpo_agent.task_learners import TaskLearners
 
@@ -104,7 +105,7 @@ def _trainer(tmp_path, *overrides: str, iterations: int = 4):
     from merpo_agent.trainer import MetaTrainer
 
     cfg = build_config(PRW, "smoke", "merpo",
-                       overrides=["meta.eval_every=0", f"meta.iterations={iterations}",
+                       overrides=["eval.every=0", f"run.steps={2 * iterations}",
                                   *overrides])
     return MetaTrainer(cfg, tmp_path / "run", progress=False, say=lambda _: None,
                        tensorboard=False)

@@ -28,8 +28,8 @@ from merpo_agent.metrics import read_metrics
 from merpo_agent.policy import PolicyError
 
 ENV = "merpo/PointRobotWind-v0"
-BASELINE_SUBSET = ["train_tasks=[0,1,2,3]", "test_tasks=[40,41]", "steps=20",
-                   "eval_every=20", "log_every=10"]
+BASELINE_SUBSET = ["data.train_tasks=[0,1,2,3]", "data.test_tasks=[40,41]", "run.steps=20",
+                   "eval.every=20", "run.log_every=10"]
 
 
 def _references(tasks, quality="medium"):
@@ -145,9 +145,9 @@ def test_evaluate_writes_json_and_csv_and_honours_episodes_tasks_seed(
     assert main(["evaluate", str(merpo_run)]) == 0
     cfg = yaml.safe_load((merpo_run / "config.yaml").read_text())
     seed = cfg["seed"] * 1_000_003 + 4
-    assert spy.calls == [{"tasks": [40, 41], "episodes": cfg["test"]["episodes"], "seed": seed}]
+    assert spy.calls == [{"tasks": [40, 41], "episodes": cfg["eval"]["episodes"], "seed": seed}]
     data = json.loads((merpo_run / "evaluation.json").read_text())
-    assert data["seed"] == seed and data["episodes"] == cfg["test"]["episodes"]
+    assert data["seed"] == seed and data["episodes"] == cfg["eval"]["episodes"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -224,7 +224,7 @@ def test_run_json_and_metrics_record_when_and_how_the_run_ran(merpo_run, monkeyp
 def test_a_resumed_run_adds_a_session(point_robot_store, tmp_path):
     run_dir = tmp_path / "r"
     _train_baseline("focal", run_dir)
-    _train_baseline("focal", run_dir, "--set", "steps=40")
+    _train_baseline("focal", run_dir, "--set", "run.steps=40")
     sessions = json.loads((run_dir / "run.json").read_text())["sessions"]
     assert len(sessions) == 2 and sessions[0]["started_unix"] <= sessions[1]["started_unix"]
 
@@ -297,7 +297,7 @@ def test_wandb_is_imported_only_with_the_flag(point_robot_store, tmp_path, monke
     monkeypatch.setitem(sys.modules, "wandb", None)  # restored (removed) after the test
     del sys.modules["wandb"]
     argv = ["train", "--env", ENV, "--preset", "smoke", "--no-progress", "--threads", "1",
-            "--set", "meta.iterations=2", "--set", "test.compare_combo=false"]
+            "--set", "run.steps=4", "--set", "test.compare_combo=false"]
     assert main([*argv, "--run-dir", str(tmp_path / "off")]) == 0
     assert "wandb" not in sys.modules  # off by default: never imported
 

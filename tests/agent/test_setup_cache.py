@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 from merpo_agent.checkpoint import load_checkpoint
-from merpo_agent.config import build_config
+from merpo_agent.presets import build_config
 from merpo_agent.trainer import MetaTrainer
 
 PRW = "merpo/PointRobotWind-v0"
@@ -14,7 +14,7 @@ PRW = "merpo/PointRobotWind-v0"
 def _train(run_dir, cache, *overrides, seed=0):
     messages: list[str] = []
     cfg = build_config(PRW, "smoke", "merpo", seed=seed,
-                       overrides=["meta.eval_every=0", "meta.iterations=3", *overrides])
+                       overrides=["eval.every=0", "run.steps=6", *overrides])
     MetaTrainer(cfg, run_dir, progress=False, say=messages.append, tensorboard=False,
                 setup_cache=cache).train()
     return load_checkpoint(run_dir / "checkpoints" / "latest.pt"), messages

@@ -17,7 +17,15 @@ def test_list_info_plot(point_robot_store, capsys, tmp_path):
     assert "merpo/point-robot-wind/task-41-mixed-test-v0\t100 episodes\t2500 steps" in out
     assert main(["info", "merpo/point-robot-wind/task-03-expert-test-v0"]) == 0
     out = capsys.readouterr().out
-    assert "episodes:     100" in out and "transitions:  2500" in out and "normalized:" in out
+    assert "episodes:     100" in out and "transitions:  2500" in out
+    # normalized on merpo-agent's 0-100 scale: 100 x minari.get_normalized_score
+    import minari
+    import numpy as np
+
+    ds = minari.load_dataset("merpo/point-robot-wind/task-03-expert-test-v0")
+    returns = np.array([ep.rewards.sum() for ep in ds.iterate_episodes()])
+    expected = 100 * minari.get_normalized_score(ds, returns).mean()
+    assert f"normalized:   {expected:.1f} / 100" in out
     png = tmp_path / "returns.png"
     assert main(["plot", ENV, "--output", str(png), "--preset", "test"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -121,3 +129,22 @@ def test_console_script_is_installed(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("merpo-data generate: error: unknown env id")
 
+
+
+@pytest.mark.parametrize("env_id", ["merpo/HalfCheetahFwdBack-v0", ENV])
+def test_the_returns_plot_has_integer_task_ticks_and_its_whole_title(env_id):
+    import matplotlib.pyplot as plt
+    from merpo_data.plot import returns_figure
+    from merpo_envs import get_meta_info
+
+    info = get_meta_info(env_id)
+    returns = {"medium": {t: -float(t) for t in info.tasks}, "expert": {}}
+    fig = returns_figure(env_id, returns)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    title = ax.title.get_window_extent()
+    figure = fig.bbox
+    assert title.x0 >= figure.x0 and title.x1 <= figure.x1 and title.y1 <= figure.y1
+    plt.close(fig)

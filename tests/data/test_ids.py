@@ -114,3 +114,17 @@ def test_qualities_take_commas_as_tasks_do():
 def test_format_tasks_is_what_parse_tasks_reads(tasks, text):
     assert format_tasks(tasks) == text
     assert parse_tasks(text, INFO) == tuple(sorted(set(tasks)))
+
+
+def test_the_readme_names_dataset_id_and_its_examples_hold():
+    """The README shows how to build a task's dataset id (no need for ``dir()``)."""
+    import re
+    from pathlib import Path
+
+    import merpo_data
+
+    readme = (Path(__file__).resolve().parents[2] / "packages/merpo-data/README.md").read_text()
+    examples = re.findall(r'^(dataset_id\(.*?\))\s+# "([^"]+)"$', readme, flags=re.M)
+    assert examples, "the README shows no dataset_id example"
+    for call, expected in examples:
+        assert eval(call, vars(merpo_data)) == expected

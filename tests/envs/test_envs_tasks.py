@@ -123,3 +123,18 @@ def test_walker_switching_back_restores_the_exact_physics():
     env.unwrapped.set_task(2)
     after = rollout(env, seed=1, steps=30)
     np.testing.assert_array_equal(before["next_obs"], after["next_obs"])
+
+
+@pytest.mark.parametrize("env_id,first,second", [(POINT, 2, 45), (CHEETAH, 0, 1)])
+def test_the_wrapped_spec_follows_set_task_even_when_read_before(env_id, first, second):
+    """Gymnasium's wrappers cache the spec at their first read; merpo_envs.set_task clears
+    those caches, so gym.make(env.spec) rebuilds the new task."""
+    env = gym.make(env_id, task=first)
+    assert env.spec.kwargs["task"] == first  # read (and cached by the wrappers) first
+    merpo_envs.set_task(env, second)
+    assert env.spec.kwargs["task"] == second
+    rebuilt = gym.make(env.spec)
+    rebuilt.reset(seed=0)
+    assert rebuilt.unwrapped.task == second
+    with pytest.raises(TypeError, match="not a merpo env"):
+        merpo_envs.set_task(gym.make("CartPole-v1"), 0)

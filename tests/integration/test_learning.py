@@ -24,7 +24,7 @@ the meta-policy column): both miss behavior + 1.5 by far.
 
 from __future__ import annotations
 
-from merpo_agent.config import build_config
+from merpo_agent.presets import build_config
 from merpo_agent.trainer import MetaTrainer
 
 MARGIN = 1.5  # return units; the behavior policy's mean is about -16 on these tasks
@@ -38,7 +38,7 @@ LEARNING_SIZES = [
     "dynamics.hidden=64", "dynamics.hidden_layers=3", "dynamics.ensemble=5",
     "dynamics.elites=3", "dynamics.batch_size=256", "dynamics.meta_iterations=100",
     "dynamics.meta_inner_steps=10", "dynamics.adaptation_steps=25",
-    "test.compare_combo=false", "test.compare_beha_only=false", "test.episodes=4",
+    "test.compare_combo=false", "test.compare_beha_only=false", "eval.episodes=4",
     "rollout.batch_size=128", "rollout.capacity=20000",
 ]
 
@@ -52,7 +52,7 @@ def train(algo: str, overrides: list[str], run_dir):
 
 
 def test_rac_beats_the_behavior_policy(point_robot_store, tmp_path):
-    _, result = train("combo", ["meta.iterations=1", "meta.eval_every=0",
+    _, result = train("combo", ["run.steps=2", "eval.every=0",
                                 "test.adaptation_steps=800", "test.lr=1e-3"], tmp_path / "run")
     behavior, adapted = result.returns["behavior"], result.returns["adapted"]
     print(result.table())
@@ -83,7 +83,7 @@ def test_merpo_meta_policy_learns_from_persistent_learners(point_robot_store, tm
 
     The margin sits halfway between MerPO and the re-initialised learners.
     """
-    trainer, result = train("merpo", ["meta.iterations=300", "meta.eval_every=0",
+    trainer, result = train("merpo", ["run.steps=3000", "eval.every=0",
                                       "meta.task_batch_size=4", "meta.inner_steps=10"],
                             tmp_path / "run")
     behavior, meta_policy = result.returns["behavior"], result.returns["meta_policy"]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from merpo_agent.config import build_config
+from merpo_agent.presets import build_config
 from merpo_agent.trainer import MetaTrainer
 
 PRW = "merpo/PointRobotWind-v0"
 
 
 def _train(tmp_path, algo: str, *overrides: str) -> MetaTrainer:
-    cfg = build_config(PRW, "smoke", algo, overrides=["meta.eval_every=0", *overrides])
+    cfg = build_config(PRW, "smoke", algo, overrides=["eval.every=0", *overrides])
     trainer = MetaTrainer(cfg, tmp_path / algo, progress=False, say=lambda _: None,
                           tensorboard=False)
     trainer.train()
@@ -19,7 +19,7 @@ def _train(tmp_path, algo: str, *overrides: str) -> MetaTrainer:
 
 
 def _initial(tmp_path, algo: str) -> MetaTrainer:
-    cfg = build_config(PRW, "smoke", algo, overrides=["meta.eval_every=0"])
+    cfg = build_config(PRW, "smoke", algo, overrides=["eval.every=0"])
     fresh = MetaTrainer(cfg, tmp_path / f"{algo}-fresh", progress=False, tensorboard=False)
     fresh.build()
     return fresh
@@ -36,7 +36,7 @@ def test_combo_and_beha_only_task_learners_learn_while_pi_c_stays(point_robot_st
     # ... but the task learners do: their actors left the (shared) initial pi_c
     table = trainer.table.learners
     steps = table.actor_optimizer.steps
-    assert steps.sum() == trainer.cfg.meta.iterations * trainer.cfg.meta.inner_steps * 2
+    assert steps.sum() == trainer.cfg.run.steps * 2
     visited = steps > 0
     obs = torch.zeros(table.num_slots, 8, 2)
     moved = (table.actor(obs)[0] - fresh.meta.policy(obs)[0]).abs().amax(dim=(1, 2))
@@ -44,17 +44,17 @@ def test_combo_and_beha_only_task_learners_learn_while_pi_c_stays(point_robot_st
 
 
 def test_meta_test_combo_gets_its_full_budget(point_robot_store, tmp_path):
-    trainer = _train(tmp_path, "merpo", "meta.iterations=6", "test.adaptation_steps=3")
+    trainer = _train(tmp_path, "merpo", "run.steps=12", "test.adaptation_steps=3")
     cfg = trainer.cfg
-    # one training task's expected updates: iterations x J x B / N = 6 x 2 x 2 / 4 = 6
-    expected = cfg.test.combo_budget(cfg.meta, trainer.num_train)
+    # one training task's expected updates: run.steps x B / N = 12 x 2 / 4 = 6
+    expected = cfg.test.combo_budget(cfg.run.steps, cfg.meta, trainer.num_train)
     assert expected == 6
     result = trainer.last_result
     assert result.updates == {"adapted": 3, "combo": expected, "beha_only": 3}
     # an explicit budget wins
     again = trainer.evaluate()
     assert again.updates["combo"] == expected
-    assert cfg.test.combo_budget(cfg.meta, 1) == 6 * 2 * 2
+    assert cfg.test.combo_budget(cfg.run.steps, cfg.meta, 1) == 12 * 2
 
 
 def test_merpo_adp_adapts_alpha_at_meta_test(point_robot_store, tmp_path, monkeypatch):

@@ -10,7 +10,8 @@ import pytest
 import torch
 from merpo_agent import cli, quickstart
 from merpo_agent.checkpoint import load_checkpoint
-from merpo_agent.config import ALGOS, ConfigError, build_config
+from merpo_agent.config import ALGOS, ConfigError
+from merpo_agent.presets import build_config
 from merpo_agent.task_learners import TaskLearners
 from merpo_agent.trainer import MetaTrainer, TrainingDiverged
 
@@ -80,11 +81,11 @@ def _all_tensors(tree, prefix=""):
 
 
 def test_resume_ends_with_the_same_parameters(point_robot_store, tmp_path):
-    quiet = ["test.compare_combo=false", "test.compare_beha_only=false", "meta.eval_every=0"]
+    quiet = ["test.compare_combo=false", "test.compare_beha_only=false", "eval.every=0"]
     whole = MetaTrainer(_smoke(*quiet), tmp_path / "whole", progress=False, say=lambda _: None,
                         tensorboard=False)
     whole.train()
-    half = MetaTrainer(_smoke(*quiet, "meta.iterations=2"), tmp_path / "split",
+    half = MetaTrainer(_smoke(*quiet, "run.steps=4"), tmp_path / "split",
                        progress=False, say=lambda _: None, tensorboard=False)
     half.train()
     assert load_checkpoint(tmp_path / "split/checkpoints/latest.pt")["iteration"] == 2
@@ -103,7 +104,7 @@ def test_resume_ends_with_the_same_parameters(point_robot_store, tmp_path):
     # a run directory refuses other settings (but takes more iterations)
     with pytest.raises(ConfigError, match=r"other settings \(rac.actor_lr\)"):
         MetaTrainer(_smoke(*quiet, "rac.actor_lr=0.01"), tmp_path / "split")
-    MetaTrainer(_smoke(*quiet, "meta.iterations=6"), tmp_path / "split")
+    MetaTrainer(_smoke(*quiet, "run.steps=12"), tmp_path / "split")
     # and training moved the meta-policy: the equality is not of untouched initial weights
     policy_keys = [k for k in tensors_a if k.startswith("/meta/module/policy")]
     first = MetaTrainer(_smoke(*quiet), tmp_path / "whole", progress=False, tensorboard=False)
@@ -115,7 +116,7 @@ def test_resume_ends_with_the_same_parameters(point_robot_store, tmp_path):
 
 @pytest.mark.parametrize("algo", ALGOS)
 def test_every_algorithm_runs(point_robot_store, tmp_path, algo):
-    cfg = _smoke("meta.iterations=2", "meta.eval_every=0", "test.adaptation_steps=2", algo=algo)
+    cfg = _smoke("run.steps=4", "eval.every=0", "test.adaptation_steps=2", algo=algo)
     trainer = MetaTrainer(cfg, tmp_path / algo, progress=False, say=lambda _: None,
                           tensorboard=False)
     result = trainer.train()
@@ -157,15 +158,15 @@ def test_nan_stops_training_and_keeps_the_last_checkpoint(
     monkeypatch.setattr(TaskLearners, "update", update_that_diverges)
     run_dir = tmp_path / "nan"
     code = cli.main(["train", "--env", PRW, "--preset", "smoke", "--run-dir", str(run_dir),
-                     "--no-progress", "--set", "meta.checkpoint_every=1",
-                     "--set", "meta.eval_every=0"])
+                     "--no-progress", "--set", "run.checkpoint_every=2",
+                     "--set", "eval.every=0"])
     err = capsys.readouterr().err
     assert code == 1
     assert err.count("\n") == 1 and "non-finite loss" in err and "meta-iteration 2" in err
     assert load_checkpoint(run_dir / "checkpoints/latest.pt")["iteration"] == 2
     assert not list((run_dir / "checkpoints").glob(".*tmp"))
 
-    trainer = MetaTrainer(_smoke("meta.checkpoint_every=1", "meta.eval_every=0"), run_dir,
+    trainer = MetaTrainer(_smoke("run.checkpoint_every=2", "eval.every=0"), run_dir,
                           progress=False, say=lambda _: None, tensorboard=False)
     with pytest.raises(TrainingDiverged):
         trainer.train()  # resumes at 2 and diverges again; the checkpoint is still 2
@@ -176,7 +177,7 @@ def test_nan_stops_training_and_keeps_the_last_checkpoint(
     latest = run_dir / "checkpoints/latest.pt"
     latest.write_bytes(latest.read_bytes()[:1000])
     capsys.readouterr()
-    resumed = MetaTrainer(_smoke("meta.checkpoint_every=1", "meta.eval_every=0"), run_dir,
+    resumed = MetaTrainer(_smoke("run.checkpoint_every=2", "eval.every=0"), run_dir,
                           progress=False, say=lambda _: None, tensorboard=False)
     resumed.build()
     resumed.load()

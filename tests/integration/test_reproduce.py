@@ -66,9 +66,9 @@ def test_reproduce_quick_writes_a_report_with_every_section(point_robot_store, t
     results = [json.loads(p.read_text()) for p in (out / "fig6").glob("*/seed-*/result.json")]
     assert len(results) == 2 * len(experiments()["fig6"].runs)
     merpo = [r for r in results if r["algo"] == "merpo"][0]
-    assert "meta.iterations=4" in merpo["command"] and "meta.inner_steps=2" in merpo["command"]
+    assert "run.steps=8" in merpo["command"] and "meta.inner_steps=2" in merpo["command"]
     focal = [r for r in results if r["algo"] == "focal"][0]
-    assert "steps=8" in focal["command"]
+    assert "run.steps=8" in focal["command"] and "--preset" in focal["command"]
     # a second call reuses every finished run (nothing retrained)
     mtimes = {p: p.stat().st_mtime for p in (out / "fig6").glob("*/seed-*/result.json")}
     assert cli.main(["reproduce", "fig6", "--env", PRW, "--seeds", "2", "--quick",

@@ -19,15 +19,15 @@ import pytest
 import torch
 from merpo_agent import cli
 from merpo_agent.checkpoint import load_checkpoint
-from merpo_agent.config import build_config
+from merpo_agent.presets import build_config
 from merpo_agent.trainer import MetaTrainer
 
 PRW = "merpo/PointRobotWind-v0"
 OVERRIDES = [
-    "meta.iterations=3",
+    "run.steps=6",
     "meta.task_batch_size=3",
-    "meta.eval_every=0",  # the meta-test runs once, at the end
-    "meta.checkpoint_every=3",
+    "eval.every=0",  # the meta-test runs once, at the end
+    "run.checkpoint_every=6",
     "test.compare_combo=false",  # COMBO's random init is drawn per rank's shapes
     # Reptile's full meta-Q step (the `small` preset's): Q_meta is the batch's mean critic,
     # so a wrong meta-Q average shows (with 1e-3 it would move Q_meta by only ~1e-6)

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from merpo_agent.config import ConfigError, build_config
+from merpo_agent.config import ConfigError
+from merpo_agent.presets import build_config
 from merpo_agent.reproduce import FIRST_READ, experiments, train_command, with_settings
 from merpo_agent.search_spaces import SEARCH_SPACES, grid_size, overrides_of
 from merpo_agent.tune import FIG6_ALGOS, VALIDATION_SPLITS, config_file_data, validation_split
@@ -133,7 +134,7 @@ def test_tune_resumes_after_a_kill_never_reads_a_test_task_and_writes_a_config(
     # every scored run was evaluated on the validation task alone, never a test task
     results = [json.loads(p.read_text()) for p in out.glob("merpo/trial-*/seed-*/result.json")]
     assert len(results) == 2 and all(r["tasks"] == [3] for r in results)
-    assert all("data.train_tasks=[0,1,2]" in r["command"] for r in results)
+    assert all("data.train_tasks=0-2" in r["command"] for r in results)
     rows = [line for line in (out / "merpo" / "trials.md").read_text().splitlines()
             if line[:3].strip("| ").isdigit()]
     assert len(rows) == 2  # the two finished trials (the killed one ran again)

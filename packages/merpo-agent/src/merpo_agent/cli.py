@@ -29,140 +29,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-EXIT_BAD_INPUT = 2
+# the argument parser and the resolved config of ``train`` live in ``arguments`` (torch-free,
+# shared with ``reproduce``); re-exported here, their former home
+from merpo_agent.arguments import (
+    BASELINE_ALGOS,
+    EXIT_BAD_INPUT,
+    build_parser,
+    default_run_dir,
+    train_config,
+)
+
 EXIT_DIVERGED = 1
 EXIT_DISK_FULL = 3
-# --algo names trained by merpo_agent.baselines.run (kept here: --help needs no torch import)
-BASELINE_ALGOS = ("focal", "cbcq", "mbml", "batch-pearl")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
-        self.exit(EXIT_BAD_INPUT, f"merpo-agent: error: {message}\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from merpo_envs.versions import VersionAction
-
-    from merpo_agent.config import ALGOS
-    from merpo_agent.presets import PRESETS
-
-    parser = _Parser(prog="merpo-agent", description=__doc__.split("\n\n")[0])
-    versions = ("merpo-agent", "merpo-data", "merpo-envs", "torch")
-    parser.add_argument("--version", action=VersionAction, dists=versions)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    train = sub.add_parser("train", help="meta-train (resumes an existing run directory)")
-    train.add_argument("--env", required=True, help="merpo env id, e.g. merpo/PointRobotWind-v0")
-    train.add_argument("--preset", default="table2", help=f"one of {', '.join(PRESETS)}")
-    train.add_argument(
-        "--algo", default=None,
-        help=f"one of {', '.join(ALGOS)} (default merpo), or a baseline: focal (FOCAL), "
-        "cbcq (contextual BCQ), mbml (MBML), batch-pearl (Batch PEARL)",
-    )
-    train.add_argument("--device", default=None, help="cpu (default) or cuda")
-    train.add_argument("--seed", type=int, default=None)
-    train.add_argument("--run-dir", default=None, help="default runs/<env>-<preset>-<algo>-s<seed>")
-    train.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config field, e.g. --set meta.iterations=50 (repeatable)",
-    )
-    train.add_argument("--config", default=None, help="YAML or TOML file of config overrides")
-    train.add_argument(
-        "--compile", action="store_true",
-        help="torch.compile the RAC update math (rac.compile; same results, opt-in)",
-    )
-    train.add_argument(
-        "--cuda-graphs", action="store_true",
-        help="replay each RAC update as one CUDA graph (rac.cuda_graphs; CUDA only, opt-in)",
-    )
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument(
-        "--setup-cache", default=None, metavar="DIR",
-        help="reuse the setup (meta-model, task models, behavior clones) of a run with the "
-        "same data, dynamics, seed and random state from DIR, or store it there (MerPO "
-        "runs; `tune` and `reproduce` pass it)",
-    )
-    train.add_argument(
-        "--wandb", default=None, metavar="PROJECT[/GROUP]",
-        help="also log to Weights & Biases (needs `pip install wandb`; off by default)",
-    )
-    train.add_argument(
-        "--threads", type=int, default=None,
-        help="CPU threads for torch (default: torch's choice; 1 is fastest for small "
-        "networks on a busy machine)",
-    )
-
-    evaluate = sub.add_parser("evaluate", help="meta-test table of a run directory")
-    evaluate.add_argument("run_dir")
-    evaluate.add_argument("--device", default=None, help="cpu or cuda (default: the run's)")
-    evaluate.add_argument("--episodes", type=int, default=None,
-                          help="episodes per task (default: the run's)")
-    evaluate.add_argument("--tasks", default=None,
-                          help="test tasks, e.g. 40-44 or 40,42 (default: the run's)")
-    evaluate.add_argument("--seed", type=int, default=None,
-                          help="the meta-test's seed (default: the run's)")
-
-    plot = sub.add_parser("plot", help="PNG learning curves of a run directory")
-    plot.add_argument("run_dir")
-
-    repro = sub.add_parser(
-        "reproduce", help="a figure of the paper: every method, same tasks, data and budget, "
-        "several seeds, then a report with CIs and the paper's claims",
-    )
-    repro.add_argument("experiment", help="fig4, fig5, fig6 or fig7")
-    repro.add_argument("--env", default="merpo/PointRobotWind-v0")
-    repro.add_argument("--seeds", type=int, default=5)
-    repro.add_argument("--quick", action="store_true", help="a tiny version (smoke sizes)")
-    repro.add_argument("--quality", default="medium", help="dataset quality (default medium)")
-    repro.add_argument("--out", default="runs/reproduce", help="runs and report go here")
-    repro.add_argument("--jobs", type=int, default=None,
-                       help="runs trained at once (default: one per CPU core)")
-    repro.add_argument("--settings", default=None, metavar="DIR",
-                       help="tuned settings: DIR/<algo>/best.yaml of `merpo-agent tune` for "
-                       "each method that has one (MerPO also keeps its Table 2 row)")
-    _executor_arguments(repro)
-
-    tune = sub.add_parser(
-        "tune", help="the same tuning budget for every method: an Optuna study per method "
-        "on validation tasks carved from the training split (never the test tasks)",
-    )
-    tune.add_argument("--algo", required=True,
-                      help="a method (merpo, merpo-adp, focal, cbcq, mbml, batch-pearl), a "
-                      "comma list, or all")
-    tune.add_argument("--env", default="merpo/PointRobotWind-v0")
-    tune.add_argument("--trials", type=int, default=8, help="settings tried per method")
-    tune.add_argument("--seeds", type=int, default=2, help="seeds per trial")
-    tune.add_argument("--quick", action="store_true", help="a tiny version (smoke sizes)")
-    tune.add_argument("--quality", default="medium", help="dataset quality (default medium)")
-    tune.add_argument("--out", default="runs/tune", help="studies, runs and chosen settings")
-    tune.add_argument("--sampler", default="tpe", help="tpe (default) or grid")
-    tune.add_argument("--storage", default=None,
-                      help="Optuna RDB URL shared by workers (default: sqlite in --out)")
-    tune.add_argument("--jobs", type=int, default=None,
-                      help="runs trained at once (default: seeds, at most the CPU cores)")
-    _executor_arguments(tune)
-    return parser
-
-
-def _executor_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--executor`` / ``--ray-address`` of the commands that train many runs."""
-    parser.add_argument(
-        "--executor", default="local", metavar="local|ray",
-        help="where the runs train: local processes (default, --jobs at a time) or Ray "
-        "tasks, 1 CPU each (needs `pip install merpo-agent[ray]`; run folders on a "
-        "filesystem every machine shares)",
-    )
-    parser.add_argument(
-        "--ray-address", default=None, metavar="auto|HOST:PORT",
-        help="the Ray cluster (auto: the one this machine joined with `ray start`; "
-        "default: a local Ray instance of --jobs CPUs)",
-    )
-
-
-def default_run_dir(env: str, preset: str, algo: str, seed: int) -> Path:
-    name = env.split("/")[-1].removesuffix("-v0")
-    return Path("runs") / f"{name}-{preset}-{algo}-s{seed}"
 
 
 def _train_baseline(args: argparse.Namespace) -> int:
@@ -241,19 +119,6 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_config(args: argparse.Namespace):
-    """The resolved config of ``train``'s arguments (``--compile`` / ``--cuda-graphs`` are
-    opt-ins that leave the math unchanged: they set ``rac.compile`` / ``rac.cuda_graphs``)."""
-    from merpo_agent.config import build_config
-
-    overrides = list(args.overrides)
-    overrides += ["rac.compile=true"] if args.compile else []
-    overrides += ["rac.cuda_graphs=true"] if args.cuda_graphs else []
-    return build_config(
-        args.env, args.preset, args.algo, args.config, overrides, args.seed, args.device
-    )
-
-
 def _set_threads(threads: int) -> None:
     from merpo_agent.config import ConfigError
 
@@ -269,6 +134,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         evaluate_baseline_run,
         format_table,
         per_task,
+        read_record,
         run_algo,
     )
     from merpo_agent.config import ConfigError
@@ -285,15 +151,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     tasks = _tasks(run_dir, args.tasks)
     algo = run_algo(run_dir)
     if algo is not None:  # a baseline's run directory
-        import yaml
-
         algo, table, means = evaluate_baseline_run(run_dir, args.device, args.episodes,
                                                    tasks, args.seed)
         print(format_table(algo, table, means))
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        saved = read_record(run_dir)
         rows = [{"task": task, **row} for task, row in table.items()]
         record = {"run_dir": str(run_dir), "env": saved["env"], "algo": algo,
-                  "episodes": args.episodes or saved["run"]["eval_episodes"],
+                  "episodes": args.episodes or saved["eval"]["episodes"],
                   "seed": saved["seed"] if args.seed is None else args.seed,
                   **per_task(algo, table), "summary": means}
     else:
@@ -305,7 +169,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         rows = result.rows()
         record = {"run_dir": str(run_dir), "env": result.env_id, "algo": trainer.cfg.algo,
                   "iteration": result.iteration, "episodes": args.episodes
-                  or trainer.cfg.test.episodes, "seed": result.seed,
+                  or trainer.cfg.eval.episodes, "seed": result.seed,
                   "tasks": list(result.tasks), "summary": result.means()}
     for path in write_evaluation(run_dir, record, rows):
         print(path)
@@ -354,7 +218,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     executor = make_executor(args.executor, args.jobs, args.ray_address)
     report = reproduce(
         args.experiment, args.env, args.seeds, Path(args.out), quick=args.quick,
-        quality=args.quality, jobs=args.jobs,
+        quality=args.quality,
         settings=Path(args.settings) if args.settings else None, executor=executor,
     )
     print(report.read_text())

@@ -4,17 +4,19 @@ YAML round trip.
 ``Config`` nests the other modules' own configs, so every hyperparameter has exactly one
 home and one default:
 
-- ``dynamics``: :class:`merpo_agent.dynamics.DynamicsConfig` (Eq. 3-4, ensembles);
+- ``dynamics``: :class:`merpo_agent.dynamics_config.DynamicsConfig` (Eq. 3-4, ensembles);
 - ``rac``: :class:`merpo_agent.rac_config.RACConfig` (Alg. 1, Eq. 1/9/10/11);
 - ``rollout``: model rollouts into the model buffer (Alg. 1 line 3);
 - ``meta``: the meta-training loop (Alg. 2 lines 9-18);
 - ``test``: the meta-test on unseen tasks (§4.3);
-- ``data``: which datasets (task sampler) the run reads.
+- ``data``, ``run``, ``eval``: what every algorithm shares (``merpo_agent.schema``): the
+  datasets, the budget in gradient steps (meta-iterations x ``meta.inner_steps``) and how
+  often and how long the real-env meta-test runs.
 
 Presets (``merpo_agent.presets``) fill these per environment; ``--algo`` applies the
 ablation settings of §5 (Fig. 4, 7) (``rac_config.ALGO_SETTINGS``); then ``--config FILE`` and
-``--set key=value`` overrides (``merpo_agent.overrides``). :func:`build_config` does all of it
-and validates the result; every problem is a :class:`ConfigError` with one line.
+``--set key=value`` overrides (``merpo_agent.overrides``). ``presets.build_config`` does all
+of it and validates the result; every problem is a :class:`ConfigError` with one line.
 """
 
 from __future__ import annotations
@@ -25,35 +27,13 @@ from typing import Any
 
 import yaml
 
-from merpo_agent.dynamics import DynamicsConfig
-from merpo_agent.overrides import ConfigError, apply_overrides, read_config_file, to_dict
+from merpo_agent.dynamics_config import DynamicsConfig
+from merpo_agent.overrides import ConfigError, apply_overrides, flatten, to_dict
 from merpo_agent.rac_config import ALGO_SETTINGS, RACConfig
+from merpo_agent.schema import DataConfig, EvalConfig, RunConfig
 
 ALGOS = tuple(ALGO_SETTINGS)  # merpo, merpo-adp, combo, beha-only, combo3, cql
 LEARNER_INITS = ("persistent", "reinit", "reptile")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Datasets of the run (``merpo_data.TaskSampler``)."""
-
-    quality: str = "medium"
-    # The merpo-data preset that built the datasets: "default", or "test" (the cheap test
-    # datasets, ids task-NN-<quality>-test-v0; the smoke preset reads them).
-    preset: str = "default"
-    # Empty = the env's own train / test split (App. A.1); a subset is fine (quickstart).
-    train_tasks: tuple[int, ...] = ()
-    test_tasks: tuple[int, ...] = ()
-    # Build missing datasets with merpo_data.generate instead of stopping with the command.
-    build_missing: bool = False
-
-    def __post_init__(self) -> None:
-        from merpo_data import QUALITIES
-        from merpo_data.ids import check_preset
-
-        if self.quality not in QUALITIES:
-            raise ValueError(f"quality {self.quality!r} is not one of {', '.join(QUALITIES)}")
-        check_preset(self.preset)
 
 
 @dataclass(frozen=True)
@@ -81,12 +61,8 @@ class RolloutConfig:
 class MetaTrainConfig:
     """The meta-training loop (Alg. 2 lines 9-18)."""
 
-    iterations: int = 1000  # meta-iterations k (not given; see presets)
     task_batch_size: int = 8  # Table 2 "task batch size"
     inner_steps: int = 10  # Table 2 "inner steps" J
-    eval_every: int = 50  # meta-test on the unseen tasks every ... iterations (not given)
-    log_every: int = 10  # metrics are read to the host once per this many iterations
-    checkpoint_every: int = 50
     # The meta-policy pi_c: "learned" (Eq. 10, MerPO) or FIXED for single-task RAC (Alg. 1,
     # §5.1): "random" (its random initialization), "combo:N" (distilled from COMBO learners
     # trained N updates on the training tasks: §5.1's meta-policy "learnt after 200
@@ -113,8 +89,7 @@ class MetaTrainConfig:
     policy_steps: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "task_batch_size", "inner_steps", "log_every",
-                     "checkpoint_every"):
+        for name in ("task_batch_size", "inner_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.learner_init not in LEARNER_INITS:
@@ -125,8 +100,6 @@ class MetaTrainConfig:
             raise ValueError(f"reptile_step={self.reptile_step} must be in (0, 1]")
         if self.policy_steps < 0:
             raise ValueError(f"policy_steps={self.policy_steps} must be >= 0")
-        if self.eval_every < 0:
-            raise ValueError(f"eval_every={self.eval_every} must be >= 0 (0: only at the end)")
         if self.task_chunk < 0:
             raise ValueError(f"task_chunk={self.task_chunk} must be >= 0 (0: per device)")
         kind, _, arg = self.meta_policy.partition(":")
@@ -149,7 +122,6 @@ class MetaTestConfig:
 
     adaptation_steps: int = 100  # Table 2 "testing adaptation steps"
     lr: float = 8e-5  # App. A.2.2: Q and policy lr for a single new task
-    episodes: int = 4  # real-env episodes (seeds) per task (the paper: 4 random seeds)
     # COMBO (single-task offline RL from scratch on the unseen task's own data, the rival of
     # Fig. 1 and Fig. 7d) with a FULL budget: ``combo_steps`` RAC updates (0 = as many as one
     # training task received during meta-training, at least ``adaptation_steps``) at
@@ -161,17 +133,18 @@ class MetaTestConfig:
     compare_beha_only: bool = True  # "With beha only" (alpha = 1) from the meta-init
 
     def __post_init__(self) -> None:
-        if self.adaptation_steps < 0 or self.episodes < 1 or self.lr <= 0:
-            raise ValueError("need adaptation_steps >= 0, episodes >= 1 and lr > 0")
+        if self.adaptation_steps < 0 or self.lr <= 0:
+            raise ValueError("need adaptation_steps >= 0 and lr > 0")
         if self.combo_steps < 0 or self.combo_lr < 0:
             raise ValueError("need test.combo_steps >= 0 and test.combo_lr >= 0 (0 = automatic)")
 
-    def combo_budget(self, meta: MetaTrainConfig, num_train_tasks: int) -> int:
+    def combo_budget(self, steps: int, meta: MetaTrainConfig, num_train_tasks: int) -> int:
         """COMBO's RAC updates at meta-test: ``combo_steps``, or the expected number of
-        updates one training task got in meta-training (iterations x J x B / N)."""
+        updates one training task got in meta-training (``run.steps`` x B / N, ``run.steps``
+        being meta-iterations x J)."""
         if self.combo_steps > 0:
             return self.combo_steps
-        per_task = meta.iterations * meta.inner_steps * meta.task_batch_size
+        per_task = steps * meta.task_batch_size
         return max(self.adaptation_steps, -(-per_task // max(1, num_train_tasks)))
 
 
@@ -183,6 +156,8 @@ class Config:
     seed: int = 0
     device: str = "cpu"
     data: DataConfig = field(default_factory=DataConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     rac: RACConfig = field(default_factory=RACConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -192,6 +167,35 @@ class Config:
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algo {self.algo!r}; choose one of {', '.join(ALGOS)}")
+        # the budget is counted in gradient steps for every algorithm; MerPO spends them
+        # J = meta.inner_steps per meta-iteration (Alg. 2 line 12)
+        inner = self.meta.inner_steps
+        if self.run.steps % inner:
+            raise ValueError(
+                f"run.steps={self.run.steps} is not a multiple of meta.inner_steps={inner}; "
+                f"use e.g. run.steps={max(1, round(self.run.steps / inner)) * inner}"
+            )
+
+    # MerPO acts once per meta-iteration: the intervals in gradient steps become whole
+    # meta-iterations (at least one), so changing meta.inner_steps never makes them invalid
+
+    @property
+    def iterations(self) -> int:
+        """Meta-iterations k of Alg. 2: ``run.steps`` / J."""
+        return self.run.steps // self.meta.inner_steps
+
+    @property
+    def eval_every_iterations(self) -> int:
+        """Meta-iterations between meta-tests (0: only at the end)."""
+        return self.eval.every and max(1, self.eval.every // self.meta.inner_steps)
+
+    @property
+    def log_every_iterations(self) -> int:
+        return max(1, self.run.log_every // self.meta.inner_steps)
+
+    @property
+    def checkpoint_every_iterations(self) -> int:
+        return max(1, self.run.checkpoint_every // self.meta.inner_steps)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -201,67 +205,32 @@ class Config:
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a :class:`Config` from :meth:`Config.to_dict` output (e.g. a run's config.yaml)."""
-    from merpo_agent.overrides import flatten
+    """Rebuild a :class:`Config` from :meth:`Config.to_dict` output (e.g. a run's config.yaml;
+    one written before the shared schema is read in its terms: :func:`_upgrade`)."""
+    return apply_overrides(Config(), _upgrade(flatten(data)).items())
 
-    return apply_overrides(Config(), flatten(data).items())
+
+def _upgrade(flat: dict[str, Any]) -> dict[str, Any]:
+    """A saved config of the former schema (meta-iterations, ``test.episodes``, empty task
+    lists for the whole split) in the shared schema's keys, so old run directories resume."""
+    flat = dict(flat)
+    inner = int(flat.get("meta.inner_steps", MetaTrainConfig.inner_steps))
+    for old, new in (("meta.iterations", "run.steps"), ("meta.eval_every", "eval.every"),
+                     ("meta.log_every", "run.log_every"),
+                     ("meta.checkpoint_every", "run.checkpoint_every")):
+        if old in flat:
+            flat[new] = int(flat.pop(old)) * inner
+    if "test.episodes" in flat:
+        flat["eval.episodes"] = flat.pop("test.episodes")
+    for key in ("data.train_tasks", "data.test_tasks"):
+        if flat.get(key) == []:
+            flat[key] = None
+    return flat
 
 
 def load_run_config(path: str | Path) -> Config:
     data = yaml.safe_load(Path(path).read_text())
     return config_from_dict(data)
-
-
-def build_config(
-    env: str,
-    preset: str = "table2",
-    algo: str | None = None,
-    config_file: str | Path | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    seed: int | None = None,
-    device: str | None = None,
-) -> Config:
-    """Preset -> algo settings -> config file -> ``--set`` overrides -> seed/device flags.
-
-    ``algo`` None takes the file's ``algo`` key if any, else ``merpo``. Raises
-    :class:`ConfigError` (one line) on any bad input.
-    """
-    from merpo_agent.overrides import parse_assignment
-    from merpo_agent.presets import make_preset
-
-    file_items: dict[str, Any] = read_config_file(config_file) if config_file else {}
-    set_items = [parse_assignment(text) for text in overrides]
-    if algo is None:
-        algo = str(file_items.pop("algo", "merpo"))
-    else:
-        file_items.pop("algo", None)
-    for key in ("env", "preset"):
-        if key in file_items:
-            raise ConfigError(
-                f"config file key {key!r} cannot be set in a file; pass --{key} on the command line"
-            )
-    if any(key in ("env", "preset", "algo") for key, _ in set_items):
-        raise ConfigError(
-            "env, preset and algo are chosen with --env, --preset and --algo, not --set"
-        )
-    if algo not in ALGOS:
-        raise ConfigError(f"unknown algo {algo!r}; choose one of {', '.join(ALGOS)}")
-
-    cfg = make_preset(env, preset)
-    items: list[tuple[str, Any]] = [("algo", algo)]
-    items += [(f"rac.{k}", v) for k, v in ALGO_SETTINGS[algo].items()]
-    items += list(file_items.items())
-    items += set_items
-    if seed is not None:
-        items.append(("seed", seed))
-    if device is not None:
-        items.append(("device", device))
-    cfg = apply_overrides(cfg, items)
-    check_device(cfg.device)
-    check_run_settings(cfg)
-    if cfg.rac.cuda_graphs and not cfg.device.startswith("cuda"):
-        raise ConfigError("--cuda-graphs (rac.cuda_graphs) needs --device cuda; drop it on a CPU")
-    return cfg
 
 
 def check_run_settings(cfg: Config) -> None:
@@ -276,15 +245,15 @@ def check_run_settings(cfg: Config) -> None:
     check_task_split(cfg.env, cfg.data.train_tasks, cfg.data.test_tasks, "data.")
 
 
-def check_task_split(env: str, train_tasks, test_tasks, prefix: str = "") -> None:
-    """Training and test tasks (empty: the env's split) listed once each and apart; the
-    keys in the message are ``<prefix>train_tasks`` / ``<prefix>test_tasks`` (MerPO's
-    ``data.``, the baselines' none)."""
+def check_task_split(env: str, train_tasks, test_tasks, prefix: str = "data.") -> None:
+    """Training and test tasks (empty or None: the env's split) listed once each and apart;
+    the keys in the message are ``<prefix>train_tasks`` / ``<prefix>test_tasks`` (the shared
+    schema's ``data.`` for MerPO and the baselines alike)."""
     from merpo_envs import format_tasks, get_meta_info
 
     info = get_meta_info(env)
-    train = tuple(train_tasks) or info.train_tasks
-    test = tuple(test_tasks) or info.test_tasks
+    train = tuple(train_tasks or ()) or info.train_tasks
+    test = tuple(test_tasks or ()) or info.test_tasks
     for key, tasks in ((f"{prefix}train_tasks", train), (f"{prefix}test_tasks", test)):
         twice = sorted({t for t in tasks if list(tasks).count(t) > 1})
         if twice:
@@ -315,10 +284,11 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataConfig",
+    "EvalConfig",
     "MetaTestConfig",
     "MetaTrainConfig",
     "RolloutConfig",
-    "build_config",
+    "RunConfig",
     "check_device",
     "check_run_settings",
     "check_task_split",

@@ -266,7 +266,7 @@ def meta_test(
                                                   test_sampler.action_high),
             )
             if variant == "combo":  # from scratch (random init, the config's initial duals)
-                steps = cfg.test.combo_budget(cfg.meta, num_train_tasks)
+                steps = cfg.test.combo_budget(cfg.run.steps, cfg.meta, num_train_tasks)
             else:
                 steps = cfg.test.adaptation_steps
                 duals = TaskLearners.initial_duals(rac)
@@ -300,8 +300,8 @@ def meta_test(
         policies = {"meta_policy": meta.policy.deterministic, **policies}
         # the seeds are laid out task-major: a slice's tasks keep their seeds
         env_episodes = evaluate_in_env(
-            cfg.env, tasks, policies, cfg.test.episodes,
-            seed % (2**31) + task_slice.start * cfg.test.episodes, device, per_episode=True,
+            cfg.env, tasks, policies, cfg.eval.episodes,
+            seed % (2**31) + task_slice.start * cfg.eval.episodes, device, per_episode=True,
         )
     behavior = task_slice.take(test_sampler.dataset_returns.detach())
     returns = {"behavior": behavior.cpu().numpy().astype(float)}

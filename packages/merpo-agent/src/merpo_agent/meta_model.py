@@ -31,13 +31,10 @@ from typing import Any
 
 import torch
 
-from merpo_agent.dynamics import (
-    DynamicsConfig,
-    DynamicsEnsemble,
-    HoldoutSplit,
-    train_from_scratch,
-    train_models,
-)
+from merpo_agent.dynamics import DynamicsEnsemble
+from merpo_agent.dynamics_config import DynamicsConfig
+from merpo_agent.holdout import HoldoutSplit
+from merpo_agent.model_training import train_from_scratch, train_models
 
 LogFn = Callable[[int, dict[str, float]], None]
 

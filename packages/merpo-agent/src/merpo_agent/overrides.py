@@ -202,7 +202,7 @@ def get_value(cfg: Any, key: str) -> Any:
 def parse_assignment(text: str) -> tuple[str, str]:
     """``"rac.actor_lr=1e-4"`` -> ``("rac.actor_lr", "1e-4")``."""
     if "=" not in text:
-        raise ConfigError(f"bad override {text!r}; write it as key=value, e.g. meta.iterations=50")
+        raise ConfigError(f"bad override {text!r}; write it as key=value, e.g. run.steps=500")
     key, value = text.split("=", 1)
     key = key.strip()
     if not key:

@@ -153,13 +153,12 @@ def _merpo_policy(run_dir: Path, task: int | None, device) -> Policy:
 
 
 def _baseline_policy(run_dir: Path, task: int | None, device) -> Policy:
-    import yaml
     from merpo_data import TaskSampler
 
     from merpo_agent.baselines.context import infer_test_latents
-    from merpo_agent.baselines.run import CHECKPOINT_DIR, baseline
+    from merpo_agent.baselines.run import CHECKPOINT_DIR, baseline, read_record
 
-    data = yaml.safe_load((run_dir / "config.yaml").read_text())
+    data = read_record(run_dir)
     spec = baseline(data["algo"])
     if task is None:
         raise PolicyError(
@@ -175,8 +174,8 @@ def _baseline_policy(run_dir: Path, task: int | None, device) -> Policy:
         )
     agent = spec.agent_from_state(state["agent"], device)
     try:
-        sampler = TaskSampler(data["env"], [task], data["run"]["quality"], device=device,
-                              preset=data["run"].get("data_preset", "default"))
+        sampler = TaskSampler(data["env"], [task], data["data"]["quality"], device=device,
+                              preset=data["data"]["preset"])
     except (ValueError, FileNotFoundError) as err:
         raise PolicyError(str(err).strip().splitlines()[0]) from None
     seed = int(data["seed"])

@@ -1,4 +1,5 @@
-"""Named configurations: ``table2`` and ``table1`` (the paper's), ``small`` and ``smoke``.
+"""Named configurations: ``table2`` and ``table1`` (the paper's), ``small``, ``repro`` and
+``smoke``; and :func:`build_config`, a run's config from a preset and the user's overrides.
 
 ``table2`` (default): Table 2 of the paper for each of the four environments
 (App. A, Table 2): discount, task batch size, inner critic and
@@ -37,8 +38,9 @@ the ``point_robot_store`` test fixture).
 Values the paper does not give (``table2.yaml`` ``not_given``) and our choices:
 
 - meta-iterations and evaluation interval: 2000 meta-iterations, meta-test every 100
-  (``meta.iterations``, ``meta.eval_every``); with 10 inner steps that is 2e4 RAC updates per
-  task slot, the scale of COMBO's single-task runs divided over a task batch of 8.
+  (``run.steps`` = 2e4 and ``eval.every`` = 1000, in gradient steps: with 10 inner steps,
+  2e4 RAC updates per task slot), the scale of COMBO's single-task runs divided over a
+  task batch of 8.
 - eta (Eq. 3-4) = 0.1, h = 10, K = 1000 (``dynamics.eta``, ``dynamics.meta_inner_steps``,
   ``dynamics.meta_iterations``): see ``DynamicsConfig``'s docstring.
 - model buffer: every RAC update rolls out from 512 dataset states per task (``rollout``
@@ -49,7 +51,7 @@ Values the paper does not give (``table2.yaml`` ``not_given``) and our choices:
 - target network rate tau = 0.005 (``rac.polyak_tau``), SAC's custom.
 - CQL(H) samples: 10 uniform + 10 policy actions (``rac.cql_uniform_actions`` /
   ``cql_policy_actions``), COMBO's custom.
-- evaluation: 4 episodes (seeds) per test task (``test.episodes``), the paper's 4 seeds.
+- evaluation: 4 episodes (seeds) per test task (``eval.episodes``), the paper's 4 seeds.
 - behavior cloning for D_beta' (the lambda dual's divergence estimate): 2000 Adam steps
   per task, 3 x 256 (``rac.bc_*``).
 """
@@ -58,19 +60,29 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from merpo_envs import get_meta_info
 
 from merpo_agent.config import (
+    ALGOS,
     Config,
-    DataConfig,
     MetaTestConfig,
     MetaTrainConfig,
     RolloutConfig,
+    check_device,
+    check_run_settings,
 )
-from merpo_agent.dynamics import DynamicsConfig
-from merpo_agent.overrides import ConfigError
-from merpo_agent.rac_config import RACConfig
+from merpo_agent.dynamics_config import DynamicsConfig
+from merpo_agent.overrides import (
+    ConfigError,
+    apply_overrides,
+    parse_assignment,
+    read_config_file,
+)
+from merpo_agent.rac_config import ALGO_SETTINGS, RACConfig
+from merpo_agent.schema import EvalConfig, RunConfig, normalize_items, preset_data
 
 PRESETS = ("table2", "table1", "small", "repro", "smoke")
 
@@ -136,18 +148,15 @@ def table2(env: str) -> Config:
         q_difference_threshold=row["q_difference_threshold"],
         **OPEN_SETTINGS_PER_ENV.get(env, {}),
     )
-    meta = MetaTrainConfig(
-        iterations=2000,
-        task_batch_size=int(row["task_batch_size"]),
-        inner_steps=10,
-        eval_every=100,
-        log_every=10,
-        checkpoint_every=100,
-    )
+    meta = MetaTrainConfig(task_batch_size=int(row["task_batch_size"]), inner_steps=10)
+    # 2000 meta-iterations of J = 10 steps; meta-test, checkpoint every 100, log every 10
+    run = RunConfig(steps=20_000, checkpoint_every=1_000, log_every=100)
     return Config(
         env=env,
         preset="table2",
-        data=DataConfig(),
+        data=preset_data(env, "table2"),
+        run=run,
+        eval=EvalConfig(episodes=4, every=1_000),
         dynamics=DynamicsConfig(),
         rac=rac,
         rollout=RolloutConfig(),
@@ -181,12 +190,7 @@ def table1(env: str) -> Config:
 
 def small(env: str) -> Config:
     cfg = table2(env)
-    info = get_meta_info(cfg.env)
-    data = DataConfig(
-        quality="medium",
-        train_tasks=tuple(info.train_tasks[:8]),
-        test_tasks=tuple(info.test_tasks[:4]),
-    )
+    data = preset_data(cfg.env, "small")
     dynamics = replace(
         cfg.dynamics,
         ensemble=5,
@@ -217,39 +221,33 @@ def small(env: str) -> Config:
         meta_q_lr=1.0,
     )
     meta = replace(
-        cfg.meta,
-        iterations=300,
-        task_batch_size=min(cfg.meta.task_batch_size, len(data.train_tasks)),
-        eval_every=50,
-        log_every=10,
-        checkpoint_every=50,
+        cfg.meta, task_batch_size=min(cfg.meta.task_batch_size, len(data.train_tasks)),
     )
+    # 300 meta-iterations of J = 10 steps; meta-test and checkpoint every 50, log every 10
+    run = RunConfig(steps=3_000, checkpoint_every=500, log_every=100)
     rollout = replace(cfg.rollout, batch_size=128, capacity=10_000)
     return replace(
-        cfg, preset="small", data=data, dynamics=dynamics, rac=rac, meta=meta, rollout=rollout
+        cfg, preset="small", data=data, dynamics=dynamics, rac=rac, meta=meta, rollout=rollout,
+        run=run, eval=replace(cfg.eval, every=500),
     )
 
 
 def repro(env: str) -> Config:
     """``small``'s sizes on the env's whole train / test split (``merpo-agent reproduce``)."""
     cfg = small(env)
-    data = replace(cfg.data, train_tasks=(), test_tasks=())
+    data = preset_data(cfg.env, "repro")
     # the meta-model (Eq. 3) samples 8 of the training tasks per iteration instead of all
     dynamics = replace(cfg.dynamics, meta_task_batch_size=8)
-    meta = replace(cfg.meta, iterations=400, eval_every=100, checkpoint_every=100,
-                   task_batch_size=table2(env).meta.task_batch_size)
-    return replace(cfg, preset="repro", data=data, meta=meta, dynamics=dynamics)
+    meta = replace(cfg.meta, task_batch_size=table2(env).meta.task_batch_size)
+    # 400 meta-iterations of J = 10 steps; meta-test and checkpoint every 100
+    run = replace(cfg.run, steps=4_000, checkpoint_every=1_000)
+    return replace(cfg, preset="repro", data=data, meta=meta, dynamics=dynamics, run=run,
+                   eval=replace(cfg.eval, every=1_000))
 
 
 def smoke(env: str) -> Config:
     cfg = table2(env)
-    info = get_meta_info(cfg.env)
-    data = DataConfig(
-        quality="medium",
-        preset="test",  # merpo-data's cheap test datasets
-        train_tasks=tuple(info.train_tasks[:4]),
-        test_tasks=tuple(info.test_tasks[:2]),
-    )
+    data = preset_data(cfg.env, "smoke")  # merpo-data's cheap test datasets
     dynamics = replace(
         cfg.dynamics,
         ensemble=3,
@@ -275,19 +273,14 @@ def smoke(env: str) -> Config:
         bc_steps=5,
         bc_batch_size=32,
     )
-    meta = MetaTrainConfig(
-        iterations=4,
-        task_batch_size=2,
-        inner_steps=2,
-        eval_every=2,
-        log_every=1,
-        checkpoint_every=2,
-    )
+    meta = MetaTrainConfig(task_batch_size=2, inner_steps=2)
+    # 4 meta-iterations of J = 2 steps; meta-test and checkpoint every 2, log every one
+    run = RunConfig(steps=8, checkpoint_every=4, log_every=2)
     rollout = RolloutConfig(length=1, batch_size=16, every=1, capacity=256)
-    test = MetaTestConfig(adaptation_steps=3, lr=8e-5, episodes=2)
+    test = MetaTestConfig(adaptation_steps=3, lr=8e-5)
     return replace(
         cfg, preset="smoke", data=data, dynamics=dynamics, rac=rac, meta=meta,
-        rollout=rollout, test=test,
+        rollout=rollout, test=test, run=run, eval=EvalConfig(episodes=2, every=4),
     )
 
 
@@ -302,4 +295,52 @@ def make_preset(env: str, preset: str = "table2") -> Config:
     return _BUILDERS[preset](env)
 
 
-__all__ = ["PRESETS", "TABLE1_PER_ENV", "TABLE2_PER_ENV", "make_preset"]
+def build_config(
+    env: str,
+    preset: str = "table2",
+    algo: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    seed: int | None = None,
+    device: str | None = None,
+) -> Config:
+    """Preset -> algo settings -> config file -> ``--set`` overrides -> seed/device flags.
+
+    ``algo`` None takes the file's ``algo`` key if any, else ``merpo``. Raises
+    :class:`ConfigError` (one line) on any bad input.
+    """
+    file_items: dict[str, Any] = read_config_file(config_file) if config_file else {}
+    set_items = [parse_assignment(text) for text in overrides]
+    if algo is None:
+        algo = str(file_items.pop("algo", "merpo"))
+    else:
+        file_items.pop("algo", None)
+    for key in ("env", "preset"):
+        if key in file_items:
+            raise ConfigError(
+                f"config file key {key!r} cannot be set in a file; pass --{key} on the command line"
+            )
+    if any(key in ("env", "preset", "algo") for key, _ in set_items):
+        raise ConfigError(
+            "env, preset and algo are chosen with --env, --preset and --algo, not --set"
+        )
+    if algo not in ALGOS:
+        raise ConfigError(f"unknown algo {algo!r}; choose one of {', '.join(ALGOS)}")
+
+    cfg = make_preset(env, preset)
+    items: list[tuple[str, Any]] = [("algo", algo)]
+    items += [(f"rac.{k}", v) for k, v in ALGO_SETTINGS[algo].items()]
+    items += normalize_items([*file_items.items(), *set_items], cfg.env)
+    if seed is not None:
+        items.append(("seed", seed))
+    if device is not None:
+        items.append(("device", device))
+    cfg = apply_overrides(cfg, items)
+    check_device(cfg.device)
+    check_run_settings(cfg)
+    if cfg.rac.cuda_graphs and not cfg.device.startswith("cuda"):
+        raise ConfigError("--cuda-graphs (rac.cuda_graphs) needs --device cuda; drop it on a CPU")
+    return cfg
+
+
+__all__ = ["PRESETS", "TABLE1_PER_ENV", "TABLE2_PER_ENV", "build_config", "make_preset"]

@@ -45,8 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from merpo_agent.checkpoint import CheckpointError
-    from merpo_agent.config import ConfigError, build_config
+    from merpo_agent.config import ConfigError
     from merpo_agent.plots import plot_run
+    from merpo_agent.presets import build_config
     from merpo_agent.trainer import MetaTrainer, RunError, TrainingDiverged
 
     torch.set_num_threads(max(1, args.threads))

@@ -82,16 +82,22 @@ def conservative_gap(logsumexp_q: torch.Tensor, data_q: torch.Tensor) -> torch.T
     return logsumexp_q.mean(-1) - data_q.mean(-1)
 
 
-def critic_loss(
-    q_pred: torch.Tensor, target: torch.Tensor, gap: torch.Tensor, beta: torch.Tensor
-) -> torch.Tensor:
-    """Eq. 1 per task: ``sum_i [ 1/2 E_{d_f}(Q_i - B Q)^2 + beta * gap_i ]`` -> (T,).
+def bellman_error(q_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. 1's Bellman term ``1/2 E_{d_f}(Q_i - B Q)^2`` per task and twin -> (T, 2).
 
     q_pred: (T, 2, B) twin critics on the mixed batch (fraction f real, 1 - f model);
-    target: (T, B) soft target; gap: (T, 2) from ``conservative_gap``; beta: (T,) (detached:
-    beta has its own dual step). The twin critics are summed (independent networks).
+    target: (T, B) soft target (``soft_bellman_target``).
     """
-    bellman = 0.5 * ((q_pred - target[:, None, :]) ** 2).mean(-1)
+    return 0.5 * (q_pred - target[:, None, :]).square().mean(-1)
+
+
+def critic_loss(bellman: torch.Tensor, gap: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Eq. 1 per task: ``sum_i [ 1/2 E_{d_f}(Q_i - B Q)^2 + beta * gap_i ]`` -> (T,).
+
+    bellman: (T, 2) from ``bellman_error``; gap: (T, 2) from ``conservative_gap``; beta:
+    (T,) (detached: beta has its own dual step, which App. A.2.2 takes between the two
+    terms and this loss). The twin critics are summed (independent networks).
+    """
     return (bellman + beta.detach()[:, None] * gap).sum(-1)
 
 
@@ -178,8 +184,8 @@ def conservative_critic_terms(
     q_all: (T, 2, B + N K): Q on the mixed batch's B rows (the n_real dataset rows first),
     then on K sampled actions at each of N penalty states (state-major); target: (T, B);
     log_density: (T, 1, N, K). Returns the Bellman term ``1/2 E (Q_i - B Q)^2`` (T, 2), the
-    conservative gap (T, 2) (both with gradients) and the mean data Q (T,) (detached).
-    ``critic_loss`` = ``(bellman + beta * gap).sum(-1)``.
+    conservative gap (T, 2) (both with gradients) and the mean data Q (T,) (detached):
+    ``critic_loss(bellman, gap, beta)`` is Eq. 1.
     """
     t, twins, _ = q_all.shape
     batch = target.shape[1]
@@ -188,8 +194,7 @@ def conservative_critic_terms(
     logsumexp_q = importance_sampled_logsumexp(q_ood.reshape(t, twins, p, k), log_density)
     q_data = q_pred[..., :n_real]
     gap = conservative_gap(logsumexp_q, q_data)
-    bellman = 0.5 * (q_pred - target[:, None, :]).square().mean(-1)
-    return bellman, gap, q_data.detach().mean((1, 2))
+    return bellman_error(q_pred, target), gap, q_data.detach().mean((1, 2))
 
 
 def regularized_actor_terms(
@@ -237,6 +242,7 @@ __all__ = [
     "regularized_actor_terms",
     "behavior_divergence",
     "behavior_divergence_estimate",
+    "bellman_error",
     "beta_dual_loss",
     "conservative_gap",
     "critic_loss",

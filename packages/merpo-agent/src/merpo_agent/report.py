@@ -119,8 +119,7 @@ def write_report(experiment, env_id, quality, sizes, results, out_dir: Path, com
         "per method (seed = network init + sampling; the datasets are fixed)",
         f"- budget: {sizes.budget} gradient steps of actor and critic for every method "
         f"(MerPO: {sizes.iterations} meta-iterations x {sizes.inner_steps} inner steps; "
-        f"baselines: {sizes.budget} steps); MerPO preset `{sizes.merpo_preset}`, baseline "
-        f"preset `{sizes.baseline_preset}`",
+        f"baselines: {sizes.budget} steps); preset `{sizes.preset}` for every method",
         (f"- settings: tuned on validation tasks by `merpo-agent tune` ({experiment.settings}"
          "/<algo>/best.yaml; MerPO's ablations use MerPO's), never on these tasks"
          if experiment.settings else "- settings: the presets as written (nothing tuned)"),

@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from merpo_envs import format_tasks
+
 from merpo_agent.checkpoint import atomic_write_text
 from merpo_agent.config import ConfigError
 from merpo_agent.trainer import RunError
@@ -184,11 +186,10 @@ def experiments() -> dict[str, Experiment]:
 class Sizes:
     """What every run of an experiment shares: presets, tasks, budget, evaluation."""
 
-    merpo_preset: str
-    baseline_preset: str
+    preset: str  # every method's (the same tasks and data for every algorithm)
     iterations: int  # MerPO meta-iterations; budget = iterations x inner steps
     inner_steps: int
-    eval_every: int
+    eval_every: int  # in MerPO meta-iterations (eval.every = eval_every x inner steps)
     train_tasks: tuple[int, ...] | None  # None: the env's train split
     test_tasks: tuple[int, ...] | None
     single_task_tasks: tuple[int, ...]  # Fig. 4/5: each its own single-task RAC
@@ -207,21 +208,19 @@ def sizes_for(env_id: str, quick: bool) -> Sizes:
 
     info = get_meta_info(env_id)
     if quick:
-        return Sizes("smoke", "smoke", iterations=4, inner_steps=2, eval_every=2,
+        return Sizes("smoke", iterations=4, inner_steps=2, eval_every=2,
                      train_tasks=tuple(info.train_tasks[:4]),
                      test_tasks=tuple(info.test_tasks[:2]),
                      single_task_tasks=tuple(info.train_tasks[:2]), episodes=1,
                      good_meta_policy_steps=4, data_preset="test")
-    return Sizes("repro", "small", iterations=400, inner_steps=10, eval_every=100,
+    return Sizes("repro", iterations=400, inner_steps=10, eval_every=100,
                  train_tasks=None, test_tasks=None,
                  single_task_tasks=tuple(info.train_tasks[:4]), episodes=4)
 
 
-def _task_list(tasks: tuple[int, ...]) -> str:
-    return "[" + ",".join(str(t) for t in tasks) + "]"
-
-
 SETUP_CACHE = ".setup-cache"
+# the chosen settings of a method in ``merpo-agent tune --out DIR``: DIR/<algo>/best.yaml
+BEST_FILE = "best.yaml"
 
 
 def train_command(
@@ -235,27 +234,21 @@ def train_command(
     command = [
         sys.executable, "-m", "merpo_agent", "train", "--env", env_id, "--algo", run.algo,
         "--seed", str(seed), "--run-dir", str(run_dir), "--no-progress", "--threads", "1",
-        "--preset", sizes.baseline_preset if baseline else sizes.merpo_preset,
+        "--preset", sizes.preset,
     ]
     train_tasks = sizes.single_task_tasks if experiment.single_task else sizes.train_tasks
-    if baseline:
-        settings = [f"steps={sizes.budget}", f"eval_every={sizes.eval_every * sizes.inner_steps}",
-                    f"quality={quality}", f"eval_episodes={sizes.episodes}"]
+    # the shared schema (merpo_agent.schema): the same keys for every method
+    settings = [f"run.steps={sizes.budget}", f"eval.every={sizes.eval_every * sizes.inner_steps}",
+                f"data.quality={quality}", f"eval.episodes={sizes.episodes}"]
+    if train_tasks is not None:
+        settings.append(f"data.train_tasks={format_tasks(train_tasks)}")
+    if sizes.test_tasks is not None:
+        settings.append(f"data.test_tasks={format_tasks(sizes.test_tasks)}")
+    if not baseline:
+        settings.append(f"meta.inner_steps={sizes.inner_steps}")
         if train_tasks is not None:
-            settings.append(f"train_tasks={_task_list(train_tasks)}")
-        if sizes.test_tasks is not None:
-            settings.append(f"test_tasks={_task_list(sizes.test_tasks)}")
-    else:
-        settings = [f"meta.iterations={sizes.iterations}",
-                    f"meta.inner_steps={sizes.inner_steps}",
-                    f"meta.eval_every={sizes.eval_every}", f"data.quality={quality}",
-                    f"test.episodes={sizes.episodes}"]
-        if train_tasks is not None:
-            settings.append(f"data.train_tasks={_task_list(train_tasks)}")
             settings.append(f"meta.task_batch_size={len(train_tasks)}" if experiment.single_task
                             else f"meta.task_batch_size={min(len(train_tasks), 8)}")
-        if sizes.test_tasks is not None:
-            settings.append(f"data.test_tasks={_task_list(sizes.test_tasks)}")
         settings += list(experiment.merpo_overrides)
     settings += [item.format(good=sizes.good_meta_policy_steps) for item in run.overrides]
     if run.config is not None:  # tuned settings first: the shared settings win over them
@@ -276,8 +269,6 @@ def with_settings(experiment: Experiment, settings: Path) -> Experiment:
     """The experiment on tuned settings: each run reads ``settings/<algo>/best.yaml`` of
     ``merpo-agent tune`` (MerPO's ablations read MerPO's), and a figure with a MerPO row
     also keeps "MerPO (Table 2 as first read)" on the untuned presets beside it."""
-    from merpo_agent.tune import BEST_FILE
-
     def tuned(algo: str) -> str | None:
         source = "merpo" if algo in MERPO_FAMILY else algo
         path = settings / source / BEST_FILE
@@ -351,16 +342,14 @@ def _read_yaml(path: Path) -> dict:
 def resolved_config(command: list[str]) -> dict:
     """The settings a ``merpo-agent train`` command resolves to with the code installed now
     (preset, overrides, the algorithm's config), as the run directory would record them."""
-    from merpo_agent.cli import build_parser, train_config
-    from merpo_agent.overrides import to_dict
+    from merpo_agent.arguments import build_parser, train_config
 
     args = build_parser().parse_args(command[3:])
     if is_baseline(args.algo):
-        from merpo_agent.baselines.run import build_baseline
+        from merpo_agent.baselines.run import build_baseline, settings_record
 
-        run, config = build_baseline(args.algo, args.env, args.preset, args.overrides,
-                                     args.config)
-        return {"run": to_dict(run), "method": to_dict(config)}
+        return settings_record(*build_baseline(args.algo, args.env, args.preset,
+                                               args.overrides, args.config))
     return train_config(args).to_dict()
 
 
@@ -434,16 +423,16 @@ def reproduce(
     out_dir: Path,
     quick: bool = False,
     quality: str = "medium",
-    jobs: int | None = None,
     log=print,
     settings: Path | None = None,
-    executor=None,
+    *,
+    executor,
 ) -> Path:
     """Train every (run, seed) of experiment ``name`` (reusing finished ones), then write
     the report; returns the report's path. ``settings``: tuned settings (``with_settings``);
-    ``executor``: where the runs train (``executors.make_executor``; default ``jobs`` local
-    processes)."""
-    from merpo_agent.executors import make_executor
+    ``executor``: where the runs train (``executors.make_executor("local", jobs)`` or
+    ``("ray", ...)``; made by the caller, which also checks ``--jobs`` before any dataset is
+    built: ``executors`` calls this module's ``run_one``, so this module does not import it)."""
     from merpo_agent.report import write_report
 
     table = experiments()
@@ -452,7 +441,6 @@ def reproduce(
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     _check_inputs(env_id, quality)
-    executor = executor or make_executor("local", jobs)  # a bad --jobs: before any dataset
     experiment = table[name]
     if settings is not None:
         experiment = with_settings(experiment, settings)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from merpo_data.lock import hold_lock
 
+from merpo_agent.run_layout import RunError
+
 LOCK_FILE = ".merpo-agent.lock"
 
 __all__ = ["LOCK_FILE", "check_run_dir", "claim_run_dir"]
@@ -25,8 +27,6 @@ __all__ = ["LOCK_FILE", "check_run_dir", "claim_run_dir"]
 
 def check_run_dir(run_dir: Path) -> None:
     """One line for a ``--run-dir`` that names an existing file (not a directory)."""
-    from merpo_agent.trainer import RunError
-
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"--run-dir {run_dir} is an existing file, not a directory; "
                        "pass a directory path")

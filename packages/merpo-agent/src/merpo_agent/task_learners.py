@@ -59,6 +59,7 @@ from merpo_agent.alpha_adaptation import adaptive_alpha_step
 from merpo_agent.optimizers import TaskAdam
 from merpo_agent.rac_config import RACConfig
 from merpo_agent.transitions import TransitionBatch
+from merpo_agent.update_graph import UpdateGraph
 
 # Rows of the per-task dual table.
 _LOG_ALPHA_ENT, _LOG_BETA, _LAM, _ALPHA = range(4)
@@ -104,15 +105,15 @@ def twin_q_values(critic: StackedMLP, obs: torch.Tensor, act: torch.Tensor) -> t
     return critic(x).squeeze(-1)
 
 
-_COMPILED: dict[str, object] = {}
+_COMPILED: dict[object, object] = {}
 
 
-def _compiled_loss(name: str):
-    """``torch.compile`` of the pure loss function ``rac_losses.<name>`` (once per process;
+def _compiled(loss):
+    """``torch.compile`` of a pure loss function of ``rac_losses`` (once per process;
     recompiled only for new shapes or a new None pattern of its arguments)."""
-    if name not in _COMPILED:
-        _COMPILED[name] = torch.compile(getattr(L, name), dynamic=False)
-    return _COMPILED[name]
+    if loss not in _COMPILED:
+        _COMPILED[loss] = torch.compile(loss, dynamic=False)
+    return _COMPILED[loss]
 
 
 class TaskLearners(nn.Module):
@@ -330,8 +331,6 @@ class TaskLearners(nn.Module):
             )
         if c.cuda_graphs:
             if self._graph is None:
-                from merpo_agent.update_graph import UpdateGraph
-
                 self._graph = UpdateGraph(self, warmup_steps=c.cuda_graph_warmup)
             return self._graph(real, model, meta_policy, bc_policy, noise)
         return self._update(real, model, meta_policy, bc_policy, noise)
@@ -375,8 +374,8 @@ class TaskLearners(nn.Module):
                             self.log_beta)
                     )
         beta = self.log_beta.detach().exp().clamp(max=c.beta_max)
-        critic_loss = (bellman + beta[:, None] * gap).sum(-1)  # = L.critic_loss, split so
-        self.critic_optimizer.zero_grad(set_to_none=True)  # that beta may step in between
+        critic_loss = L.critic_loss(bellman, gap, beta)
+        self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.sum().backward()
         self.critic_optimizer.step()
 
@@ -466,7 +465,7 @@ class TaskLearners(nn.Module):
         obs = torch.cat([mixed.observations, ood_obs], dim=1)
         act = torch.cat([mixed.actions, ood_action.reshape(t, p * k, -1)], dim=1)
         q_all = twin_q_values(self.critic, obs, act)  # (T, 2, B + P K)
-        return self._loss_fn("conservative_critic_terms")(q_all, target, log_density, n_real)
+        return self._math(L.conservative_critic_terms)(q_all, target, log_density, n_real)
 
     def _actor_terms(
         self,
@@ -489,9 +488,7 @@ class TaskLearners(nn.Module):
             if bc_policy is not None:
                 bc_mean, bc_log_std = bc_policy(real.observations)
                 bc_log_prob = tanh_gaussian_log_prob(bc_mean, bc_log_std, real.actions)
-        actor_loss, q_min, d_beta, d_meta, d_beta_prime = self._loss_fn(
-            "regularized_actor_terms"
-        )(
+        actor_loss, q_min, d_beta, d_meta, d_beta_prime = self._math(L.regularized_actor_terms)(
             mean, log_std, log_prob, q_policy, real.actions, meta_mean, meta_log_std,
             bc_log_prob, alpha_ent, self.lam, self.alpha,
         )
@@ -510,10 +507,10 @@ class TaskLearners(nn.Module):
         offset = self.action_log_scale if c.divergence_units == "env" else 0.0
         return d_beta.detach() + offset
 
-    def _loss_fn(self, name: str):
-        """The pure loss function ``rac_losses.<name>``, ``torch.compile``d with
+    def _math(self, loss):
+        """``loss`` (a pure function of ``rac_losses``), ``torch.compile``d with
         ``config.compile`` (the networks stay eager: their matmuls are library calls)."""
-        return _compiled_loss(name) if self.config.compile else getattr(L, name)
+        return _compiled(loss) if self.config.compile else loss
 
     @torch.no_grad()
     def update_targets(self) -> None:

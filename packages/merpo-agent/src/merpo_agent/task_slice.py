@@ -17,9 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from merpo_data.distributed import shard_bounds
+
+if TYPE_CHECKING:
+    from merpo_agent.config import Config
 
 
 @dataclass(frozen=True)
@@ -101,4 +105,26 @@ def device_chunk_size(device: torch.device | str, batch: int, weights_per_task: 
     return max(1, min(batch, cpu_max_weights // max(1, weights_per_task)))
 
 
-__all__ = ["TaskSlice", "device_chunk_size", "draw_sliced", "task_chunks"]
+# Twin-critic weights per batched op that a CPU still runs faster batched than one task at
+# a time (benchmarks/bench_meta_iteration.py): the memory-bound ops of a bigger op spill
+# the cache (2 x 32 networks: batched 2.1x the loop at T = 8; 5 x 300: 0.6-0.9x).
+CPU_CHUNK_CRITIC_WEIGHTS = 131_072
+
+
+def task_chunk_size(cfg: Config, device: torch.device, batch: int, obs_dim: int,
+                    act_dim: int) -> int:
+    """Tasks per batched op of the inner loop: ``meta.task_chunk`` if set; else the whole
+    batch on a GPU, and on a CPU as many tasks as fit ``CPU_CHUNK_CRITIC_WEIGHTS``."""
+    if cfg.meta.task_chunk > 0:
+        return min(cfg.meta.task_chunk, batch)
+    weights = critic_weights(cfg.rac.hidden, cfg.rac.hidden_layers, obs_dim + act_dim)
+    return device_chunk_size(device, batch, weights, CPU_CHUNK_CRITIC_WEIGHTS)
+
+
+def critic_weights(hidden: int, hidden_layers: int, in_features: int) -> int:
+    """The twin critics' weights per task, what ``CPU_CHUNK_CRITIC_WEIGHTS`` bounds."""
+    return 2 * (in_features * hidden + (hidden_layers - 1) * hidden * hidden + hidden)
+
+
+__all__ = ["CPU_CHUNK_CRITIC_WEIGHTS", "TaskSlice", "critic_weights", "device_chunk_size",
+           "draw_sliced", "task_chunk_size", "task_chunks"]

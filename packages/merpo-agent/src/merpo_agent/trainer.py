@@ -8,7 +8,7 @@ Setup (once per run, then checkpointed):
    is fixed from here on, once for the test tasks too; the log shows each adapted model's
    held-out MSE beside a from-scratch model's trained for the same steps (steps 2 and 3
    train ``dynamics.task_chunk`` tasks per batched op, 0 = the device's choice, with the
-   same result for every chunk size: ``dynamics.ChunkedTrainer``);
+   same result for every chunk size: ``model_training.ChunkedTrainer``);
 4. behavior-cloning models pi_hat_beta per task (for lambda's D_beta', App. A.2.2);
 5. Alg. 2 line 1: one RAC learner per training task (``learner_table.LearnerTable``), every
    actor a copy of the initial pi_c and every critic a copy of the initial Q_meta. These
@@ -23,10 +23,10 @@ Meta-iterations k (Alg. 2 lines 9-18), every tensor with a task axis:
   model buffer, Eq. 1, Eq. 9) with pi_c fixed;
 - the meta-policy step (Eq. 10) on the states of the last batch, the meta-Q step, and, for
   MerPO-Adp, the alpha step (Eq. 11); write the batch's learners back to the table;
-- every ``meta.eval_every`` iterations (and at the end) the meta-test on the unseen tasks
+- every ``eval.every`` gradient steps (and at the end) the meta-test on the unseen tasks
   (``evaluation.meta_test``).
 
-Host reads happen once per ``meta.log_every`` iterations (metrics, and a non-finite flag
+Host reads happen once per ``run.log_every`` gradient steps (metrics, and a non-finite flag
 accumulated on the device). Checkpoints (``checkpoints/latest.pt``, atomic) hold every
 parameter, optimizer, dual variable and RNG state; ``train`` on an existing run directory
 resumes from it, and on CPU with a fixed seed ends with the same parameters as an
@@ -49,19 +49,17 @@ bar.
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from merpo_data.progress import progress_bar
 from merpo_envs import get_meta_info
 from tqdm.auto import tqdm
 
-from merpo_agent.action_scaling import log_action_scale, to_unit_actions
+from merpo_agent.action_scaling import log_action_scale
 from merpo_agent.behavior_cloning import BehaviorCloning
 from merpo_agent.checkpoint import (
     LATEST,
@@ -78,95 +76,50 @@ from merpo_agent.distributed import (
     all_gather_objects,
     any_rank,
     barrier,
-    broadcast_module_,
     get_rank,
     get_world_size,
     shard_bounds,
 )
-from merpo_agent.dynamics import DynamicsEnsemble, HoldoutSplit
-from merpo_agent.evaluation import MetaTestResult, meta_test
+from merpo_agent.dynamics import DynamicsEnsemble
+from merpo_agent.evaluation import MetaTestResult
 from merpo_agent.learner_table import LearnerTable
-from merpo_agent.meta_model import adapt, meta_train
 from merpo_agent.meta_policy import MetaLearner
+from merpo_agent.meta_setup import MetaSetup
 from merpo_agent.metrics import MetricsWriter, to_host
 from merpo_agent.model_buffer import ModelBuffer
 from merpo_agent.provenance import record_session
 from merpo_agent.rac_loop import TaskData, buffer_capacity, rac_updates
 from merpo_agent.run_dir import check_run_dir, claim_run_dir
-from merpo_agent.setup_cache import cached_setup
+from merpo_agent.run_layout import (
+    ADAPTED,
+    ADAPTED_FORMAT,
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    HPARAM_METRICS,
+    RESUMABLE_CHANGES,
+    WATCHED,
+    RunError,
+    TrainingDiverged,
+    _config_differences,
+    ensure_run_datasets,
+    make_sampler,
+)
+from merpo_agent.run_meta_test import RunMetaTest
 from merpo_agent.task_learners import TaskLearners
-from merpo_agent.task_slice import TaskSlice, device_chunk_size, task_chunks
-from merpo_agent.transitions import TransitionBatch
+from merpo_agent.task_slice import (
+    CPU_CHUNK_CRITIC_WEIGHTS,
+    TaskSlice,
+    critic_weights,
+    task_chunk_size,
+    task_chunks,
+)
 
-CONFIG_FILE = "config.yaml"
-CHECKPOINT_DIR = "checkpoints"
-# the adapted policies of the last final meta-test (``load_policy(run_dir, task=j)``)
-ADAPTED = "adapted.pt"
-ADAPTED_FORMAT = "merpo-adapted-policies"
-# TensorBoard HParams metrics of a MerPO run
-HPARAM_METRICS = ("meta_test/adapted_return", "meta_test/adapted_normalized")
-# Keys a resumed run may change (extend training, move device, print more or less often).
-RESUMABLE_CHANGES = {
-    "device", "data.build_missing", "meta.iterations", "meta.eval_every", "meta.log_every",
-    "meta.checkpoint_every",
-}
-# Losses whose non-finite value stops training.
-WATCHED = ("critic_loss", "actor_loss")
+# The run directory's layout and errors live in ``run_layout`` (re-exported here), Alg. 2's
+# setup (lines 1-8) in ``meta_setup.MetaSetup``, the run's meta-test in
+# ``run_meta_test.RunMetaTest``; this module builds the modules and runs the loop.
 
 
-class RunError(RuntimeError):
-    """A user-facing problem with a run (missing data, mismatched run dir); one line."""
-
-
-class TrainingDiverged(RuntimeError):
-    """A NaN or inf loss; the message names the iteration and the last good checkpoint."""
-
-
-def ensure_run_datasets(cfg: Config) -> None:
-    """Every dataset of the run's train and test tasks is local (or built, with
-    ``data.build_missing``); else one :class:`RunError` line naming all the missing ones,
-    train and test, and the one ``merpo-data generate`` command that builds them all."""
-    from merpo_data import ensure_datasets
-    from merpo_envs import get_meta_info
-
-    info = get_meta_info(cfg.env)
-    tasks = [*(cfg.data.train_tasks or info.train_tasks), *(cfg.data.test_tasks or info.test_tasks)]
-    try:
-        ensure_datasets(
-            cfg.env, [(t, cfg.data.quality) for t in tasks], cfg.data.preset, cfg.data.build_missing
-        )
-    except (ValueError, FileNotFoundError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RunError(message) from None
-
-
-def make_sampler(cfg: Config, split: str):
-    """The train or test split's task sampler (one-line :class:`RunError` if data is missing)."""
-    from merpo_data import TaskSampler
-
-    tasks = cfg.data.train_tasks if split == "train" else cfg.data.test_tasks
-    try:
-        return TaskSampler(
-            cfg.env,
-            tasks=list(tasks) if tasks else split,
-            quality=cfg.data.quality,
-            device=cfg.device,
-            build_missing=cfg.data.build_missing,
-            preset=cfg.data.preset,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RunError(message) from None
-
-
-def _config_differences(a: Config, b: Config) -> list[str]:
-    from merpo_agent.overrides import flatten
-
-    fa, fb = flatten(a.to_dict()), flatten(b.to_dict())
-    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
-
-
-class MetaTrainer:
+class MetaTrainer(MetaSetup, RunMetaTest):
     """Alg. 2 on one run directory: ``MetaTrainer(cfg, run_dir).train()``.
 
     ``say`` prints one-line progress messages (default: ``tqdm.write``); ``progress``
@@ -330,136 +283,6 @@ class MetaTrainer:
             local = make(self.num_slots)
         make(self.batch_size)
         return local
-
-    # ------------------------------------------------------------------ setup (lines 1-8)
-    def setup(self, writer: MetricsWriter) -> None:
-        """Meta-model (Eq. 3), adapted task models (Eq. 4), behavior cloning (computed, or
-        restored from ``setup_cache`` when a run with the same inputs computed them), then
-        Alg. 2 line 1."""
-        cfg = self.cfg
-        t0 = time.perf_counter()
-        modules = {"meta_model": self.meta_model, "task_models": self.task_models,
-                   "test_models": self.test_models, "bc_train": self.bc_train,
-                   "bc_test": self.bc_test}
-        cached_setup(self.setup_cache, cfg, modules, self.generator, self.device, writer,
-                     self._compute_setup, self.say)
-        # torchrun: every rank ran the same seeded setup; rank 0's result is authoritative
-        # (CUDA kernels need not be bitwise deterministic across processes)
-        for module in (self.meta_model, self.task_models, self.test_models, self.bc_train,
-                       self.bc_test, self.meta):
-            broadcast_module_(module)
-        self.table.initialize(self.meta.policy, self.meta.q)  # Alg. 2 line 1
-        if cfg.meta.fixed_meta_policy:
-            self._set_fixed_meta_policy()
-        self.say(f"setup done in {time.perf_counter() - t0:.0f} s")
-
-    def _compute_setup(self, writer: MetricsWriter) -> None:
-        """Alg. 2 lines 2-8 and the behavior clones: what ``setup_cache`` keeps."""
-        cfg, dyn, gen = self.cfg, self.cfg.dynamics, self.generator
-        if cfg.rac.use_model:
-            split = HoldoutSplit(self.train_data, dyn.holdout_fraction, dyn.max_holdout, gen)
-            self.say(
-                f"meta-model (Eq. 3): {dyn.meta_iterations} iterations x {dyn.meta_inner_steps} "
-                f"steps on {self.num_train} training tasks"
-            )
-
-            def log_meta_model(k: int, values: dict[str, float]) -> None:
-                writer.log(0, "meta_model", values, step=k)
-
-            phi = meta_train(
-                self.train_data, dyn, self.device, gen, split=split, seed=cfg.seed,
-                log_fn=log_meta_model, log_every=max(1, dyn.meta_iterations // 10),
-            )
-            self.meta_model.load_state_dict(phi.state_dict())
-            for name, sampler, target, the_split in (
-                ("train", self.train_data, self.task_models, split),
-                ("test", self.test_data, self.test_models, None),
-            ):
-                model, mse = adapt(
-                    self.meta_model, sampler, None, dyn.adaptation_steps, dyn.task_model_lr,
-                    dyn.eta, gen, split=the_split, cfg=dyn, seed=cfg.seed + 7,
-                )
-                target.load_state_dict(model.state_dict())
-                record = writer.log(0, f"dynamics_{name}", mse)
-                self.say(
-                    f"task models ({name} tasks, {dyn.adaptation_steps} steps): held-out MSE "
-                    f"adapted {record['heldout_mse_adapted']:.4g} vs from scratch "
-                    f"{record.get('heldout_mse_scratch', math.nan):.4g} "
-                    f"(meta-model itself {record['heldout_mse_meta']:.4g})"
-                )
-        rac = cfg.rac
-        for name, sampler, bc in (
-            ("train", self.train_data, self.bc_train),
-            ("test", self.test_data, self.bc_test),
-        ):
-            low, high = sampler.action_low, sampler.action_high
-
-            def sample(batch: int, sampler=sampler, low=low, high=high) -> TransitionBatch:
-                b = sampler.sample(batch, None, gen)
-                return b._replace(actions=to_unit_actions(b.actions, low, high))
-
-            nll = bc.fit(sample, rac.bc_steps, rac.bc_batch_size, rac.bc_lr)
-            writer.log(0, f"behavior_cloning_{name}", {"nll": nll})
-
-    def _set_fixed_meta_policy(self) -> None:
-        """Single-task RAC (Alg. 1, §5.1): pi_c fixed at the random init, a finished run's
-        pi_c, or a distillation of COMBO learners trained on the training tasks."""
-        cfg = self.cfg
-        kind, _, arg = cfg.meta.meta_policy.partition(":")
-        if kind == "run":
-            path = Path(arg) / CHECKPOINT_DIR / LATEST
-            if not path.is_file():
-                raise RunError(f"meta.meta_policy={cfg.meta.meta_policy}: no checkpoint at "
-                               f"{path}; train that run first")
-            saved = load_checkpoint(path, map_location=self.device)["meta"]["module"]
-            policy = {k.removeprefix("policy."): v for k, v in saved.items()
-                      if k.startswith("policy.")}
-            try:
-                self.meta.policy.load_state_dict(policy)
-            except RuntimeError:
-                raise RunError(f"meta.meta_policy={cfg.meta.meta_policy}: that run's "
-                               "meta-policy has other network sizes; use the same preset") from None
-        elif kind == "combo":
-            self._distil_combo_meta_policy(int(arg))
-
-    def _distil_combo_meta_policy(self, steps: int, distil_steps: int = 500) -> None:
-        """pi_c <- a distillation (Eq. 10's KL, unit weights) of COMBO learners trained for
-        ``steps`` updates on every training task (one learner per task, batched)."""
-        from merpo_agent.rac_config import ALGO_SETTINGS
-
-        cfg, gen = self.cfg, self.generator
-        rac = cfg.rac.replace(**ALGO_SETTINGS["combo"], adaptive_alpha=False)
-        n = self.num_train
-        combo = TaskLearners(rac, self.train_data.obs_dim, self.train_data.act_dim, n,
-                             self.device, generator=torch.Generator(self.device).manual_seed(
-                                 cfg.seed + 3))
-        buffer = (ModelBuffer(n, cfg.rollout.capacity, self.train_data.obs_dim,
-                              self.train_data.act_dim, self.device) if rac.use_model else None)
-        data = TaskData(self.train_data, torch.arange(n, device=self.device),
-                        self.task_models if rac.use_model else None, self.info.terminated_torch)
-        rac_updates(combo, data, buffer, steps, cfg.rollout, None, None, gen)
-        ones, zeros = torch.ones(n, device=self.device), torch.zeros(n, device=self.device)
-        for _ in range(distil_steps):
-            states = self.train_data.sample(cfg.rac.batch_size, None, gen).observations
-            self.meta.update_policy(combo.actor, states, ones, zeros)
-        self.say(f"fixed meta-policy: distilled from {n} COMBO learners after {steps} updates")
-
-    def own_task_record(self) -> dict[str, Any]:
-        """Each training task's learner on its OWN task's real env (single-task RAC)."""
-        from merpo_agent.env_eval import evaluate_in_env
-
-        tasks = list(self.train_data.tasks)
-        learners = self.table.learners
-        returns = evaluate_in_env(
-            self.cfg.env, tasks, {"own": lambda obs: learners.act(obs, deterministic=True)},
-            self.cfg.test.episodes, self.cfg.seed * 1_000_003 + self.iteration + 17,
-            self.device,
-        )["own"]
-        return {
-            "iteration": self.iteration, "phase": "own_tasks", "tasks": tasks,
-            "own_task_return": [float(x) for x in returns],
-            "behavior_return": [float(x) for x in self.train_data.dataset_returns.tolist()],
-        }
 
     # ------------------------------------------------------------------ one meta-iteration
     def meta_iteration(self) -> dict[str, torch.Tensor]:
@@ -633,105 +456,6 @@ class MetaTrainer:
         self.iteration = int(state["iteration"])
         set_rng_state(state["rng"], {"data": self.generator})
 
-    # ------------------------------------------------------------------ meta-test
-    def evaluate(self, final: bool = True, seed: int | None = None,
-                 tasks: Sequence[int] | None = None,
-                 episodes: int | None = None) -> MetaTestResult:
-        """The meta-test (§4.3) with the current meta-policy and meta-Q (``final``: with the
-        full-budget COMBO column too).
-
-        ``merpo-agent evaluate`` may change what the run's own meta-test did: ``seed`` (the
-        meta-test's seed), ``tasks`` (a subset of the run's test tasks: phi_m* adapted task
-        models and behavior cloning exist for those alone) and ``episodes`` per task."""
-        cfg = self.cfg
-        if episodes is not None:
-            if episodes < 1:
-                raise ConfigError(f"--episodes must be >= 1, got {episodes}")
-            cfg = replace(cfg, test=replace(cfg.test, episodes=episodes))
-        # the duals the training tasks learned (their mean) start the test tasks' duals;
-        # before the first meta-iteration they are the config's initial values
-        initial_duals = self.table.duals().mean(dim=1)
-        if tasks is not None and tuple(tasks) != tuple(self.test_data.tasks):
-            result = self._subset_meta_test(cfg, tuple(tasks), initial_duals, final, seed)
-        elif self.world_size == 1:
-            result = meta_test(
-                cfg, self.meta, self.test_data, self.test_models, self.bc_test.policy,
-                self.iteration, self.info.terminated_torch, initial_duals=initial_duals,
-                num_train_tasks=self.num_train, final=final, seed=seed,
-            )
-        else:
-            result = self._sharded_meta_test(initial_duals, final)
-        self.last_result = result
-        return result
-
-    def _subset_meta_test(self, cfg: Config, tasks: tuple[int, ...],
-                          initial_duals: torch.Tensor, final: bool,
-                          seed: int | None) -> MetaTestResult:
-        """The meta-test of some of the run's test tasks (their models and pi_hat_beta)."""
-        from merpo_envs import format_tasks
-
-        known = list(self.test_data.tasks)
-        missing = [t for t in tasks if t not in known]
-        if missing:
-            raise RunError(
-                f"task(s) {format_tasks(missing)} are not test tasks of this run "
-                f"({format_tasks(known)}): the run adapted task models and behavior cloning "
-                "for those only; pass --tasks within them"
-            )
-        rows = torch.tensor([known.index(t) for t in tasks], device=self.device)
-        with torch.random.fork_rng(devices=[]):  # leave the global RNG as it was
-            models = self.test_models.empty_like(len(tasks))
-        models.copy_from_(self.test_models, rows)
-        sampler = make_sampler(replace(cfg, data=replace(cfg.data, test_tasks=tasks)), "test")
-        return meta_test(
-            cfg, self.meta, sampler, models, self.bc_test.select(rows), self.iteration,
-            self.info.terminated_torch, initial_duals=initial_duals,
-            num_train_tasks=self.num_train, final=final, seed=seed,
-        )
-
-    def _sharded_meta_test(self, initial_duals: torch.Tensor, final: bool) -> MetaTestResult:
-        """torchrun: each rank meta-tests its share of the test tasks; every rank gets the
-        whole table (the ranks' returns gathered in task order)."""
-        count = self.test_data.num_tasks
-        lo, hi = shard_bounds(count, self.rank, self.world_size)
-        part: dict = {}
-        if hi > lo:
-            local = torch.arange(lo, hi, device=self.device)
-            with torch.random.fork_rng(devices=[]):  # leave the global RNG as it was
-                models = self.test_models.empty_like(hi - lo)
-            models.copy_from_(self.test_models, local)
-            result = meta_test(
-                self.cfg, self.meta, self.test_data, models, self.bc_test.select(local),
-                self.iteration, self.info.terminated_torch, initial_duals=initial_duals,
-                task_slice=TaskSlice(lo, hi, count), num_train_tasks=self.num_train,
-                final=final,
-            )
-            part = {"returns": result.returns, "episodes": result.episodes,
-                    "ref": (result.ref_min, result.ref_max)}
-        parts = [p for p in all_gather_objects(part) if p]
-        merged = {name: np.concatenate([p["returns"][name] for p in parts])
-                  for name in parts[0]["returns"]}
-        episodes = {name: [e for p in parts for e in p["episodes"][name]]
-                    for name in parts[0]["episodes"]}
-        ref_min = np.concatenate([p["ref"][0] for p in parts])
-        ref_max = np.concatenate([p["ref"][1] for p in parts])
-        return MetaTestResult(self.cfg.env, tuple(self.test_data.tasks), self.iteration, merged,
-                              episodes=episodes, ref_min=ref_min, ref_max=ref_max)
-
-    def save_adapted(self, result: MetaTestResult) -> Path | None:
-        """Write the meta-test's adapted policies pi_j (§4.3) to ``checkpoints/adapted.pt``
-        for ``merpo_agent.load_policy(run_dir, task=j)``; None when the result has none
-        (a torchrun meta-test keeps each rank's share)."""
-        if result.adapted_actor is None or not self.is_main:
-            return None
-        path = self.run_dir / CHECKPOINT_DIR / ADAPTED
-        save_checkpoint(path, {
-            "format": ADAPTED_FORMAT, "env": self.cfg.env, "iteration": result.iteration,
-            "tasks": list(result.tasks), "hidden": self.cfg.rac.hidden,
-            "hidden_layers": self.cfg.rac.hidden_layers, "actor": result.adapted_actor,
-        }, keep_previous=False)
-        return path
-
     # ------------------------------------------------------------------ the loop
     def train(self) -> MetaTestResult:
         """Set up or resume, run the remaining meta-iterations, return the final meta-test."""
@@ -772,20 +496,19 @@ class MetaTrainer:
         meta_cfg = cfg.meta
         self._bad.zero_()
         self._last_good = self.iteration
-        bar = tqdm(
-            total=meta_cfg.iterations, initial=self.iteration, disable=not self.progress,
-            desc="meta-training", unit="it", dynamic_ncols=True,
-        )
+        bar = progress_bar(cfg.iterations, "meta-training", "it", initial=self.iteration,
+                           disable=not self.progress)
         metrics: dict[str, torch.Tensor] = {}
         try:
-            while self.iteration < meta_cfg.iterations:
+            while self.iteration < cfg.iterations:
                 metrics = self.meta_iteration()
                 self.iteration += 1
                 k = self.iteration
-                final = k == meta_cfg.iterations
-                log_now = k % meta_cfg.log_every == 0 or final
-                save_now = k % meta_cfg.checkpoint_every == 0 or final
-                eval_now = (meta_cfg.eval_every > 0 and k % meta_cfg.eval_every == 0) or final
+                final = k == cfg.iterations
+                log_now = k % cfg.log_every_iterations == 0 or final
+                save_now = k % cfg.checkpoint_every_iterations == 0 or final
+                eval_now = (cfg.eval_every_iterations > 0
+                            and k % cfg.eval_every_iterations == 0) or final
                 if log_now or save_now or eval_now:
                     # the one host read of the check (all ranks stop together)
                     if bool(any_rank(self._bad)):
@@ -817,27 +540,6 @@ class MetaTrainer:
                 writer.log(self.iteration, "meta_test", result.means())
                 writer.log_record(result.per_task_record())
         return self.last_result
-
-
-# Twin-critic weights per batched op that a CPU still runs faster batched than one task at
-# a time (benchmarks/bench_meta_iteration.py): the memory-bound ops of a bigger op spill
-# the cache (2 x 32 networks: batched 2.1x the loop at T = 8; 5 x 300: 0.6-0.9x).
-CPU_CHUNK_CRITIC_WEIGHTS = 131_072
-
-
-def task_chunk_size(cfg: Config, device: torch.device, batch: int, obs_dim: int,
-                    act_dim: int) -> int:
-    """Tasks per batched op of the inner loop: ``meta.task_chunk`` if set; else the whole
-    batch on a GPU, and on a CPU as many tasks as fit ``CPU_CHUNK_CRITIC_WEIGHTS``."""
-    if cfg.meta.task_chunk > 0:
-        return min(cfg.meta.task_chunk, batch)
-    weights = critic_weights(cfg.rac.hidden, cfg.rac.hidden_layers, obs_dim + act_dim)
-    return device_chunk_size(device, batch, weights, CPU_CHUNK_CRITIC_WEIGHTS)
-
-
-def critic_weights(hidden: int, hidden_layers: int, in_features: int) -> int:
-    """The twin critics' weights per task, what ``CPU_CHUNK_CRITIC_WEIGHTS`` bounds."""
-    return 2 * (in_features * hidden + (hidden_layers - 1) * hidden * hidden + hidden)
 
 
 def _silent(_: str) -> None:
@@ -883,10 +585,18 @@ def load_trained(run_dir: str | Path, device: str | None = None) -> MetaTrainer:
 __all__ = [
     "ADAPTED",
     "ADAPTED_FORMAT",
+    "CHECKPOINT_DIR",
+    "CONFIG_FILE",
+    "CPU_CHUNK_CRITIC_WEIGHTS",
+    "HPARAM_METRICS",
+    "RESUMABLE_CHANGES",
+    "WATCHED",
     "MetaTrainer",
     "RunError",
     "TrainingDiverged",
+    "critic_weights",
     "load_trained",
     "ensure_run_datasets",
     "make_sampler",
+    "task_chunk_size",
 ]

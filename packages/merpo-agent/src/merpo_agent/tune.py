@@ -38,11 +38,10 @@ import yaml
 from merpo_agent.checkpoint import atomic_write_text
 from merpo_agent.config import ConfigError
 from merpo_agent.executors import make_executor
-from merpo_agent.reproduce import RunDiverged
+from merpo_agent.reproduce import BEST_FILE, RunDiverged
 from merpo_agent.search_spaces import search_space
 from merpo_agent.trainer import RunError
 
-BEST_FILE = "best.yaml"
 TRIALS_FILE = "trials.md"
 # The validation tasks per env: (training tasks of a tuning run, tasks it is scored on),
 # both inside the env's training split; ``quick`` runs use the smoke test datasets' tasks.
@@ -308,8 +307,8 @@ class Tuner:
             f"- validation: meta-train on tasks {_span(self.train_tasks)}, score the mean "
             f"return on tasks {_span(self.valid_tasks)} (training tasks; the test tasks are "
             "never read)",
-            f"- budget per run: {sizes.budget} gradient steps ({sizes.merpo_preset} / "
-            f"{sizes.baseline_preset} presets); {self.seeds} seeds per trial; "
+            f"- budget per run: {sizes.budget} gradient steps ({sizes.preset} "
+            "preset); {self.seeds} seeds per trial; "
             f"{self.trials} trials; sampler {self.sampler_name}",
             f"- command: `merpo-agent tune --algo {self.algo} --env {self.env_id} --trials "
             f"{self.trials} --seeds {self.seeds}" + (" --quick" if self.quick else "") + "`",
@@ -357,5 +356,5 @@ def parse_algos(text: str) -> list[str]:
     return algos
 
 
-__all__ = ["FIG6_ALGOS", "Tuner", "VALIDATION_SPLITS", "parse_algos", "trial_key", "tune",
-           "validation_split"]
+__all__ = ["BEST_FILE", "FIG6_ALGOS", "Tuner", "VALIDATION_SPLITS", "parse_algos", "trial_key",
+           "tune", "validation_split"]

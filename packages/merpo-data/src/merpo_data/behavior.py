@@ -24,19 +24,25 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from merpo_envs import format_tasks, get_meta_info
-from tqdm.auto import tqdm
 
 from merpo_data.networks import StackedTanhGaussianPolicy
 from merpo_data.presets import DataPreset
+from merpo_data.progress import progress_bar
 from merpo_data.rollouts import collect_episodes, make_task_vector_env, uniform_act_fn
 from merpo_data.sac import InexactResume, SACTrainer, mean_returns
-from merpo_data.store import atomic_torch_save, behavior_dir, torch_load
+from merpo_data.shipped import load_shipped, shipped_path
+from merpo_data.store import (  # the record helpers' home is the store; re-exported here
+    BehaviorRecord,
+    atomic_torch_save,
+    behavior_dir,
+    load_record,
+    task_file,
+    torch_load,
+)
 
 TRAIN_STATE = "train-state.pt"
 
@@ -44,49 +50,6 @@ TRAIN_STATE = "train-state.pt"
 def state_name(rank: int = 0) -> str:
     """The resume file of rank ``rank``'s training group (``TRAIN_STATE`` for rank 0)."""
     return TRAIN_STATE if rank == 0 else f"train-state-rank{int(rank)}.pt"
-
-
-@dataclass
-class BehaviorRecord:
-    """One task's behavior-policy checkpoints (see the module docstring)."""
-
-    task: int
-    steps: np.ndarray  # (C,) env steps of the task at each checkpoint
-    returns: np.ndarray  # (C,) evaluated stochastic return of each checkpoint
-    random_return: float  # mean return of uniform actions (places the medium checkpoint)
-    actor: dict[str, torch.Tensor]  # parameter name -> (C, ...)
-    group: tuple[int, ...] | None = None  # the task group it trained in (None: not recorded)
-
-    @property
-    def num_checkpoints(self) -> int:
-        return len(self.steps)
-
-    @property
-    def expert_index(self) -> int:
-        """The best checkpoint (``expert`` quality)."""
-        return int(np.argmax(self.returns))
-
-    @property
-    def medium_index(self) -> int:
-        """The checkpoint closest to halfway between random and expert (``medium`` quality)."""
-        halfway = 0.5 * (self.random_return + float(self.returns[self.expert_index]))
-        return int(np.argmin(np.abs(self.returns - halfway)))
-
-
-def task_file(directory: Path, task: int) -> Path:
-    return directory / f"task-{task:02d}.pt"
-
-
-def load_record(directory: Path, task: int) -> BehaviorRecord:
-    state = torch_load(task_file(directory, task))
-    return BehaviorRecord(
-        task=int(state["task"]),
-        steps=state["steps"].numpy(),
-        returns=state["returns"].numpy(),
-        random_return=float(state["random_return"]),
-        actor=state["actor"],
-        group=tuple(int(t) for t in state["group"]) if "group" in state else None,
-    )
 
 
 def stacked_actor(
@@ -130,8 +93,6 @@ def ensure_behavior_policies(
     same group is resumed; one of another group is set aside (and replaced).
     ``state_file``: the resume file's name in the checkpoint folder (one per torchrun rank).
     """
-    from merpo_data.shipped import load_shipped, shipped_path
-
     info = get_meta_info(env_id)
     directory = behavior_dir(info.slug, preset.policy_preset, seed)
     groups = list(dict.fromkeys(preset.group_of(t, info.num_tasks) for t in tasks))
@@ -215,7 +176,7 @@ def _train_group(
     bar = None
     if progress:
         label = f"SAC {get_meta_info(env_id).slug} tasks {format_tasks(tasks)}"
-        bar = tqdm(total=sac.iterations, initial=trainer.iteration, desc=label, unit="it")
+        bar = progress_bar(sac.iterations, label, "it", initial=trainer.iteration)
     try:
         trainer.train(on_checkpoint, progress=bar)
     finally:

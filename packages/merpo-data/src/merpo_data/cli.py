@@ -214,7 +214,8 @@ def _info(args) -> int:
 
     ds = load_dataset(args.id, download=False)
     returns = np.array([ep.rewards.sum() for ep in read_episodes(ds, args.id)])
-    norm = minari.get_normalized_score(ds, returns).mean()
+    # 0-100 like merpo-agent's evaluate and reports: 100 x minari's 0-1 score
+    norm = 100.0 * minari.get_normalized_score(ds, returns).mean()
     meta = ds.storage.metadata
     recipe = json.loads(meta[RECIPE_KEY]) if meta.get(RECIPE_KEY) else {}
     print(f"id:           {args.id}")
@@ -224,7 +225,7 @@ def _info(args) -> int:
         f"return:       mean {returns.mean():.3f}  min {returns.min():.3f}  max {returns.max():.3f}"
     )
     print(
-        f"normalized:   {norm:.3f}  (ref_min_score {meta['ref_min_score']:.3f}, "
+        f"normalized:   {norm:.1f} / 100  (ref_min_score {meta['ref_min_score']:.3f}, "
         f"ref_max_score {meta['ref_max_score']:.3f}, over "
         f"{meta.get('num_episodes_average_score')} episodes each)"
     )

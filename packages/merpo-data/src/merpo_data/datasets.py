@@ -37,7 +37,6 @@ import numpy as np
 from merpo_envs import format_tasks, get_meta_info
 from minari.data_collector.episode_buffer import EpisodeBuffer
 from minari.namespace import create_namespace, list_local_namespaces
-from tqdm.auto import tqdm
 
 from merpo_data.behavior import (
     BehaviorRecord,
@@ -59,9 +58,14 @@ from merpo_data.ids import (
 )
 from merpo_data.integrity import content_hash, dataset_problem, open_dataset, read_episodes
 from merpo_data.presets import DataPreset, get_preset
+from merpo_data.progress import progress_bar
 from merpo_data.rollouts import Episode, collect_episodes, make_task_vector_env, uniform_act_fn
 from merpo_data.sac import make_act_fn, mean_returns
 from merpo_data.store import (
+    RECIPE_KEY,
+    REQUIREMENTS,  # noqa: F401 (re-exported: its former home)
+    installed_versions,
+    is_local,
     move_into_store,
     remove_stale_temporaries,
     small_op_threads,
@@ -73,7 +77,6 @@ from merpo_data.store import (
 AUTHOR = "merpo contributors"
 CODE_PERMALINK = "https://github.com/merpo/merpo/tree/main/packages/merpo-data"
 ALGORITHM = "SAC behavior policies (per-task checkpoints), merpo-data"
-RECIPE_KEY = "merpo_recipe"
 
 
 def task_env_spec(env_id: str, task: int) -> gym.envs.registration.EnvSpec:
@@ -86,14 +89,9 @@ def task_env_spec(env_id: str, task: int) -> gym.envs.registration.EnvSpec:
     return dataclasses.replace(spec, kwargs={**spec.kwargs, "task": int(task)})
 
 
-def is_local(dataset_id_: str) -> bool:
-    return (store_root() / dataset_id_ / "data").exists()
-
-
 RECIPE_FIELDS = ("env_id", "task", "quality", "preset", "episodes", "seed")
 # Salt of the reference-score rollouts' seeds: their own streams, apart from the datasets'.
 REFERENCE_SALT = 15_485_863
-REQUIREMENTS = ("merpo-envs", "merpo-data", "minari", "gymnasium", "mujoco", "numpy", "torch")
 
 
 def recipe(env_id: str, task: int, quality: str, preset: DataPreset, seed: int) -> dict:
@@ -106,19 +104,6 @@ def recipe(env_id: str, task: int, quality: str, preset: DataPreset, seed: int) 
         "episodes": preset.episodes,
         "seed": seed,
     }
-
-
-def installed_versions() -> dict[str, str]:
-    """The installed version of each package a dataset's content depends on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in REQUIREMENTS:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def existing_recipe(dataset_id_: str) -> dict | None:
@@ -280,7 +265,7 @@ def _build_quality(
     task never depends on what else was asked for), then write the datasets of ``tasks``."""
     recs = [records[t] for t in group]
     episodes = collect_quality_episodes(env_id, group, quality, recs, preset, seed, device)
-    bar = tqdm(total=len(tasks), desc=f"write {quality}", unit="dataset", disable=not progress)
+    bar = progress_bar(len(tasks), f"write {quality}", "dataset", disable=not progress)
     for pos, task in enumerate(group):
         if task in tasks:
             ds_id = dataset_id(env_id, task, quality, preset.name)

@@ -46,6 +46,23 @@ def plot_returns(
             f"`merpo-data generate {env_id}{flag}` first"
         )
     output = Path(output or f"{info.slug}-returns.png")
+    fig = returns_figure(env_id, returns)
+    try:
+        atomic_write(output, lambda handle: fig.savefig(handle, format="png", dpi=120))
+    finally:
+        plt.close(fig)
+    return output
+
+
+def returns_figure(env_id: str, returns: dict[str, dict[int, float]]):
+    """The figure of :func:`plot_returns` (``returns``: quality -> task -> mean return)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    info = get_meta_info(env_id)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.18 * info.num_tasks + 2), 4))
     markers = {"random": "x", "medium": "o", "expert": "^", "mixed": "s"}
     for q, per_task in returns.items():
@@ -61,12 +78,14 @@ def plot_returns(
             label="meta-test tasks",
         )
     ax.set_xlabel("task")
+    # tasks are integers: ticks on every task of a short list, else integer steps
+    if info.num_tasks <= 20:
+        ax.set_xticks(list(info.tasks))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("mean episode return")
-    ax.set_title(f"{env_id}: dataset return per task and quality")
+    # two lines: the longest id and the caption do not fit the narrowest figure on one
+    ax.set_title(f"{env_id}\ndataset return per task and quality", fontsize="medium")
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
-    try:
-        atomic_write(output, lambda handle: fig.savefig(handle, format="png", dpi=120))
-    finally:
-        plt.close(fig)
-    return output
+    return fig

@@ -38,6 +38,15 @@ import numpy as np
 import torch
 
 from merpo_data.atomic import atomic_write_bytes
+from merpo_data.store import (
+    RECIPE_KEY,
+    BehaviorRecord,
+    behavior_dir,
+    installed_versions,
+    is_local,
+    load_record,
+    task_file,
+)
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
 FORMAT = "merpo-behavior-policies-v1"
@@ -67,8 +76,6 @@ def save_shipped(records: Iterable, path: Path, metadata: dict[str, str]) -> Pat
 def load_shipped(path: Path, tasks: Sequence[int]) -> dict:
     """The ``BehaviorRecord`` of each of ``tasks`` from a shipped file (one-line errors)."""
     from safetensors import safe_open
-
-    from merpo_data.behavior import BehaviorRecord
 
     with safe_open(str(path), framework="pt") as handle:
         if (handle.metadata() or {}).get("format") != FORMAT:
@@ -135,8 +142,6 @@ def blas_kernel() -> str:
 def describe_mismatch(ds_id: str, content_hash: str, fields: dict[str, str], header: dict) -> str:
     """One line on a rebuilt dataset whose content hash differs from the recorded one: the
     arrays that differ and the recorded package versions that differ from the installed."""
-    from merpo_data.datasets import installed_versions
-
     recorded = header["datasets"][ds_id]
     before = recorded.get("fields", {})
     if before:
@@ -195,7 +200,6 @@ def arithmetic_fingerprint() -> str:
 def _built_datasets(env_id: str, preset: str, seed: int, tasks: Sequence[int]) -> dict:
     """``dataset id -> {content_hash, mean_return}`` of the local datasets of ``tasks``
     built with (preset, seed); every quality must be there (export after ``generate``)."""
-    from merpo_data.datasets import RECIPE_KEY, is_local
     from merpo_data.ids import QUALITIES, dataset_id
     from merpo_data.integrity import content_hash, field_hashes, open_dataset, read_episodes
 
@@ -231,10 +235,7 @@ def export_shipped(
     :func:`arithmetic_fingerprint`, the installed versions and numpy's BLAS kernel."""
     from merpo_envs import get_meta_info
 
-    from merpo_data.behavior import load_record, task_file
-    from merpo_data.datasets import installed_versions
     from merpo_data.presets import get_preset
-    from merpo_data.store import behavior_dir
 
     info = get_meta_info(env_id)
     data_preset = get_preset(env_id, preset)

@@ -14,15 +14,37 @@ import shutil
 import socket
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from minari.storage import get_dataset_path
 
 from merpo_data.atomic import atomic_torch_save
 from merpo_data.lock import hold_lock, process_gone
 
-__all__ = ["atomic_torch_save", "behavior_dir", "store_root", "work_root"]
+__all__ = ["RECIPE_KEY", "REQUIREMENTS", "BehaviorRecord", "atomic_torch_save", "behavior_dir",
+           "installed_versions", "is_local", "load_record", "remove_stale_temporaries",
+           "store_lock", "store_root", "task_file", "work_root"]
+
+# The metadata key of a dataset's recipe (``datasets.recipe``).
+RECIPE_KEY = "merpo_recipe"
+# The packages a dataset's content depends on (recorded in recipes and shipped headers).
+REQUIREMENTS = ("merpo-envs", "merpo-data", "minari", "gymnasium", "mujoco", "numpy", "torch")
+
+
+def installed_versions() -> dict[str, str]:
+    """The installed version of each package a dataset's content depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in REQUIREMENTS:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 def store_root() -> Path:
@@ -149,3 +171,54 @@ def store_lock(root: Path | None = None) -> Iterator[None]:
     root = root if root is not None else store_root()
     with hold_lock(root / ".merpo-data" / "generate.lock", f"dataset store {root}"):
         yield
+
+
+def is_local(dataset_id_: str) -> bool:
+    """Whether the dataset is in the local Minari store."""
+    return (store_root() / dataset_id_ / "data").exists()
+
+
+# ---- behavior-policy records: the files ``behavior`` writes and ``shipped`` reads ----------
+
+
+@dataclass
+class BehaviorRecord:
+    """One task's behavior-policy checkpoints (see the module docstring)."""
+
+    task: int
+    steps: np.ndarray  # (C,) env steps of the task at each checkpoint
+    returns: np.ndarray  # (C,) evaluated stochastic return of each checkpoint
+    random_return: float  # mean return of uniform actions (places the medium checkpoint)
+    actor: dict[str, torch.Tensor]  # parameter name -> (C, ...)
+    group: tuple[int, ...] | None = None  # the task group it trained in (None: not recorded)
+
+    @property
+    def num_checkpoints(self) -> int:
+        return len(self.steps)
+
+    @property
+    def expert_index(self) -> int:
+        """The best checkpoint (``expert`` quality)."""
+        return int(np.argmax(self.returns))
+
+    @property
+    def medium_index(self) -> int:
+        """The checkpoint closest to halfway between random and expert (``medium`` quality)."""
+        halfway = 0.5 * (self.random_return + float(self.returns[self.expert_index]))
+        return int(np.argmin(np.abs(self.returns - halfway)))
+
+
+def task_file(directory: Path, task: int) -> Path:
+    return directory / f"task-{task:02d}.pt"
+
+
+def load_record(directory: Path, task: int) -> BehaviorRecord:
+    state = torch_load(task_file(directory, task))
+    return BehaviorRecord(
+        task=int(state["task"]),
+        steps=state["steps"].numpy(),
+        returns=state["returns"].numpy(),
+        random_return=float(state["random_return"]),
+        actor=state["actor"],
+        group=tuple(int(t) for t in state["group"]) if "group" in state else None,
+    )

@@ -9,6 +9,7 @@ task parameters and batched termination function.
 
 from merpo_envs.meta_info import MetaEnvInfo, env_ids, format_tasks, get_meta_info
 from merpo_envs.registration import register_all
+from merpo_envs.task_env import set_task
 from merpo_envs.vector import make_vec
 
 register_all()
@@ -23,4 +24,5 @@ __all__ = [
     "get_meta_info",
     "make_vec",
     "register_all",
+    "set_task",
 ]

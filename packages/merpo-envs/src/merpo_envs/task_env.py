@@ -76,8 +76,9 @@ class TaskEnvMixin:
 
         The env then describes itself as an env of ``task``: ``spec.kwargs["task"]`` says
         so, and a pickled or ``copy.deepcopy``-ed env runs ``task`` from its first reset.
-        (A Gymnasium wrapper keeps the spec it read first: read ``env.spec`` after
-        ``set_task``, or ``env.unwrapped.spec``.)
+        The wrappers of ``gymnasium.make`` cache the spec at its first read and this env
+        cannot reach them: switch a wrapped env with :func:`set_task` (``merpo_envs.set_task
+        (env, task)``), whose ``env.spec`` then follows too.
         """
         self._next_task = self.info.check_task(task)
         if self._spec is not None and "task" in self._spec.kwargs:
@@ -121,6 +122,21 @@ class TaskEnvMixin:
             if isinstance(task, np.integer):
                 spec = dataclasses.replace(spec, kwargs={**spec.kwargs, "task": int(task)})
         self._spec = spec
+
+
+def set_task(env: Any, task: int) -> None:
+    """Switch a merpo env, wrapped or not, to ``task`` at its next reset, and make every
+    wrapper's ``spec`` follow (Gymnasium wrappers cache the spec at their first read, so
+    without this ``gymnasium.make(env.spec)`` would rebuild the old task)."""
+    unwrapped = env.unwrapped
+    if not isinstance(unwrapped, TaskEnvMixin):
+        raise TypeError(f"{type(unwrapped).__name__} is not a merpo env; set_task needs one")
+    unwrapped.set_task(task)
+    layer = env
+    while layer is not unwrapped:
+        if hasattr(layer, "_cached_spec"):
+            layer._cached_spec = None  # read again from the env below, with the new task
+        layer = layer.env
 
 
 # The constructor keywords of every MuJoCo merpo env, in signature order.

@@ -2,7 +2,8 @@
 
 What they share lives in ``context.py``; each method's own networks, losses and update in
 its own module; ``run.py`` is the run directory of ``merpo-agent train --algo
-focal|cbcq|mbml|batch-pearl`` (its ``BASELINES`` is the registry of all four).
+focal|cbcq|mbml|batch-pearl``. Its registry ``BASELINES`` is the one public surface to train
+any of the four: ``BASELINES["focal"].train(config, sampler, steps, device, seed)``.
 """
 
 from merpo_agent.baselines.batch_pearl import (
@@ -11,7 +12,6 @@ from merpo_agent.baselines.batch_pearl import (
     evaluate_batch_pearl,
     load_batch_pearl,
     save_batch_pearl,
-    train_batch_pearl,
 )
 from merpo_agent.baselines.contextual_bcq import (
     ContextualBCQAgent,
@@ -19,7 +19,6 @@ from merpo_agent.baselines.contextual_bcq import (
     evaluate_contextual_bcq,
     load_contextual_bcq,
     save_contextual_bcq,
-    train_contextual_bcq,
 )
 from merpo_agent.baselines.focal import (
     FocalAgent,
@@ -27,7 +26,6 @@ from merpo_agent.baselines.focal import (
     evaluate_focal,
     load_focal,
     save_focal,
-    train_focal,
 )
 from merpo_agent.baselines.mbml import (
     MBMLAgent,
@@ -35,10 +33,12 @@ from merpo_agent.baselines.mbml import (
     evaluate_mbml,
     load_mbml,
     save_mbml,
-    train_mbml,
 )
+from merpo_agent.baselines.registry import BASELINES, Baseline, baseline
 
 __all__ = [
+    "BASELINES",
+    "Baseline",
     "BatchPearlAgent",
     "BatchPearlConfig",
     "ContextualBCQAgent",
@@ -47,6 +47,7 @@ __all__ = [
     "FocalConfig",
     "MBMLAgent",
     "MBMLConfig",
+    "baseline",
     "evaluate_batch_pearl",
     "evaluate_contextual_bcq",
     "evaluate_focal",
@@ -59,8 +60,4 @@ __all__ = [
     "save_contextual_bcq",
     "save_focal",
     "save_mbml",
-    "train_batch_pearl",
-    "train_contextual_bcq",
-    "train_focal",
-    "train_mbml",
 ]

@@ -43,7 +43,6 @@ Choices where PEARL or its batch use leave room (all fields of ``BatchPearlConfi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -58,13 +57,11 @@ from merpo_agent.baselines.context import (
     BaselineConfig,
     BaselineLearner,
     GaussianPolicyAgent,
-    LogFn,
     evaluate_agent,
     load_agent,
     mlp,
     polyak_,
     save_agent,
-    train_baseline,
     twin_critics,
 )
 from merpo_agent.baselines.context import agent_from_state as _agent_from_state
@@ -311,21 +308,6 @@ class BatchPearlLearner(BaselineLearner):
 # ---- training loop ----------------------------------------------------------------------
 
 
-def train_batch_pearl(
-    config: BatchPearlConfig,
-    train_sampler: TaskSampler,
-    steps: int,
-    device: str | torch.device,
-    seed: int,
-    log_fn: LogFn | None = None,
-    progress_fn: Callable[[int, BatchPearlAgent], None] | None = None,
-) -> BatchPearlAgent:
-    """Meta-train Batch PEARL on every task of ``train_sampler`` for ``steps`` updates on
-    task batches of ``config.task_batch_size`` tasks; ``log_fn`` / ``progress_fn`` every
-    ``config.log_every`` updates and after the last."""
-    return train_baseline(BatchPearlLearner, config, train_sampler, steps, device, seed,
-                          log_fn, progress_fn)
-
 
 # ---- meta-test --------------------------------------------------------------------------
 
@@ -377,5 +359,4 @@ __all__ = [
     "kl_to_unit_prior",
     "load_batch_pearl",
     "save_batch_pearl",
-    "train_batch_pearl",
 ]

@@ -45,7 +45,6 @@ from merpo_agent.baselines.context import (
     BaselineLearner,
     ContextEncoder,
     ContextualAgent,
-    LogFn,
     PolicyFn,
     TwinCritic,
     agent_state,
@@ -55,7 +54,6 @@ from merpo_agent.baselines.context import (
     load_agent,
     polyak_,
     save_agent,
-    train_baseline,
 )
 from merpo_agent.baselines.context import agent_from_state as _agent_from_state
 from merpo_agent.transitions import TransitionBatch
@@ -409,26 +407,6 @@ class ContextualBCQLearner(BaselineLearner):
 # ---- training loop ----------------------------------------------------------------------
 
 
-def train_contextual_bcq(
-    config: ContextualBCQConfig,
-    train_sampler: TaskSampler,
-    steps: int,
-    device: str | torch.device,
-    seed: int,
-    log_fn: LogFn | None = None,
-    progress_fn: Callable[[int, ContextualBCQAgent], None] | None = None,
-) -> ContextualBCQAgent:
-    """Meta-train contextual BCQ on every task of ``train_sampler`` for ``steps`` updates,
-    each on a task batch of ``config.task_batch_size`` distinct tasks.
-
-    ``log_fn(step, metrics)`` is called every ``config.log_every`` updates (and after the
-    last one) with floats; ``progress_fn(step, agent)`` at the same steps (e.g. to run
-    ``evaluate_contextual_bcq`` on the unseen tasks during training, or to save the agent).
-    """
-    return train_baseline(
-        ContextualBCQLearner, config, train_sampler, steps, device, seed, log_fn, progress_fn
-    )
-
 
 # ---- meta-test --------------------------------------------------------------------------
 
@@ -494,6 +472,5 @@ __all__ = [
     "save_contextual_bcq",
     "select_best",
     "soft_clipped_double_q",
-    "train_contextual_bcq",
     "vae_loss",
 ]

@@ -42,7 +42,6 @@ Choices where the paper or FOCAL's code leaves room (all fields of ``FocalConfig
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -60,7 +59,6 @@ from merpo_agent.baselines.context import (
     BaselineConfig,
     BaselineLearner,
     GaussianPolicyAgent,
-    LogFn,
     TwinCritic,
     agent_state,
     evaluate_agent,
@@ -70,7 +68,6 @@ from merpo_agent.baselines.context import (
     polyak_,
     save_agent,
     split_context,
-    train_baseline,
     twin_critics,
 )
 from merpo_agent.baselines.context import agent_from_state as _agent_from_state
@@ -396,28 +393,6 @@ class FocalLearner(BaselineLearner):
 # ---- training loop ----------------------------------------------------------------------
 
 
-def train_focal(
-    config: FocalConfig,
-    train_sampler: TaskSampler,
-    steps: int,
-    device: str | torch.device,
-    seed: int,
-    log_fn: LogFn | None = None,
-    progress_fn: Callable[[int, FocalAgent], None] | None = None,
-) -> FocalAgent:
-    """Meta-train FOCAL on every task of ``train_sampler`` for ``steps`` updates.
-
-    Fits the per-task behavior models first (``config.behavior_steps``), then runs
-    ``steps`` FOCAL updates, each on a task batch of ``config.task_batch_size`` distinct
-    tasks. ``log_fn(step, metrics)`` is called every ``config.log_every`` updates (and after
-    the last one) with floats; the behavior fit logs as step 0 with ``behavior_nll``.
-    ``progress_fn(step, agent)`` is called at the same steps (e.g. to run ``evaluate_focal``
-    on the unseen tasks during training, or to save the agent).
-    """
-    return train_baseline(
-        FocalLearner, config, train_sampler, steps, device, seed, log_fn, progress_fn
-    )
-
 
 # ---- meta-test --------------------------------------------------------------------------
 
@@ -505,5 +480,4 @@ __all__ = [
     "latent_separation",
     "load_focal",
     "save_focal",
-    "train_focal",
 ]

@@ -45,7 +45,6 @@ Choices where MBML leaves room (all fields of ``MBMLConfig``):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -54,20 +53,20 @@ import torch
 from merpo_data.networks import StackedLinear
 from merpo_data.sampler import TaskSampler
 
+from merpo_agent.baselines.context import agent_from_state as _agent_from_state
 from merpo_agent.baselines.context import (
-    LogFn,
     evaluate_agent,
     load_agent,
     save_agent,
-    train_baseline,
 )
-from merpo_agent.baselines.context import agent_from_state as _agent_from_state
 from merpo_agent.baselines.contextual_bcq import (
     ContextualBCQAgent,
     ContextualBCQConfig,
     ContextualBCQLearner,
 )
-from merpo_agent.dynamics import DynamicsEnsemble, HoldoutSplit, train_models
+from merpo_agent.dynamics import DynamicsEnsemble
+from merpo_agent.holdout import HoldoutSplit
+from merpo_agent.model_training import train_models
 from merpo_agent.transitions import TransitionBatch
 
 # ---- config -----------------------------------------------------------------------------
@@ -253,21 +252,6 @@ class MBMLLearner(ContextualBCQLearner):
 # ---- training loop ----------------------------------------------------------------------
 
 
-def train_mbml(
-    config: MBMLConfig,
-    train_sampler: TaskSampler,
-    steps: int,
-    device: str | torch.device,
-    seed: int,
-    log_fn: LogFn | None = None,
-    progress_fn: Callable[[int, MBMLAgent], None] | None = None,
-) -> MBMLAgent:
-    """Meta-train MBML on every task of ``train_sampler``: the relabeling models first
-    (logged as step 0 with ``model_heldout_mse``), then ``steps`` updates on task batches of
-    ``config.task_batch_size`` tasks; ``log_fn`` / ``progress_fn`` every ``log_every``."""
-    return train_baseline(MBMLLearner, config, train_sampler, steps, device, seed, log_fn,
-                          progress_fn)
-
 
 # ---- meta-test --------------------------------------------------------------------------
 
@@ -316,6 +300,5 @@ __all__ = [
     "partners",
     "relabel",
     "save_mbml",
-    "train_mbml",
     "triplet_loss",
 ]

@@ -7,40 +7,28 @@ an existing run directory resumes it, and on CPU ends where an uninterrupted run
 ``plots/``. ``merpo-agent evaluate`` / ``plot`` read it like a MerPO run directory.
 
 One code path for every baseline; what differs is a row of ``BASELINES`` (config class,
-presets, learner, meta-test, agent file format). Overrides (``--set key=value`` or a
-``--config`` file) are the baseline's config fields plus the run fields of
-``BaselineRun``, parsed to the fields' types by MerPO's parser (``merpo_agent.overrides``).
+presets, learner, meta-test, agent file format). A run has MerPO's shared sections
+(``merpo_agent.schema``: ``data``, ``run``, ``eval``) and the method's own section
+``method``; overrides (``--set key=value`` or a ``--config`` file) name them by section
+(``data.train_tasks=0-34``, ``run.steps=5000``, ``method.critic_lr=1e-3``; a method key
+alone, ``critic_lr=1e-3``, is the method's), parsed to the fields' types by MerPO's parser
+(``merpo_agent.overrides``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import yaml
+from merpo_data.progress import progress_bar
 
-from merpo_agent.baselines.batch_pearl import (
-    BatchPearlConfig,
-    BatchPearlLearner,
-    evaluate_batch_pearl,
-)
-from merpo_agent.baselines.batch_pearl import agent_from_state as batch_pearl_from_state
-from merpo_agent.baselines.context import NEW_RUN_ADVICE, BaselineLearner, train_steps
-from merpo_agent.baselines.contextual_bcq import (
-    ContextualBCQConfig,
-    ContextualBCQLearner,
-    evaluate_contextual_bcq,
-)
-from merpo_agent.baselines.contextual_bcq import agent_from_state as cbcq_from_state
-from merpo_agent.baselines.focal import FocalConfig, FocalLearner, evaluate_focal
-from merpo_agent.baselines.focal import agent_from_state as focal_from_state
-from merpo_agent.baselines.mbml import MBMLConfig, MBMLLearner, evaluate_mbml
-from merpo_agent.baselines.mbml import agent_from_state as mbml_from_state
+from merpo_agent.baselines.context import NEW_RUN_ADVICE, train_steps
+from merpo_agent.baselines.registry import BASELINES, Baseline, baseline  # re-exported
 from merpo_agent.checkpoint import (
     LATEST,
     CheckpointError,
@@ -52,9 +40,25 @@ from merpo_agent.checkpoint import (
     set_rng_state,
 )
 from merpo_agent.config import ConfigError, check_device, check_task_split
-from merpo_agent.overrides import flatten, parse_assignment, parse_value, read_config_file, to_dict
+from merpo_agent.overrides import (
+    apply_overrides,
+    flat_keys,
+    flatten,
+    parse_assignment,
+    parse_value,
+    read_config_file,
+    to_dict,
+)
 from merpo_agent.provenance import record_session
 from merpo_agent.run_dir import claim_run_dir
+from merpo_agent.schema import (
+    SHARED_SECTIONS,
+    DataConfig,
+    EvalConfig,
+    RunConfig,
+    normalize_items,
+    preset_data,
+)
 from merpo_agent.scores import normalized_score, sampler_reference_scores, summarize
 from merpo_agent.trainer import RunError, TrainingDiverged
 
@@ -65,127 +69,19 @@ RUN_FORMAT = "baseline-run"
 HPARAM_METRICS = ("meta_test/baseline_return", "meta_test/baseline_normalized")
 # Settings a resumed run may change (train longer, move device, log or test more often).
 RESUMABLE_CHANGES = {
-    "device", "run.steps", "run.eval_every", "run.eval_episodes", "run.checkpoint_every",
-    "method.log_every",
+    "device", "run.steps", "eval.every", "eval.episodes", "run.checkpoint_every",
+    "run.log_every", "data.build_missing",
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class BaselineRun:
-    """What a baseline run trains on and for how long (the method's own fields: its config)."""
+    """What a baseline run shares with every algorithm (``merpo_agent.schema``): its data,
+    budget in gradient steps and evaluation (the method's own fields: its config)."""
 
-    steps: int = 20_000
-    quality: str = "medium"
-    data_preset: str = "default"  # merpo-data's preset: "test" reads the cheap test datasets
-    train_tasks: tuple[int, ...] = ()  # empty = the env's train split
-    test_tasks: tuple[int, ...] = ()  # empty = the env's test split
-    eval_episodes: int = 4
-    eval_every: int = 5_000
-    checkpoint_every: int = 1_000
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "eval_episodes", "eval_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Baseline:
-    """One baseline of the run-directory code path (``algo`` is its ``--algo`` name)."""
-
-    algo: str
-    label: str  # in messages, tables and plots
-    config_class: type
-    # per preset: (run fields, config constructor taking the env id)
-    presets: dict[str, tuple[dict[str, Any], Callable[[str], Any]]]
-    learner: type[BaselineLearner]  # build / prepare / step / training state
-    evaluate: Callable[..., dict[int, float]]  # (agent, sampler, env_id, episodes, seed)
-    agent_from_state: Callable[[dict[str, Any], str], Any]  # the agent file's dict -> agent
-
-
-def _small(make: Callable[..., Any], **settings: Any) -> Callable[[str], Any]:
-    """The ``small`` preset: minutes on a 2-core CPU (64 x 2 networks, batches of 128)."""
-    return lambda env: make(env, **{
-        "hidden": 64, "hidden_layers": 2, "encoder_hidden": 64, "encoder_layers": 2,
-        "batch_size": 128, "encoder_lr": 1e-3, "log_every": 250, **settings,
-    })
-
-
-SMOKE_RUN = dict(
-    steps=200, eval_every=100, eval_episodes=1, checkpoint_every=100, data_preset="test"
-)
-SMALL_RUN = dict(steps=3_000, eval_every=1_000, checkpoint_every=1_000)
-
-BASELINES: dict[str, Baseline] = {
-    "focal": Baseline(
-        algo="focal",
-        label="FOCAL",
-        config_class=FocalConfig,
-        presets={
-            "smoke": (SMOKE_RUN, FocalConfig.smoke),
-            "small": (SMALL_RUN, _small(
-                FocalConfig.for_env, behavior_steps=500, behavior_hidden=64, behavior_layers=2,
-                actor_lr=1e-3, critic_lr=1e-3,
-            )),
-            "table2": ({}, FocalConfig.for_env),
-        },
-        learner=FocalLearner,
-        evaluate=evaluate_focal,
-        agent_from_state=focal_from_state,
-    ),
-    "cbcq": Baseline(
-        algo="cbcq",
-        label="Contextual BCQ",
-        config_class=ContextualBCQConfig,
-        presets={
-            "smoke": (SMOKE_RUN, ContextualBCQConfig.smoke),
-            "small": (SMALL_RUN, _small(
-                ContextualBCQConfig.for_env, vae_hidden=64, vae_layers=2,
-            )),
-            "table2": ({}, ContextualBCQConfig.for_env),
-        },
-        learner=ContextualBCQLearner,
-        evaluate=evaluate_contextual_bcq,
-        agent_from_state=cbcq_from_state,
-    ),
-    "mbml": Baseline(
-        algo="mbml",
-        label="MBML",
-        config_class=MBMLConfig,
-        presets={
-            "smoke": (SMOKE_RUN, MBMLConfig.smoke),
-            "small": (SMALL_RUN, _small(
-                MBMLConfig.for_env, vae_hidden=64, vae_layers=2, model_hidden=64,
-                model_layers=2, model_steps=1_000,
-            )),
-            "table2": ({}, MBMLConfig.for_env),
-        },
-        learner=MBMLLearner,
-        evaluate=evaluate_mbml,
-        agent_from_state=mbml_from_state,
-    ),
-    "batch-pearl": Baseline(
-        algo="batch-pearl",
-        label="Batch PEARL",
-        config_class=BatchPearlConfig,
-        presets={
-            "smoke": (SMOKE_RUN, BatchPearlConfig.smoke),
-            "small": (SMALL_RUN, _small(
-                BatchPearlConfig.for_env, actor_lr=1e-3, critic_lr=1e-3,
-            )),
-            "table2": ({}, BatchPearlConfig.for_env),
-        },
-        learner=BatchPearlLearner,
-        evaluate=evaluate_batch_pearl,
-        agent_from_state=batch_pearl_from_state,
-    ),
-}
-
-
-def baseline(algo: str) -> Baseline:
-    if algo not in BASELINES:
-        raise ConfigError(f"unknown baseline {algo!r}; one of {', '.join(BASELINES)}")
-    return BASELINES[algo]
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
 
 def build_baseline(
@@ -196,43 +92,50 @@ def build_baseline(
     config_file: str | Path | None = None,
 ) -> tuple[BaselineRun, Any]:
     """Resolve the preset, a config file's keys, then ``key=value`` overrides (each value
-    parsed to its field's type); one-line ``ConfigError`` on bad input."""
+    parsed to its field's type); one-line ``ConfigError`` on bad input.
+
+    ``data.*``, ``run.*`` and ``eval.*`` are the shared sections (``merpo_agent.schema``);
+    ``method.KEY`` or a bare ``KEY`` is the method's own config field."""
     spec = baseline(algo)
     if preset not in spec.presets:
         raise ConfigError(f"{spec.label} has presets {', '.join(spec.presets)}; got {preset!r}")
-    run_fields, make_config = spec.presets[preset]
-    run_types = typing.get_type_hints(BaselineRun)
+    run_config, eval_config, make_config = spec.presets[preset]
     config_types = typing.get_type_hints(spec.config_class)
-    config_types = {f.name: config_types[f.name] for f in dataclasses.fields(spec.config_class)}
+    # log_every is run.log_every of the shared schema; the method's field follows it
+    config_types = {f.name: config_types[f.name] for f in dataclasses.fields(spec.config_class)
+                    if f.name != "log_every"}
     items: list[tuple[str, Any]] = []
     if config_file is not None:
         items += list(read_config_file(config_file).items())
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. --set steps=1000)")
+            raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. --set run.steps=1000)")
         items.append(parse_assignment(item))
-    run_values: dict[str, Any] = dict(run_fields)
+    shared_items: list[tuple[str, Any]] = []
     config_values: dict[str, Any] = {}
-    for key, raw in items:
-        name = key.split(".", 1)[1] if key.startswith(("run.", "method.")) else key
-        if name in run_types:
-            run_values[name] = parse_value(raw, run_types[name], key)
+    for key, raw in normalize_items(items, env_id):
+        name = key.removeprefix("method.")
+        if key.split(".", 1)[0] in SHARED_SECTIONS:
+            shared_items.append((key, raw))
         elif name in config_types:
             config_values[name] = parse_value(raw, config_types[name], key)
         else:
             import difflib
 
-            close = difflib.get_close_matches(name, [*run_types, *config_types], n=3)
+            valid = [*flat_keys(BaselineRun()), *config_types]
+            close = difflib.get_close_matches(name, valid, n=3)
             hint = f"did you mean {', '.join(close)}?" if close else (
-                f"valid keys: {', '.join(sorted([*run_types, *config_types]))}"
+                f"valid keys: {', '.join(sorted(valid))}"
             )
             raise ConfigError(f"unknown {spec.label} override {key!r}; {hint}")
+    base = BaselineRun(data=preset_data(env_id, preset), run=run_config, eval=eval_config)
+    run = apply_overrides(base, shared_items)
     try:
-        config = dataclasses.replace(make_config(env_id), **config_values)
-        run = BaselineRun(**run_values)
+        config = dataclasses.replace(make_config(env_id), **config_values,
+                                     log_every=run.run.log_every)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"bad {spec.label} setting: {_first_line(err)}") from None
-    check_task_split(env_id, run.train_tasks, run.test_tasks)
+    check_task_split(env_id, run.data.train_tasks, run.data.test_tasks, "data.")
     return run, config
 
 
@@ -246,32 +149,61 @@ def _samplers(env_id: str, run: BaselineRun, device: str):
     from merpo_envs import get_meta_info
 
     info = get_meta_info(env_id)
-    train_tasks = list(run.train_tasks or info.train_tasks)
-    test_tasks = list(run.test_tasks or info.test_tasks)
+    data = run.data
+    train_tasks = list(data.train_tasks or info.train_tasks)
+    test_tasks = list(data.test_tasks or info.test_tasks)
     try:
-        pairs = [(t, run.quality) for t in (*train_tasks, *test_tasks)]
-        merpo_data.ensure_datasets(env_id, pairs, run.data_preset)
+        pairs = [(t, data.quality) for t in (*train_tasks, *test_tasks)]
+        merpo_data.ensure_datasets(env_id, pairs, data.preset, data.build_missing)
         train = merpo_data.TaskSampler(
-            env_id, train_tasks, run.quality, device=device, preset=run.data_preset
+            env_id, train_tasks, data.quality, device=device, preset=data.preset,
+            build_missing=data.build_missing,
         )
         test = merpo_data.TaskSampler(
-            env_id, test_tasks, run.quality, device=device, preset=run.data_preset
+            env_id, test_tasks, data.quality, device=device, preset=data.preset,
+            build_missing=data.build_missing,
         )
     except (ValueError, FileNotFoundError) as err:
         raise RunError(_first_line(err)) from None
     return train, test
 
 
+def settings_record(run: BaselineRun, config: Any) -> dict[str, Any]:
+    """A run's settings as its ``config.yaml`` records them: ``data``, ``run``, ``eval``
+    and ``method`` (whose ``log_every`` is ``run.log_every``)."""
+    method = to_dict(config)
+    method.pop("log_every", None)
+    return {**to_dict(run), "method": method}
+
+
 def _run_record(algo: str, env_id: str, preset: str, seed: int, device: str,
                 run: BaselineRun, config: Any) -> dict[str, Any]:
     return {
         "env": env_id, "algo": algo, "label": baseline(algo).label, "preset": preset,
-        "seed": seed, "device": device, "run": to_dict(run), "method": to_dict(config),
+        "seed": seed, "device": device, **settings_record(run, config),
     }
 
 
+def read_record(run_dir: str | Path) -> dict[str, Any]:
+    """A baseline run directory's ``config.yaml``; one written before the shared schema
+    (``run: {steps, quality, data_preset, train_tasks, ...}``) in the shared schema's terms,
+    so old run directories resume and evaluate."""
+    data = yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text()) or {}
+    if "data" in data or "run" not in data:
+        return data
+    old = data["run"]
+    data["data"] = {"quality": old.get("quality", "medium"),
+                    "preset": old.get("data_preset", "default"),
+                    "train_tasks": old.get("train_tasks") or None,
+                    "test_tasks": old.get("test_tasks") or None, "build_missing": False}
+    data["run"] = {"steps": old["steps"], "checkpoint_every": old["checkpoint_every"],
+                   "log_every": data.get("method", {}).pop("log_every", 1_000)}
+    data["eval"] = {"episodes": old["eval_episodes"], "every": old["eval_every"]}
+    return data
+
+
 def _check_resumable(run_dir: Path, record: dict[str, Any]) -> None:
-    saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
+    saved = read_record(run_dir)
     a, b = flatten(saved), flatten(record)
     diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     diff = [k for k in diff if k not in RESUMABLE_CHANGES]
@@ -362,13 +294,17 @@ def _train_claimed(spec, algo, env_id, seed, device, run, config, run_dir, recor
                 f"{kept}; {NEW_RUN_ADVICE}"
             ) from None
 
+    bar = progress_bar(run.run.steps, algo, "step", initial=step, disable=not progress)
+
     def log(at: int, metrics: dict[str, float]) -> None:
         writer.log(at, "train", metrics)
+        bar.update(at - bar.n)
 
     def meta_test(at: int, agent: Any) -> None:
-        if at % run.eval_every and at != run.steps:
+        every = run.eval.every  # 0: only at the end
+        if (every == 0 or at % every) and at != run.run.steps:
             return
-        returns = spec.evaluate(agent, test, env_id, run.eval_episodes, seed)
+        returns = spec.evaluate(agent, test, env_id, run.eval.episodes, seed)
         mean = sum(returns.values()) / len(returns)
         writer.log(at, "meta_test", summary(test, returns))
         writer.log_record({"iteration": at, "phase": "meta_test_tasks",
@@ -380,7 +316,7 @@ def _train_claimed(spec, algo, env_id, seed, device, run, config, run_dir, recor
     try:
         if resumed:
             writer.truncate_after(step)
-            if step < run.steps:  # trained further: the shorter run's table is stale
+            if step < run.run.steps:  # trained further: the shorter run's table is stale
                 writer.drop_phase("final")
             if progress:
                 print(f"resuming {run_dir} at update {step}")
@@ -391,17 +327,18 @@ def _train_claimed(spec, algo, env_id, seed, device, run, config, run_dir, recor
             if prepared:
                 writer.log(0, "train", prepared)
             save(0)
-        if step < run.steps:
+        if step < run.run.steps:
             with torch.enable_grad():
-                train_steps(learner, train, run.steps, step, log, meta_test, save,
-                            run.checkpoint_every)
+                train_steps(learner, train, run.run.steps, step, log, meta_test, save,
+                            run.run.checkpoint_every)
         agent = spec.agent_from_state(load_checkpoint(checkpoint)["agent"], device)
-        returns = spec.evaluate(agent, test, env_id, run.eval_episodes, seed)
+        returns = spec.evaluate(agent, test, env_id, run.eval.episodes, seed)
         table = _table(algo, test, returns)
-        if not writer.has(run.steps, "final"):
-            writer.log_record({"phase": "final", "iteration": run.steps,
+        if not writer.has(run.run.steps, "final"):
+            writer.log_record({"phase": "final", "iteration": run.run.steps,
                                "tasks": {str(k): v for k, v in table.items()}})
     finally:
+        bar.close()
         writer.close()
     return table
 
@@ -480,18 +417,18 @@ def evaluate_baseline_run(
         raise RunError(f"{run_dir} is not a baseline run directory (no {CONFIG_FILE} with a "
                        f"baseline algo); train one with `merpo-agent train --algo focal ...`")
     spec = baseline(algo)
-    data = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+    data = read_record(run_dir)
     device = device or data["device"]
     check_device(device)
-    try:
-        run = BaselineRun(**{k: tuple(v) if isinstance(v, list) else v
-                             for k, v in data["run"].items()})
-        if episodes is not None:
-            run = dataclasses.replace(run, eval_episodes=episodes)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"bad evaluation settings: {_first_line(err)}") from None
+    items = [(k, v) for k, v in flatten(data).items() if k.split(".", 1)[0] in SHARED_SECTIONS]
+    if episodes is not None:
+        items.append(("eval.episodes", episodes))
     if tasks is not None:
-        run = dataclasses.replace(run, test_tasks=tuple(tasks))
+        items.append(("data.test_tasks", tuple(tasks)))
+    try:
+        run = apply_overrides(BaselineRun(), items)
+    except ConfigError as err:
+        raise ConfigError(f"bad evaluation settings: {_first_line(err)}") from None
     _, test = _samplers(data["env"], run, device)
     state = load_checkpoint(run_dir / CHECKPOINT_DIR / LATEST)
     try:
@@ -502,7 +439,7 @@ def evaluate_baseline_run(
             f"checkpoint ({_first_line(err)}); train the run again"
         ) from None
     seed = int(data["seed"]) if seed is None else seed
-    returns = spec.evaluate(agent, test, data["env"], run.eval_episodes, seed)
+    returns = spec.evaluate(agent, test, data["env"], run.eval.episodes, seed)
     return algo, _table(algo, test, returns), summary(test, returns)
 
 
@@ -545,5 +482,6 @@ __all__ = [
     "evaluate_baseline_run",
     "format_table",
     "run_algo",
+    "settings_record",
     "train_baseline_run",
 ]
