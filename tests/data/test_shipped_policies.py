@@ -109,7 +109,6 @@ def test_qualities_mean_what_they_say(rebuilt):
 
 
 def test_a_mismatch_names_the_arrays_and_the_versions_that_differ(monkeypatch):
-    import merpo_data.datasets as datasets
     import merpo_data.shipped as shipped
 
     ds_id = "merpo/point-robot-wind/task-00-random-v0"
@@ -120,7 +119,7 @@ def test_a_mismatch_names_the_arrays_and_the_versions_that_differ(monkeypatch):
         "blas": "SkylakeX",
     }
     installed = {"gymnasium": "1.4.0", "numpy": "2.4.6", "torch": "2.13.0+cpu"}
-    monkeypatch.setattr(datasets, "installed_versions", lambda: dict(installed))
+    monkeypatch.setattr(shipped, "installed_versions", lambda: dict(installed))
     rebuilt = {**fields, "rewards": "ff", "infos/sparse_reward": "ee"}
     line = describe_mismatch(ds_id, "1" * 64, rebuilt, header)
     assert line == (
