@@ -294,7 +294,8 @@ class Tuner:
         best_path = self.out / BEST_FILE
         header = (f"# {self.algo} on {self.env_id}: chosen by `merpo-agent tune` (trial "
                   f"{best.number}, mean validation return {best.value:.3f} on tasks "
-                  f"{list(self.valid_tasks)}, {self.seeds} seeds, {len(complete)} trials)\n")
+                  f"{list(self.valid_tasks)}, {self.seeds} seeds, "
+                  f"{self.distinct_done(study)} trials)\n")
         atomic_write_text(best_path, header + yaml.safe_dump(data, sort_keys=True))
         atomic_write_text(self.out / TRIALS_FILE, self.trials_markdown(study, best.number))
         return best_path
