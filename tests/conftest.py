@@ -51,6 +51,34 @@ def isolated_minari_store(tmp_path_factory):
 
 
 @pytest.fixture
+def disk_full_at_second_save(monkeypatch):
+    """``torch.save`` fails with ENOSPC on its second call (a disk that fills mid-run):
+    use ``with disk_full_at_second_save(): ...``; outside the block saves work again."""
+    import contextlib
+    import errno
+
+    import torch
+
+    real_save = torch.save
+
+    @contextlib.contextmanager
+    def full_disk():
+        calls = {"n": 0}
+
+        def second_write_fills_the_disk(obj, f, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_save(obj, f, *args, **kwargs)
+
+        with monkeypatch.context() as m:
+            m.setattr(torch, "save", second_write_fills_the_disk)
+            yield
+
+    return full_disk
+
+
+@pytest.fixture
 def umask_022():
     """The usual umask 022 for one test (file-mode tests), whatever the shell's."""
     before = os.umask(0o022)

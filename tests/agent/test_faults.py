@@ -7,7 +7,6 @@ are a few meta-iterations on the session's test datasets (``point_robot_store``)
 
 from __future__ import annotations
 
-import errno
 import os
 import subprocess
 import sys
@@ -151,22 +150,12 @@ def test_load_policy_of_a_foreign_checkpoint_and_of_a_nan_observation(
 
 
 def test_a_full_disk_during_train_is_one_line_and_a_rerun_resumes(
-    point_robot_store, tmp_path, monkeypatch, capsys
+    point_robot_store, tmp_path, capsys, disk_full_at_second_save
 ):
-    real_save = torch.save
-    calls = {"n": 0}
-
-    def second_write_fills_the_disk(obj, f, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(obj, f, *args, **kwargs)
-
     run_dir = tmp_path / "run"
     argv = ["train", *SMOKE, "--set", "run.steps=4", "--set", "run.checkpoint_every=2",
             "--run-dir", str(run_dir)]
-    with monkeypatch.context() as m:
-        m.setattr(torch, "save", second_write_fills_the_disk)
+    with disk_full_at_second_save():
         assert main(argv) == 3
     err = _one_line(capsys)
     latest = run_dir / "checkpoints" / ckpt.LATEST

@@ -358,31 +358,19 @@ def test_a_second_generate_into_a_busy_store_says_who_holds_it(empty_store, caps
 
 
 def test_a_full_disk_during_generate_is_one_line_and_a_rerun_resumes(
-    tmp_path, monkeypatch, mid_episode_preset, capsys
+    tmp_path, monkeypatch, mid_episode_preset, capsys, disk_full_at_second_save
 ):
     """ENOSPC at the second behavior checkpoint: one line naming the file and that a rerun
     resumes; the rerun does, and writes what an uninterrupted build writes."""
-    import errno
-
     from merpo_data.cli import main
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "reference"))
     generate(ENV, tasks=[4], qualities=["expert"], preset="test", progress=False)
     reference = _content_hashes([4])
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "full"))
-    real_save = torch.save
-    calls = {"n": 0}
-
-    def second_write_fills_the_disk(obj, f, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(obj, f, *args, **kwargs)
-
     argv = ["generate", ENV, "--tasks", "4", "--qualities", "expert", "--preset", "test",
             "--quiet"]
-    with monkeypatch.context() as m:
-        m.setattr(torch, "save", second_write_fills_the_disk)
+    with disk_full_at_second_save():
         assert main(argv) == 3
     err = capsys.readouterr().err
     state = behavior_dir("point-robot-wind", "test", 0) / TRAIN_STATE

@@ -249,13 +249,14 @@ def check_task_split(env: str, train_tasks, test_tasks, prefix: str = "data.") -
     """Training and test tasks (empty or None: the env's split) listed once each and apart;
     the keys in the message are ``<prefix>train_tasks`` / ``<prefix>test_tasks`` (the shared
     schema's ``data.`` for MerPO and the baselines alike)."""
+    from merpo_data.ids import repeated_tasks
     from merpo_envs import format_tasks, get_meta_info
 
     info = get_meta_info(env)
     train = tuple(train_tasks or ()) or info.train_tasks
     test = tuple(test_tasks or ()) or info.test_tasks
     for key, tasks in ((f"{prefix}train_tasks", train), (f"{prefix}test_tasks", test)):
-        twice = sorted({t for t in tasks if list(tasks).count(t) > 1})
+        twice = repeated_tasks(tasks)
         if twice:
             raise ConfigError(f"{key} lists task(s) {format_tasks(twice)} more than once; "
                               "list each task once")

@@ -118,7 +118,7 @@ def check_key(key: str) -> None:
 def parse_task_value(key: str, raw: Any, env_id: str) -> tuple[int, ...]:
     """``data.train_tasks`` / ``data.test_tasks`` as merpo-data's ``--tasks`` takes them
     (``0-34``, ``0,2,5``, ``[0,1]``, ``train``, a YAML list); empty is an error."""
-    from merpo_data.ids import parse_tasks
+    from merpo_data.ids import parse_tasks, repeated_tasks
     from merpo_envs import get_meta_info
 
     if isinstance(raw, str):
@@ -137,7 +137,7 @@ def parse_task_value(key: str, raw: Any, env_id: str) -> tuple[int, ...]:
                   for t in parse_tasks(part if isinstance(part, str) else [part], info)]
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{key}: {str(err).strip().splitlines()[0]}") from None
-    twice = sorted({t for t in listed if listed.count(t) > 1})
+    twice = repeated_tasks(listed)
     if twice:
         from merpo_envs import format_tasks
 

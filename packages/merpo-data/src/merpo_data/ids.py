@@ -162,6 +162,13 @@ def parse_dataset_recipe(dataset_id_: str) -> tuple[str, int, str, str]:
     return env_id, task, match["quality"], preset
 
 
+def repeated_tasks(tasks: Sequence[int]) -> list[int]:
+    """The tasks listed more than once, sorted: a task listed twice would be sampled (and
+    weigh) twice as much, silently, so every caller refuses them."""
+    listed = [int(t) for t in tasks]
+    return sorted({t for t in listed if listed.count(t) > 1})
+
+
 def parse_tasks(spec: str | Sequence[int] | None, info: MetaEnvInfo) -> tuple[int, ...]:
     """Tasks from ``None`` (all), ``"train"``, ``"test"``, ``"all"``, ``"0-9,40-49"`` or ints.
 

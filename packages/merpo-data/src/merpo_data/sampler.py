@@ -36,6 +36,7 @@ from merpo_data.ids import (
     dataset_id,
     missing_datasets_message,
     parse_tasks,
+    repeated_tasks,
 )
 from merpo_data.integrity import open_dataset, read_episodes
 
@@ -436,7 +437,7 @@ def _numeric_step_infos(infos, steps: int) -> dict[str, list]:
 
 def _check_distinct(tasks) -> None:
     """A task listed twice would be sampled twice as often, silently: refuse it."""
-    twice = sorted({int(t) for t in tasks if list(tasks).count(t) > 1})
+    twice = repeated_tasks(tasks)
     if twice:
         raise ValueError(f"tasks {twice} listed more than once; list each task once")
 

@@ -51,6 +51,8 @@ from merpo_agent.overrides import (
 )
 from merpo_agent.provenance import record_session
 from merpo_agent.run_dir import claim_run_dir
+from merpo_agent.run_layout import CHECKPOINT_DIR, CONFIG_FILE
+from merpo_agent.run_layout import RESUMABLE_CHANGES as MERPO_RESUMABLE_CHANGES
 from merpo_agent.schema import (
     SHARED_SECTIONS,
     DataConfig,
@@ -62,16 +64,12 @@ from merpo_agent.schema import (
 from merpo_agent.scores import normalized_score, sampler_reference_scores, summarize
 from merpo_agent.trainer import RunError, TrainingDiverged
 
-CONFIG_FILE = "config.yaml"
-CHECKPOINT_DIR = "checkpoints"
 RUN_FORMAT = "baseline-run"
 # TensorBoard HParams metrics of a baseline run
 HPARAM_METRICS = ("meta_test/baseline_return", "meta_test/baseline_normalized")
-# Settings a resumed run may change (train longer, move device, log or test more often).
-RESUMABLE_CHANGES = {
-    "device", "run.steps", "eval.every", "eval.episodes", "run.checkpoint_every",
-    "run.log_every", "data.build_missing",
-}
+# Settings a resumed run may change: MerPO's (the shared schema's), and the episodes of
+# its meta-tests (a baseline's meta-test draws nothing the training depends on).
+RESUMABLE_CHANGES = MERPO_RESUMABLE_CHANGES | {"eval.episodes"}
 
 
 @dataclasses.dataclass(frozen=True)
