@@ -82,6 +82,13 @@ _MERPO = (
     Choice.values("rac.actor_lr", _around(1e-3), "inner actor lr (Table 2: 1e-3)"),
 )
 
+_CONTEXTUAL_BCQ = (
+    Choice.values("critic_lr", _around(1e-3), "BCQ's code: 1e-3"),
+    Choice.values("actor_lr", _around(1e-3), "BCQ's code: 1e-3"),
+    Choice.values("encoder_lr", _around(3e-4), "the context encoder (FOCAL's 3e-4)"),
+    Choice.values("phi", _around(0.05), "BCQ's perturbation bound Phi (0.05)"),
+)
+
 SEARCH_SPACES: dict[str, tuple[Choice, ...]] = {
     "merpo": _MERPO,
     "merpo-adp": (*_MERPO, Choice.values("rac.alpha_adp_lr", _around(1e-4),
@@ -94,19 +101,10 @@ SEARCH_SPACES: dict[str, tuple[Choice, ...]] = {
         Choice.values("target_divergence", (0.05, 0.5),
                       "BRAC's behavior-regularization target"),
     ),
-    "cbcq": (
-        Choice.values("critic_lr", _around(1e-3), "BCQ's code: 1e-3"),
-        Choice.values("actor_lr", _around(1e-3), "BCQ's code: 1e-3"),
-        Choice.values("encoder_lr", _around(3e-4), "the context encoder (FOCAL's 3e-4)"),
-        Choice.values("phi", _around(0.05), "BCQ's perturbation bound Phi (0.05)"),
-    ),
-    "mbml": (
-        Choice.values("critic_lr", _around(1e-3), "BCQ's code: 1e-3"),
-        Choice.values("actor_lr", _around(1e-3), "BCQ's code: 1e-3"),
-        Choice.values("encoder_lr", _around(3e-4), "the context encoder (3e-4)"),
-        Choice.values("phi", _around(0.05), "BCQ's perturbation bound Phi (0.05)"),
-        Choice.values("triplet_weight", _around(1.0), "MBML's triplet loss weight (1)"),
-    ),
+    "cbcq": _CONTEXTUAL_BCQ,
+    # MBML's multi-task policy is contextual BCQ: its space, plus the triplet loss
+    "mbml": (*_CONTEXTUAL_BCQ,
+             Choice.values("triplet_weight", _around(1.0), "MBML's triplet loss weight (1)")),
     "batch-pearl": (
         Choice.values("critic_lr", _around(3e-4), "PEARL's code: 3e-4"),
         Choice.values("actor_lr", _around(3e-4), "PEARL's code: 3e-4"),
