@@ -339,11 +339,9 @@ class MetaTrainer(MetaSetup, RunMetaTest):
                 policy_inputs.append((mean, log_std, last.observations,
                                       learners.lam.detach().clone(), learners.alpha.clone()))
             if learned:
-                critic_sums.append([p.detach().sum(0, keepdim=True)
-                                    for p in learners.critic.parameters()])
+                critic_sums.append(_slot_sums(learners.critic))
             if reptile:
-                actor_sums.append([p.detach().sum(0, keepdim=True)
-                                   for p in learners.actor.parameters()])
+                actor_sums.append(_slot_sums(learners.actor))
             metrics = dict(metrics)
             metrics["alpha"] = learners.adapt_alpha(metrics["d_beta_dual"], metrics["d_meta"])
             self.table.scatter_from(learners, rows)
@@ -362,11 +360,10 @@ class MetaTrainer(MetaSetup, RunMetaTest):
             out["meta_policy_loss"] = losses[0]  # before the first step
             self._bad |= ~torch.isfinite(losses[-1])
         if reptile:  # pi_c <- pi_c + epsilon (mean_n pi_n - pi_c)
-            means = [sum(parts_) / count for parts_ in zip(*actor_sums, strict=True)]
-            self.meta.reptile_policy_step(means, count, cfg.meta.reptile_step)
+            self.meta.reptile_policy_step(_batch_mean(actor_sums, count), count,
+                                          cfg.meta.reptile_step)
         if learned:
-            means = [sum(parts_) / count for parts_ in zip(*critic_sums, strict=True)]
-            self.meta.update_q_towards(means, count)
+            self.meta.update_q_towards(_batch_mean(critic_sums, count), count)
         if self.task_slice is not None:
             self.table.merge_ranks_(idx, self.task_slice.take(idx))
         return out
@@ -540,6 +537,16 @@ class MetaTrainer(MetaSetup, RunMetaTest):
                 writer.log(self.iteration, "meta_test", result.means())
                 writer.log_record(result.per_task_record())
         return self.last_result
+
+
+def _slot_sums(module: torch.nn.Module) -> list[torch.Tensor]:
+    """Each parameter of a stacked module summed over its task slots, (1, ...) each."""
+    return [p.detach().sum(0, keepdim=True) for p in module.parameters()]
+
+
+def _batch_mean(chunk_sums: list[list[torch.Tensor]], count: int) -> list[torch.Tensor]:
+    """The task batch's mean parameters from its chunks' ``_slot_sums``."""
+    return [sum(parts) / count for parts in zip(*chunk_sums, strict=True)]
 
 
 def _silent(_: str) -> None:
