@@ -76,7 +76,7 @@ def test_reproduce_with_settings_reads_each_methods_best_file_and_keeps_the_firs
 
         (tmp_path / algo / "best.yaml").write_text(
             yaml.safe_dump(config_file_data(algo, overrides_of(algo, labels))))
-    fig6 = with_settings(experiments()["fig6"], tmp_path)
+    fig6 = with_settings(experiments()["fig6"], tmp_path, PRW)
     configs = {run.key: run.config for run in fig6.runs}
     assert configs["merpo"].endswith("merpo/best.yaml")
     assert configs["focal"].endswith("focal/best.yaml")
@@ -89,8 +89,11 @@ def test_reproduce_with_settings_reads_each_methods_best_file_and_keeps_the_firs
     command = train_command(PRW, fig6, run, 0, "medium", sizes_for(PRW, True), tmp_path / "r")
     at = command.index("--config")
     assert command[at + 1] == configs["merpo"] and at < command.index("--set")
+    (tmp_path / "nothing-here").mkdir()
     with pytest.raises(ConfigError, match="merpo-agent tune"):
-        with_settings(experiments()["fig6"], tmp_path / "nothing-here")
+        with_settings(experiments()["fig6"], tmp_path / "nothing-here", PRW)
+    with pytest.raises(ConfigError, match="no such folder; pass `validated`"):
+        with_settings(experiments()["fig6"], tmp_path / "missing", PRW)
 
 
 @pytest.mark.slow

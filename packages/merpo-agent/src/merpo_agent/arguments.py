@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--config", default=None, help="YAML or TOML file of config overrides")
     train.add_argument(
+        "--settings", default=None, metavar="validated|DIR",
+        help="tuned settings: `validated` (the ones merpo's studies chose, shipped) or the "
+        "--out folder of `merpo-agent tune` (reads DIR/<algo>/best.yaml; instead of --config)",
+    )
+    train.add_argument(
         "--compile", action="store_true",
         help="torch.compile the RAC update math (rac.compile; same results, opt-in)",
     )
@@ -97,9 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--out", default="runs/reproduce", help="runs and report go here")
     repro.add_argument("--jobs", type=int, default=None,
                        help="runs trained at once (default: one per CPU core)")
-    repro.add_argument("--settings", default=None, metavar="DIR",
-                       help="tuned settings: DIR/<algo>/best.yaml of `merpo-agent tune` for "
-                       "each method that has one (MerPO also keeps its Table 2 row)")
+    repro.add_argument("--settings", default=None, metavar="validated|DIR",
+                       help="tuned settings: `validated` (shipped) or DIR/<algo>/best.yaml of "
+                       "`merpo-agent tune` for each method that has one (MerPO also keeps its "
+                       "Table 2 row)")
     _executor_arguments(repro)
 
     tune = sub.add_parser(
@@ -144,6 +150,20 @@ def default_run_dir(env: str, preset: str, algo: str, seed: int) -> Path:
     return Path("runs") / f"{name}-{preset}-{algo}-s{seed}"
 
 
+def resolve_settings(args: argparse.Namespace) -> None:
+    """``train --settings validated|DIR``: the method's ``best.yaml`` becomes ``--config``."""
+    if getattr(args, "settings", None) is None:
+        return
+    from merpo_agent.config import ConfigError
+    from merpo_agent.validated_settings import required_settings_file
+
+    if args.config is not None:
+        raise ConfigError("--settings and --config both name a config file; pass one of them "
+                          "(and change single fields with --set)")
+    args.config = str(required_settings_file(args.settings, args.env, args.algo or "merpo"))
+    args.settings = None
+
+
 def train_config(args: argparse.Namespace):
     """The resolved config of ``train``'s arguments (``--compile`` / ``--cuda-graphs`` are
     opt-ins that leave the math unchanged: they set ``rac.compile`` / ``rac.cuda_graphs``)."""
@@ -157,4 +177,5 @@ def train_config(args: argparse.Namespace):
     )
 
 
-__all__ = ["BASELINE_ALGOS", "EXIT_BAD_INPUT", "build_parser", "default_run_dir", "train_config"]
+__all__ = ["BASELINE_ALGOS", "EXIT_BAD_INPUT", "build_parser", "default_run_dir",
+           "resolve_settings", "train_config"]

@@ -36,6 +36,7 @@ from merpo_agent.arguments import (
     EXIT_BAD_INPUT,
     build_parser,
     default_run_dir,
+    resolve_settings,
     train_config,
 )
 
@@ -79,6 +80,7 @@ def _check_algo(algo: str | None) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     _check_algo(args.algo)
+    resolve_settings(args)
     if args.seed is not None and args.seed < 0:  # baselines too, before anything is built
         from merpo_agent.config import ConfigError
 
@@ -219,7 +221,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     report = reproduce(
         args.experiment, args.env, args.seeds, Path(args.out), quick=args.quick,
         quality=args.quality,
-        settings=Path(args.settings) if args.settings else None, executor=executor,
+        settings=args.settings, executor=executor,
     )
     print(report.read_text())
     print(f"report: {report}")

@@ -37,6 +37,7 @@ from merpo_envs import format_tasks
 from merpo_agent.checkpoint import atomic_write_text
 from merpo_agent.config import ConfigError
 from merpo_agent.trainer import RunError
+from merpo_agent.validated_settings import BEST_FILE, settings_file
 
 RESULT_FILE = "result.json"
 
@@ -219,8 +220,6 @@ def sizes_for(env_id: str, quick: bool) -> Sizes:
 
 
 SETUP_CACHE = ".setup-cache"
-# the chosen settings of a method in ``merpo-agent tune --out DIR``: DIR/<algo>/best.yaml
-BEST_FILE = "best.yaml"
 
 
 def train_command(
@@ -260,19 +259,17 @@ def train_command(
     return command
 
 
-# MerPO's ablations and single-task RAC share MerPO's validated readings.
-MERPO_FAMILY = ("merpo", "combo", "beha-only", "combo3", "cql")
 FIRST_READ = "merpo-first-read"
 
 
-def with_settings(experiment: Experiment, settings: Path) -> Experiment:
-    """The experiment on tuned settings: each run reads ``settings/<algo>/best.yaml`` of
-    ``merpo-agent tune`` (MerPO's ablations read MerPO's), and a figure with a MerPO row
-    also keeps "MerPO (Table 2 as first read)" on the untuned presets beside it."""
+def with_settings(experiment: Experiment, settings: str | Path, env_id: str) -> Experiment:
+    """The experiment on tuned settings: each run reads ``<settings>/<algo>/best.yaml``
+    (``validated``: the ones shipped for ``env_id``; MerPO's ablations read MerPO's; see
+    ``merpo_agent.validated_settings``), and a figure with a MerPO row also keeps "MerPO
+    (Table 2 as first read)" on the untuned presets beside it."""
     def tuned(algo: str) -> str | None:
-        source = "merpo" if algo in MERPO_FAMILY else algo
-        path = settings / source / BEST_FILE
-        return str(path.resolve()) if path.is_file() else None
+        path = settings_file(settings, env_id, algo)
+        return str(path.resolve()) if path is not None else None
 
     if not any(tuned(run.algo) for run in experiment.runs):
         raise ConfigError(f"--settings {settings}: no <algo>/{BEST_FILE} for any method of "
@@ -424,12 +421,13 @@ def reproduce(
     quick: bool = False,
     quality: str = "medium",
     log=print,
-    settings: Path | None = None,
+    settings: str | Path | None = None,
     *,
     executor,
 ) -> Path:
     """Train every (run, seed) of experiment ``name`` (reusing finished ones), then write
-    the report; returns the report's path. ``settings``: tuned settings (``with_settings``);
+    the report; returns the report's path. ``settings``: tuned settings (``with_settings``:
+    ``validated`` or a ``tune --out`` folder);
     ``executor``: where the runs train (``executors.make_executor("local", jobs)`` or
     ``("ray", ...)``; made by the caller, which also checks ``--jobs`` before any dataset is
     built: ``executors`` calls this module's ``run_one``, so this module does not import it)."""
@@ -443,7 +441,7 @@ def reproduce(
     _check_inputs(env_id, quality)
     experiment = table[name]
     if settings is not None:
-        experiment = with_settings(experiment, settings)
+        experiment = with_settings(experiment, settings, env_id)
     sizes = sizes_for(env_id, quick)
     _ensure_datasets(env_id, experiment, sizes, quality)
     base = out_dir / name

@@ -25,9 +25,13 @@ class Choice:
     # the label of the method's own default (its paper's value, MerPO's first reading):
     # every study tries the defaults first; None: the first option
     default: str | None = None
+    # one of the paper's ambiguous readings (not a learning rate or a loss weight): what an
+    # env without validation tasks takes from a study on another env (validated_settings)
+    reading: bool = False
 
     @classmethod
-    def values(cls, key: str, values: tuple, why: str = "", default=None) -> Choice:
+    def values(cls, key: str, values: tuple, why: str = "", default=None,
+               reading: bool = False) -> Choice:
         """A single config key over ``values`` (labels are the values themselves); the
         default is ``default``, else the middle value of three (a paper's lr x/÷ 3), else
         the first."""
@@ -36,7 +40,7 @@ class Choice:
             chosen = _label(default)
         else:
             chosen = labels[1] if len(labels) == 3 else labels[0]
-        return cls(key, {label: (f"{key}={label}",) for label in labels}, why, chosen)
+        return cls(key, {label: (f"{key}={label}",) for label in labels}, why, chosen, reading)
 
     @property
     def default_label(self) -> str:
@@ -62,21 +66,25 @@ _MERPO = (
         "nll_env": ("rac.behavior_divergence=nll", "rac.divergence_units=env"),
     }, "App. A.2.2 'Tune lambda': which behavior divergence the dual compares with "
        "D_target (0.05 nats of a behavior clone, or Eq. 9's -E log pi in [-1, 1] or env "
-       "units)"),
+       "units)", reading=True),
     Choice.values("rac.lambda_max", (0.0, 100.0),
-                  "an upper clip on lam (0: none; BRAC clips its multiplier to [0, 500])"),
+                  "an upper clip on lam (0: none; BRAC clips its multiplier to [0, 500])",
+                  reading=True),
     Choice.values("rac.beta_sharing", ("per_task", "shared"),
-                  "App. A.2.2 'Tune beta': one beta per task, or one shared by the tasks"),
+                  "App. A.2.2 'Tune beta': one beta per task, or one shared by the tasks",
+                  reading=True),
     Choice.values("meta.learner_init", ("persistent", "reinit", "reptile"),
                   "Alg. 2 line 1 (persistent learners) or App. A.2.2 (learners made anew "
                   "from pi_c and Q_meta each meta-iteration; reptile: plus a Reptile step)",
-                  default="persistent"),
-    Choice.values("meta.policy_steps", (1, 10), "Eq. 10 steps of pi_c per meta-iteration"),
+                  default="persistent", reading=True),
+    Choice.values("meta.policy_steps", (1, 10), "Eq. 10 steps of pi_c per meta-iteration",
+                  reading=True),
     Choice.values("rac.meta_q_lr", (1e-3, 1.0),
                   "xi_q, Table 2's outer critic / meta-Q lr 1e-3, or Reptile's full step 1 "
                   "(the `small` / `repro` presets' value, the default here)", default=1.0),
     Choice.values("test.adaptation_steps", (100, 1000),
-                  "meta-test adaptation steps (Table 2: 100; Fig. 9b plots longer)"),
+                  "meta-test adaptation steps (Table 2: 100; Fig. 9b plots longer)",
+                  reading=True),
     Choice.values("test.lr", _around(8e-5), "meta-test lr (App. A.2.2: 8e-5)"),
     Choice.values("rac.critic_lr", _around(1e-3), "inner critic lr (Table 2: 1e-3)"),
     Choice.values("rac.actor_lr", _around(1e-3), "inner actor lr (Table 2: 1e-3)"),

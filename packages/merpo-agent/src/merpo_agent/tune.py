@@ -38,9 +38,10 @@ import yaml
 from merpo_agent.checkpoint import atomic_write_text
 from merpo_agent.config import ConfigError
 from merpo_agent.executors import make_executor
-from merpo_agent.reproduce import BEST_FILE, RunDiverged
+from merpo_agent.reproduce import RunDiverged
 from merpo_agent.search_spaces import search_space
 from merpo_agent.trainer import RunError
+from merpo_agent.validated_settings import BEST_FILE
 
 TRIALS_FILE = "trials.md"
 # The validation tasks per env: (training tasks of a tuning run, tasks it is scored on),
