@@ -6,8 +6,9 @@ import json
 
 import pytest
 from merpo_agent import cli
+from merpo_agent.config import ConfigError
 from merpo_agent.report import combine, compare, plateau
-from merpo_agent.reproduce import experiments
+from merpo_agent.reproduce import experiments, sizes_for, train_command, with_budget
 
 PRW = "merpo/PointRobotWind-v0"
 
@@ -41,6 +42,19 @@ def test_every_experiment_compares_its_methods_on_shared_runs():
         assert all(row.run in keys for row in experiment.rows), experiment.name
     fig6 = {row.label for row in table["fig6"].rows}
     assert {"MerPO", "MerPO-Adp", "FOCAL", "Contextual BCQ"} <= fig6
+
+
+def test_steps_sets_every_methods_budget_alike(tmp_path):
+    sizes = with_budget(sizes_for(PRW, quick=False), 12000)
+    assert sizes.budget == 12000 and sizes.iterations == 1200
+    fig6 = experiments()["fig6"]
+    for run in fig6.runs:  # MerPO (meta-iterations x inner steps) and baselines alike
+        command = train_command(PRW, fig6, run, 0, "medium", sizes, tmp_path / run.key)
+        assert "run.steps=12000" in command, run.algo
+    assert with_budget(sizes_for(PRW, quick=False), None) == sizes_for(PRW, quick=False)
+    for bad in (15, 0, -10):
+        with pytest.raises(ConfigError, match="--steps must be a positive multiple of"):
+            with_budget(sizes_for(PRW, quick=False), bad)
 
 
 @pytest.mark.slow

@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tuned settings: `validated` (shipped) or DIR/<algo>/best.yaml of "
                        "`merpo-agent tune` for each method that has one (MerPO also keeps its "
                        "Table 2 row)")
+    repro.add_argument("--steps", type=int, default=None,
+                       help="every method's budget of gradient steps (default: the sizes' "
+                       "4000; longer budgets show where the curves flatten)")
     _executor_arguments(repro)
 
     tune = sub.add_parser(

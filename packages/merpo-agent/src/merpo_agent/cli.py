@@ -221,7 +221,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     report = reproduce(
         args.experiment, args.env, args.seeds, Path(args.out), quick=args.quick,
         quality=args.quality,
-        settings=args.settings, executor=executor,
+        settings=args.settings, steps=args.steps, executor=executor,
     )
     print(report.read_text())
     print(f"report: {report}")

@@ -219,6 +219,17 @@ def sizes_for(env_id: str, quick: bool) -> Sizes:
                  single_task_tasks=tuple(info.train_tasks[:4]), episodes=4)
 
 
+def with_budget(sizes: Sizes, steps: int | None) -> Sizes:
+    """``sizes`` with every method's budget set to ``steps`` gradient steps (None: as is):
+    MerPO's meta-iterations x inner steps, a baseline's steps, both the same number."""
+    if steps is None:
+        return sizes
+    if steps < sizes.inner_steps or steps % sizes.inner_steps:
+        raise ConfigError(f"--steps must be a positive multiple of MerPO's {sizes.inner_steps} "
+                          f"inner steps per meta-iteration, got {steps}")
+    return replace(sizes, iterations=steps // sizes.inner_steps)
+
+
 SETUP_CACHE = ".setup-cache"
 
 
@@ -422,12 +433,14 @@ def reproduce(
     quality: str = "medium",
     log=print,
     settings: str | Path | None = None,
+    steps: int | None = None,
     *,
     executor,
 ) -> Path:
     """Train every (run, seed) of experiment ``name`` (reusing finished ones), then write
     the report; returns the report's path. ``settings``: tuned settings (``with_settings``:
-    ``validated`` or a ``tune --out`` folder);
+    ``validated`` or a ``tune --out`` folder); ``steps``: every method's budget of gradient
+    steps instead of the sizes' (a longer budget, to see where the curves flatten);
     ``executor``: where the runs train (``executors.make_executor("local", jobs)`` or
     ``("ray", ...)``; made by the caller, which also checks ``--jobs`` before any dataset is
     built: ``executors`` calls this module's ``run_one``, so this module does not import it)."""
@@ -442,7 +455,7 @@ def reproduce(
     experiment = table[name]
     if settings is not None:
         experiment = with_settings(experiment, settings, env_id)
-    sizes = sizes_for(env_id, quick)
+    sizes = with_budget(sizes_for(env_id, quick), steps)
     _ensure_datasets(env_id, experiment, sizes, quality)
     base = out_dir / name
     work = []
@@ -463,7 +476,8 @@ def reproduce(
     command = (f"merpo-agent reproduce {name} --env {env_id} --seeds {seeds}"
                + (" --quick" if quick else "") + (f" --quality {quality}" if quality != "medium"
                                                   else "")
-               + (f" --settings {settings}" if settings is not None else ""))
+               + (f" --settings {settings}" if settings is not None else "")
+               + (f" --steps {steps}" if steps is not None else ""))
     return write_report(experiment, env_id, quality, sizes, results, base, command, wall)
 
 
