@@ -75,15 +75,20 @@ def test_presets():
     default = get_preset(ENV)
     assert default.episodes == 200 and default.name == "default"
     assert get_preset(ENV, "test").sac.iterations < default.sac.iterations
-    # Walker-2D (and any new env id) gets a generic preset: GPU scale by default, tiny
-    # for tests.
+    # A new env id gets a generic preset: GPU scale by default, tiny for tests.
+    import merpo_data.presets as presets
+
     big, small = (
-        get_preset("merpo/Walker2dParams-v0"),
+        presets._generic_mujoco("merpo/Walker2dParams-v0", "default"),
         get_preset("merpo/Walker2dParams-v0", "test"),
     )
     assert big.sac.hidden == 256 and big.sac.iterations * big.sac.envs_per_task >= 1_000_000
     assert small.sac.iterations * small.sac.envs_per_task <= 1000
     assert big.policy_preset == "default" and small.policy_preset == "test"
+    # Walker-2D-Params: a CPU default, all 25 tasks as one batched SAC of small networks
+    walker = get_preset("merpo/Walker2dParams-v0")
+    assert walker.sac.hidden == 64 and walker.tasks_per_group == 25
+    assert walker.sac.iterations * walker.sac.envs_per_task == 200_000
     # Half-Cheetah and Ant: a CPU-sized default; their test preset rolls out its policies.
     for env_id in ("merpo/HalfCheetahFwdBack-v0", "merpo/AntFwdBack-v0"):
         cpu, small = get_preset(env_id), get_preset(env_id, "test")
