@@ -43,9 +43,10 @@ LEARNING_SIZES = [
 ]
 
 
-def train(algo: str, overrides: list[str], run_dir):
-    """Meta-train ``algo`` at the learning tests' sizes; the trainer and its final result."""
-    cfg = build_config("merpo/PointRobotWind-v0", "smoke", algo, seed=0,
+def train(algo: str, overrides: list[str], run_dir, config_file=None):
+    """Meta-train ``algo`` at the learning tests' sizes (``config_file``: settings under the
+    ``--set`` overrides); the trainer and its final result."""
+    cfg = build_config("merpo/PointRobotWind-v0", "smoke", algo, config_file, seed=0,
                        overrides=LEARNING_SIZES + overrides)
     trainer = MetaTrainer(cfg, run_dir, progress=False, say=lambda _: None, tensorboard=False)
     return trainer, trainer.train()
@@ -66,30 +67,42 @@ def test_rac_beats_the_behavior_policy(point_robot_store, tmp_path):
 META_MARGIN = 4.5
 
 
-def test_merpo_meta_policy_learns_from_persistent_learners(point_robot_store, tmp_path):
-    """MerPO's meta-policy pi_c, trained only through Eq. 10 from the persistent task
-    learners of Alg. 2, beats the behavior policy on the unseen task 40 by a wide margin.
+def test_merpo_meta_policy_learns_on_the_validated_settings(point_robot_store, tmp_path):
+    """MerPO's meta-policy pi_c, trained only through Eq. 10 from the task learners of
+    Alg. 2, on the validated settings (``--settings validated``: learners made anew from
+    pi_c and Q_meta every meta-iteration, App. A.2.2; 10 Eq. 10 steps per meta-iteration;
+    the actor lr a validation study chose), beats the behavior policy on the unseen task 40
+    by a wide margin.
 
     Four training tasks (0-3), all in every batch, J = 10, 300 meta-iterations. Task 40 is
     asserted: the fixture's task-41 data are near-expert (behavior -14.3), and the one
     context-free meta-policy is not asked to beat them. Measured on task 40 (behavior
     -18.78), meta-policy return:
 
-    - MerPO: -11.46 (seed 0), -12.08 (seed 1): 6.7-7.3 above the behavior;
-    - learners re-initialised from pi_c and Q_meta at every meta-iteration (each gets
-      J = 10 updates, the defect Alg. 2 line 1 rules out): -16.34, 2.4 above;
-    - lam = 0 (``lambda_initial=0``, not tuned: every Eq. 10 weight is zero, so pi_c stays
-      at its random initialisation): -27.28, below the behavior.
+    - validated settings: -12.10 (seed 0), -11.40 (seed 1): 6.7-7.4 above the behavior;
+    - the same with lam = 0 (``lambda_initial=0``, not tuned: every Eq. 10 weight
+      lam_n (1 - alpha_n) is zero, so pi_c stays at its random initialisation): -27.28,
+      below the behavior;
+    - the presets' first reading (persistent learners, one Eq. 10 step): -11.46.
 
-    The margin sits halfway between MerPO and the re-initialised learners.
+    The margin sits between the validated runs and a MerPO whose meta-policy is not
+    trained. With re-initialised learners the constraint of Eq. 8 binds only now and then
+    (a learner starts at pi_c each meta-iteration), so lam is zero at most logged
+    iterations, the last one included; the test asks that it was positive at some.
     """
+    from merpo_agent.metrics import read_metrics
+    from merpo_agent.validated_settings import required_settings_file
+
+    run_dir = tmp_path / "run"
+    settings = required_settings_file("validated", "merpo/PointRobotWind-v0", "merpo")
     trainer, result = train("merpo", ["run.steps=3000", "eval.every=0",
                                       "meta.task_batch_size=4", "meta.inner_steps=10"],
-                            tmp_path / "run")
+                            run_dir, config_file=settings)
+    assert (trainer.cfg.meta.learner_init, trainer.cfg.meta.policy_steps) == ("reinit", 10)
     behavior, meta_policy = result.returns["behavior"], result.returns["meta_policy"]
     print(result.table())
     assert list(result.tasks) == [40, 41]
     assert meta_policy[0] > behavior[0] + META_MARGIN, (meta_policy, behavior)
-    # the Eq. 10 weights lam_n (1 - alpha_n) that move pi_c are not all zero at the end (a
-    # task whose constraint is slack may have lam = 0)
-    assert (trainer.table.duals()[2] > 0).any()
+    # the Eq. 10 weights lam_n (1 - alpha_n) that move pi_c were not always zero
+    lams = [r["lam"] for r in read_metrics(run_dir) if r.get("phase") == "train"]
+    assert lams and max(lams) > 0, lams
