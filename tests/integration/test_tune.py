@@ -138,9 +138,15 @@ def test_tune_resumes_after_a_kill_never_reads_a_test_task_and_writes_a_config(
     results = [json.loads(p.read_text()) for p in out.glob("merpo/trial-*/seed-*/result.json")]
     assert len(results) == 2 and all(r["tasks"] == [3] for r in results)
     assert all("data.train_tasks=0-2" in r["command"] for r in results)
-    rows = [line for line in (out / "merpo" / "trials.md").read_text().splitlines()
-            if line[:3].strip("| ").isdigit()]
+    trials_md, curves_md = (out / "merpo" / "trials.md").read_text().split(
+        "## Validation curves")
+    rows = [line for line in trials_md.splitlines() if line[:3].strip("| ").isdigit()]
     assert len(rows) == 2  # the two finished trials (the killed one ran again)
+    assert "1 seeds per trial" in trials_md
+    # each trial's validation curve, with the plateau rule's verdict on it
+    curve_rows = [line for line in curves_md.splitlines() if line[:3].strip("| ").isdigit()]
+    assert len(curve_rows) == 2
+    assert all(row.endswith(("| flat |", "| **still rising** |")) for row in curve_rows)
     # the chosen settings are a config file that train accepts, those of the best trial
     best = out / "merpo" / "best.yaml"
     assert Path(best).read_text().startswith("# merpo on merpo/PointRobotWind-v0")

@@ -310,7 +310,7 @@ class Tuner:
             f"return on tasks {_span(self.valid_tasks)} (training tasks; the test tasks are "
             "never read)",
             f"- budget per run: {sizes.budget} gradient steps ({sizes.preset} "
-            "preset); {self.seeds} seeds per trial; "
+            f"preset); {self.seeds} seeds per trial; "
             f"{self.trials} trials; sampler {self.sampler_name}",
             f"- command: `merpo-agent tune --algo {self.algo} --env {self.env_id} --trials "
             f"{self.trials} --seeds {self.seeds}" + (" --quick" if self.quick else "") + "`",
@@ -318,19 +318,52 @@ class Tuner:
             "| trial | " + " | ".join(names) + " | per seed | mean | wall s |",
             "| --- | " + " | ".join("---" for _ in names) + " | --- | --- | --- |",
         ]
-        shown: set[str] = set()
+        shown: dict[str, object] = {}
         for t in study.get_trials(deepcopy=False):
             settings = json.dumps(t.params, sort_keys=True)
             if t.state.name not in ("COMPLETE", "PRUNED") or settings in shown:
                 continue  # killed ones ran again under a new number; repeats cost nothing
-            shown.add(settings)
+            shown[settings] = t
             mark = "*" if t.number == best_number else ""
             seeds = ", ".join(f"{v:.2f}" for v in t.user_attrs.get("per_seed", []))
             value = f"{t.value:.3f}" if t.state.name == "COMPLETE" else "diverged"
             lines.append(f"| {t.number}{mark} | " + " | ".join(str(t.params.get(n, ""))
                                                             for n in names)
                          + f" | {seeds} | {value} | {t.user_attrs.get('wall_s', 0):.0f} |")
+        lines += self.curves_markdown(list(shown.values()), sizes.data_preset)
         return "\n".join(lines) + "\n"
+
+    def curves_markdown(self, trials: list, data_preset: str) -> list[str]:
+        """Each trial's validation curve (mean of its seeds at every evaluation) and whether
+        it has flattened by the budget's end (``report.plateau``'s rule)."""
+        from merpo_agent.report import PLATEAU_POINTS, plateau
+        from merpo_agent.scores import reference_scores
+
+        curves = {t.number: t.user_attrs.get("curves") or [] for t in trials}
+        curves = {n: [c for c in cs if c] for n, cs in curves.items()}
+        curves = {n: cs for n, cs in curves.items() if cs}
+        if not curves:
+            return []
+        low, high = reference_scores(self.env_id, self.valid_tasks, self.quality, data_preset)
+        reference_range = float((high - low).mean())
+        steps = [int(p[0]) for p in min(next(iter(curves.values())), key=len)]
+        lines = ["", "## Validation curves", "",
+                 "Mean validation return of the trial's seeds at each evaluation; flat when "
+                 f"the last quarter of the budget gained less than {PLATEAU_POINTS:g} "
+                 "normalized points (100 x the return gained / the validation tasks' mean "
+                 f"reference range, {reference_range:.2f} here).", "",
+                 "| trial | " + " | ".join(f"{s} steps" for s in steps)
+                 + " | last quarter (normalized points) | curve |",
+                 "| --- | " + " | ".join("---" for _ in steps) + " | --- | --- |"]
+        for number, runs in curves.items():
+            length = min(len(c) for c in runs)
+            means = [sum(c[i][1] for c in runs) / len(runs) for i in range(length)]
+            verdict = plateau(runs, reference_range)
+            gain, flat = (verdict[2], verdict[3]) if verdict is not None else (0.0, True)
+            cells = [f"{m:.2f}" for m in means] + ["" for _ in steps[length:]]
+            lines.append(f"| {number} | " + " | ".join(cells)
+                         + f" | {gain:+.1f} | {'flat' if flat else '**still rising**'} |")
+        return lines
 
 
 def _span(tasks: tuple[int, ...]) -> str:
