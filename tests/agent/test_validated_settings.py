@@ -59,12 +59,20 @@ def test_point_robot_winds_validated_merpo_is_a_study_result_that_train_accepts(
     assert settings_file("validated", PRW, "beha-only") == path
 
 
+STUDIED = sorted(p.parent.name for p in (SHIPPED_DIR / "point-robot-wind").glob(f"*/{BEST_FILE}"))
+
+
 @pytest.mark.parametrize("slug", TRANSFERRED)
-def test_envs_without_a_study_take_point_robot_winds_readings_and_keep_their_rates(slug):
-    prw = _load(SHIPPED_DIR / "point-robot-wind" / "merpo" / BEST_FILE)
-    shipped = _load(SHIPPED_DIR / slug / "merpo" / BEST_FILE)
+@pytest.mark.parametrize("algo", STUDIED)
+def test_envs_without_a_study_take_point_robot_winds_readings_and_keep_their_rates(slug, algo):
+    prw = _load(SHIPPED_DIR / "point-robot-wind" / algo / BEST_FILE)
+    shipped = _load(SHIPPED_DIR / slug / algo / BEST_FILE)
     assert shipped == readings_of(prw)
     assert "actor_lr" in prw["rac"] and "actor_lr" not in shipped["rac"]
+
+
+def test_merpo_and_merpo_adp_were_studied():
+    assert {"merpo", "merpo-adp"} <= set(STUDIED)
 
 
 def test_transferred_readings_leave_table2s_learning_rates():
