@@ -7,12 +7,21 @@ a Python loop over tasks or members.
 
 Shared by the behavior-policy SAC of merpo-data and by merpo-agent (RAC, dynamics).
 Also holds the tanh-squashed Gaussian policy math both of them use.
+
+Seed blocks: merpo-agent trains several random seeds of a run as one more batch axis, the
+seeds' slots laid out seed-major along the leading axis (``seeds`` equal blocks). Every op
+here computes each row on its own, so a block's values equal those of the same rows
+computed alone, with one exception that :func:`by_seed` handles: on the CPU a few
+element-wise kernels (softplus, atanh, SiLU, sigmoid and their gradients) round the
+vectorized part of a contiguous run and its scalar tail differently, so an element's value
+depends on where the run ends; ``by_seed`` runs them block by block, each block a run of
+its own as it is alone.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -43,7 +52,9 @@ class StackedLinear(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stack = self.stack_shape
+        # the stack of the weight itself (not ``stack_shape``): a view of some of its rows
+        # (``torch.func.functional_call`` with ``weight[a:b]``) runs as a smaller stack
+        stack = self.weight.shape[:-2]
         n = x.shape[-2]
         flat_x = x.reshape(-1, n, self.in_features)
         flat_w = self.weight.reshape(-1, self.in_features, self.out_features)
@@ -125,16 +136,17 @@ def tanh_gaussian_sample(
 
 
 def tanh_gaussian_log_prob(
-    mean: torch.Tensor, log_std: torch.Tensor, action: torch.Tensor
+    mean: torch.Tensor, log_std: torch.Tensor, action: torch.Tensor, seeds: int = 1
 ) -> torch.Tensor:
     """``log pi(a)`` of given actions in [-1, 1] (e.g. dataset actions), summed over dims.
 
     Actions are clipped to (-1 + eps, 1 - eps) before ``atanh`` so that actions at the
-    bound give a finite log-probability (the behavior term of Eq. 9).
+    bound give a finite log-probability (the behavior term of Eq. 9). ``seeds``: the seed
+    blocks of the leading axis (:func:`by_seed`).
     """
     clipped = action.clamp(-1.0 + ATANH_EPS, 1.0 - ATANH_EPS)
-    pre_tanh = torch.atanh(clipped)
-    log_prob = _normal_log_prob(pre_tanh, mean, log_std) - _tanh_log_det(pre_tanh)
+    pre_tanh = by_seed(torch.atanh, clipped, seeds)
+    log_prob = _normal_log_prob(pre_tanh, mean, log_std) - _tanh_log_det(pre_tanh, seeds)
     return log_prob.sum(-1)
 
 
@@ -142,19 +154,36 @@ def _normal_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor)
     return -0.5 * ((x - mean) * torch.exp(-log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
 
 
-def _tanh_log_det(pre_tanh: torch.Tensor) -> torch.Tensor:
+def _tanh_log_det(pre_tanh: torch.Tensor, seeds: int = 1) -> torch.Tensor:
     # log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u)), numerically stable for large |u|.
-    return 2.0 * (math.log(2.0) - pre_tanh - nn.functional.softplus(-2.0 * pre_tanh))
+    # (The ops in this order: autograd sums a tensor's gradients in the reverse order of the
+    # ops that used it, so another order would round pre_tanh's gradient differently.)
+    shifted = math.log(2.0) - pre_tanh
+    return 2.0 * (shifted - by_seed(nn.functional.softplus, -2.0 * pre_tanh, seeds))
 
 
 def tanh_gaussian_rsample(
-    mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor
+    mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor, seeds: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``tanh_gaussian_sample`` with the standard-normal ``noise`` given by the caller.
 
     Lets a learner draw all its noise up front (one generator call per update, or noise
     injected by a test) while keeping the exact log-probability of the pre-tanh sample.
+    ``seeds``: the seed blocks of the leading axis (:func:`by_seed`).
     """
     pre_tanh = mean + log_std.exp() * noise
-    log_prob = _normal_log_prob(pre_tanh, mean, log_std) - _tanh_log_det(pre_tanh)
+    log_prob = _normal_log_prob(pre_tanh, mean, log_std) - _tanh_log_det(pre_tanh, seeds)
     return torch.tanh(pre_tanh), log_prob.sum(-1)
+
+
+def by_seed(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, seeds: int
+) -> torch.Tensor:
+    """``fn(x)`` for an element-wise ``fn`` whose CPU kernel rounds its vectorized part and
+    its scalar tail differently (see the module docstring), computed block by block for
+    ``seeds`` equal seed blocks of the leading axis: each block exactly as alone, its
+    gradient too. One call where there is one block or off the CPU (a GPU kernel computes
+    every element the same way)."""
+    if seeds == 1 or x.device.type != "cpu":
+        return fn(x)
+    return torch.cat([fn(block) for block in x.chunk(seeds)])
