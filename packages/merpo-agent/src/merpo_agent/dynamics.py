@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 
 import torch
-from merpo_data.networks import StackedLinear, StackedMLP, by_seed
+from merpo_data.networks import StackedLinear, StackedMLP, by_seed, seed_baddbmm
 from torch import nn
 from torch.nn import functional as F
 
@@ -307,7 +307,7 @@ class DynamicsEnsemble(nn.Module):
                 w, b = layer.weight, layer.bias  # (T, E, in, out), (T, E, 1, out)
                 w = w.gather(1, idx.expand(-1, -1, *w.shape[2:])).reshape(t * k, *w.shape[2:])
                 b = b.gather(1, idx.expand(-1, -1, *b.shape[2:])).reshape(t * k, *b.shape[2:])
-                x = torch.baddbmm(b, x, w)
+                x = seed_baddbmm(b, x, w, self.seeds)
             else:
                 x = by_seed(layer, x, self.seeds)
         mean, raw_logvar = x.reshape(t, k, m, -1).chunk(2, dim=-1)

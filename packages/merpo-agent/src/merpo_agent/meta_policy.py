@@ -33,7 +33,7 @@ mean. Both are no-ops in a single process.
 from __future__ import annotations
 
 import torch
-from merpo_data.networks import StackedMLP, StackedTanhGaussianPolicy
+from merpo_data.networks import StackedMLP, StackedTanhGaussianPolicy, set_seed_block
 from torch import nn
 
 from merpo_agent.distributed import all_reduce_gradients_, all_reduce_mean_
@@ -125,6 +125,9 @@ class MetaLearner(nn.Module):
                                  seeds).to(device)
         self.q = make_meta_critic(obs_dim, act_dim, config.hidden, config.hidden_layers,
                                   seeds).to(device)
+        if seeds > 1:  # one network per seed
+            set_seed_block(self.policy, 1)
+            set_seed_block(self.q, 1)
         self.q.requires_grad_(False)  # moved only by meta_q_update_
         self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.outer_actor_lr)
 

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from merpo_data.networks import set_seed_block
 from merpo_data.progress import progress_bar
 
 from merpo_agent.checkpoint import rng_state, set_rng_state
@@ -257,7 +258,10 @@ class _Stack:
         for m, seed_rows in zip(self.members[first:], rows, strict=False):
             with own_rng(m):
                 selected.append(m.bc_train.select(seed_rows))
-        return selected[0] if len(selected) == 1 else StackedView.cat(selected)
+        if len(selected) == 1:
+            return selected[0]
+        set_seed_block(selected[0], rows[0].shape[0])  # the stack's layout: each seed's rows
+        return StackedView.cat(selected)
 
     # ------------------------------------------------------------------ one meta-iteration
     def meta_iteration(self) -> list[dict[str, torch.Tensor]]:

@@ -57,6 +57,7 @@ import torch
 from merpo_data.networks import (
     StackedMLP,
     StackedTanhGaussianPolicy,
+    set_seed_block,
     tanh_gaussian_log_prob,
     tanh_gaussian_rsample,
 )
@@ -163,6 +164,9 @@ class TaskLearners(nn.Module):
 
         self.actor = StackedTanhGaussianPolicy((t,), obs_dim, act_dim, h, layers)
         self.critic = StackedMLP((t, 2), obs_dim + act_dim, 1, h, layers)
+        block = num_slots // seeds if seeds > 1 else None  # each seed's slots
+        set_seed_block(self.actor, block)
+        set_seed_block(self.critic, block)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         initial = self.initial_duals(config)
         self.log_alpha_ent = nn.Parameter(initial[_LOG_ALPHA_ENT].repeat(t))

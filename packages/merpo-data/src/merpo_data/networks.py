@@ -11,11 +11,16 @@ Also holds the tanh-squashed Gaussian policy math both of them use.
 Seed blocks: merpo-agent trains several random seeds of a run as one more batch axis, the
 seeds' slots laid out seed-major along the leading axis (``seeds`` equal blocks). Every op
 here computes each row on its own, so a block's values equal those of the same rows
-computed alone, with one exception that :func:`by_seed` handles: on the CPU a few
-element-wise kernels (softplus, atanh, SiLU, sigmoid and their gradients) round the
-vectorized part of a contiguous run and its scalar tail differently, so an element's value
-depends on where the run ends; ``by_seed`` runs them block by block, each block a run of
-its own as it is alone.
+computed alone, with two exceptions on the CPU (measured with MKL; one torch thread):
+
+- a few element-wise kernels (softplus, atanh, SiLU, sigmoid and their gradients) round the
+  vectorized part of a contiguous run and its scalar tail differently, so an element's
+  value depends on where the run ends: :func:`by_seed` runs them block by block, each
+  block a run of its own as it is alone;
+- MKL's matmul kernels for an output 5 to 11 columns wide round by the output's memory
+  alignment, which a seed's block of a batched output does not keep: :func:`seed_baddbmm`
+  runs such layers seed by seed, each output allocated as alone (``StackedLinear`` does
+  where its ``seed_block`` says how many stack entries a seed has).
 """
 
 from __future__ import annotations
@@ -36,7 +41,11 @@ class StackedLinear(nn.Module):
     """``y = x @ W + b`` with independent ``W (*stack, in, out)`` and ``b (*stack, 1, out)``.
 
     Initialised like ``nn.Linear`` (uniform in +-1/sqrt(in)), independently per stack entry.
+    ``seed_block``: entries of the leading stack axis per seed where the stack holds several
+    seeds' networks (:func:`set_seed_block`; None: one seed).
     """
+
+    seed_block: int | None = None
 
     def __init__(self, stack_shape: Sequence[int], in_features: int, out_features: int):
         super().__init__()
@@ -59,7 +68,9 @@ class StackedLinear(nn.Module):
         flat_x = x.reshape(-1, n, self.in_features)
         flat_w = self.weight.reshape(-1, self.in_features, self.out_features)
         flat_b = self.bias.reshape(-1, 1, self.out_features)
-        return torch.baddbmm(flat_b, flat_x, flat_w).reshape(*stack, n, self.out_features)
+        seeds = 1 if self.seed_block is None else stack[0] // self.seed_block
+        out = seed_baddbmm(flat_b, flat_x, flat_w, seeds)
+        return out.reshape(*stack, n, self.out_features)
 
     def extra_repr(self) -> str:
         return f"stack={self.stack_shape}, in={self.in_features}, out={self.out_features}"
@@ -174,6 +185,34 @@ def tanh_gaussian_rsample(
     pre_tanh = mean + log_std.exp() * noise
     log_prob = _normal_log_prob(pre_tanh, mean, log_std) - _tanh_log_det(pre_tanh, seeds)
     return torch.tanh(pre_tanh), log_prob.sum(-1)
+
+
+# Matmul widths (output columns, or input features for the gradient of the input) whose
+# MKL kernels round by the output's alignment (measured: 5 to 11 columns, any rows and
+# depth of 16 and more; 16-byte aligned outputs agree).
+ALIGNMENT_SENSITIVE_WIDTHS = range(5, 12)
+
+
+def seed_baddbmm(bias: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
+                 seeds: int) -> torch.Tensor:
+    """``torch.baddbmm(bias, x, w)`` over ``seeds`` equal seed blocks of the batch: one call,
+    or on the CPU for alignment-sensitive widths (``ALIGNMENT_SENSITIVE_WIDTHS``) one per
+    seed, so that every seed's output is laid out as it is alone."""
+    sensitive = (w.shape[-1] in ALIGNMENT_SENSITIVE_WIDTHS
+                 or w.shape[-2] in ALIGNMENT_SENSITIVE_WIDTHS)
+    if seeds == 1 or x.device.type != "cpu" or not sensitive:
+        return torch.baddbmm(bias, x, w)
+    parts = zip(bias.chunk(seeds), x.chunk(seeds), w.chunk(seeds), strict=True)
+    return torch.cat([torch.baddbmm(b, xs, ws) for b, xs, ws in parts])
+
+
+def set_seed_block(module: nn.Module, block: int | None) -> nn.Module:
+    """Mark every ``StackedLinear`` of ``module`` as holding seeds of ``block`` leading
+    stack entries each (None: one seed); returns ``module``."""
+    for layer in module.modules():
+        if isinstance(layer, StackedLinear):
+            layer.seed_block = block
+    return module
 
 
 def by_seed(
