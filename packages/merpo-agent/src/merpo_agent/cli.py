@@ -49,24 +49,30 @@ EXIT_DISK_FULL = 3
 def _train_baseline(args: argparse.Namespace, seeds: list[int] | None) -> int:
     """``--algo focal|cbcq|mbml|batch-pearl``: a baseline on the same datasets and test
     tasks, through one run-directory code path (``baselines/run.py``)."""
-    from merpo_agent.baselines.run import format_table, train_baseline_run
+    from merpo_agent.baselines.run import format_table, train_baseline_runs
     from merpo_agent.plots import plot_run
+    from merpo_agent.run_layout import seed_run_dir
 
     algo = args.algo
     preset = args.preset
-    seed = 0 if args.seed is None else args.seed
     device = args.device or "cpu"
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(
-        args.env, preset, algo, seed
-    )
-    table = train_baseline_run(
-        algo, args.env, preset, args.overrides, seed, device, run_dir,
+    if seeds is None:
+        seeds = [0 if args.seed is None else args.seed]
+        run_dirs = [Path(args.run_dir) if args.run_dir else default_run_dir(
+            args.env, preset, algo, seeds[0])]
+    else:
+        base = Path(args.run_dir) if args.run_dir else default_run_dir(
+            args.env, preset, algo, None)
+        run_dirs = [seed_run_dir(base, seed) for seed in seeds]
+    tables = train_baseline_runs(
+        algo, args.env, preset, args.overrides, seeds, device, run_dirs,
         progress=not args.no_progress, config_file=args.config, wandb=args.wandb,
         command=args.command_line,
     )
-    print(format_table(algo, table))
-    print(f"run directory: {run_dir}")
-    print(f"plot: {plot_run(run_dir)[0]}")
+    for table, run_dir in zip(tables, run_dirs, strict=True):
+        print(format_table(algo, table))
+        print(f"run directory: {run_dir}")
+        print(f"plot: {plot_run(run_dir)[0]}")
     return 0
 
 

@@ -40,7 +40,7 @@ from merpo_agent.dynamics import DynamicsEnsemble
 from merpo_agent.model_buffer import ModelBuffer
 from merpo_agent.rollout import rollout
 from merpo_agent.task_learners import TaskLearners
-from merpo_agent.task_slice import Generators, TaskSlice, draw_slots, per_seed
+from merpo_agent.task_slice import Generators, TaskSlice, draw_slots, sample_tasks
 from merpo_agent.transitions import TransitionBatch
 
 
@@ -74,9 +74,7 @@ class TaskData:
     def sample(self, batch_size: int, generator: Generators) -> TransitionBatch:
         """``batch_size`` dataset rows per local slot (drawn for the whole batch, each seed's
         tasks from its own generator, then cut)."""
-        index = [self.sampler.draw_indices(batch_size, rows, g)
-                 for g, rows in per_seed(generator, self.task_indices)]
-        batch = self.sampler.gather(index[0] if len(index) == 1 else torch.cat(index))
+        batch = sample_tasks(self.sampler, batch_size, self.task_indices, generator)
         if self.task_slice is None:
             return batch
         return TransitionBatch(*(self.task_slice.take(field) for field in batch))

@@ -113,6 +113,21 @@ def per_seed(generator: Generators, rows: torch.Tensor) -> list[tuple[Any, torch
     return list(zip(generator.generators, rows.chunk(len(generator)), strict=True))
 
 
+def sample_tasks(sampler: Any, batch_size: int, task_indices: torch.Tensor | None,
+                 generator: Generators) -> Any:
+    """``sampler.sample(batch_size, task_indices, generator)`` of a ``merpo_data.TaskSampler``;
+    with :class:`SeedGenerators` the rows ``task_indices`` (None: every task, for each seed)
+    are the seeds' blocks, each drawn from its seed's generator as alone."""
+    if not isinstance(generator, SeedGenerators):
+        return sampler.sample(batch_size, task_indices, generator)
+    if task_indices is None:
+        task_indices = torch.arange(sampler.num_tasks, device=sampler.device).repeat(
+            len(generator))
+    index = [sampler.draw_indices(batch_size, rows, g)
+             for g, rows in per_seed(generator, task_indices)]
+    return sampler.gather(torch.cat(index))
+
+
 def draw_slots(
     generator: Generators,
     sample: Sample,
@@ -183,5 +198,6 @@ def critic_weights(hidden: int, hidden_layers: int, in_features: int) -> int:
 
 
 __all__ = ["CPU_CHUNK_CRITIC_WEIGHTS", "Generators", "SeedGenerators", "TaskSlice",
-           "critic_weights", "device_chunk_size", "draw_slots", "per_seed", "task_chunk_size",
+           "critic_weights", "device_chunk_size", "draw_slots", "per_seed", "sample_tasks",
+           "task_chunk_size",
            "task_chunks"]

@@ -206,6 +206,57 @@ def seed_baddbmm(bias: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
     return torch.cat([torch.baddbmm(b, xs, ws) for b, xs, ws in parts])
 
 
+class _SeedLinearFn(torch.autograd.Function):
+    """``nn.Linear`` of every seed as batched matmuls, forward and backward the very matmuls
+    of ``nn.Linear``'s own (``addmm(b, x, W^T)``; ``g W`` and ``g^T x``), one per seed
+    in a batch."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
+        grad_w = torch.bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(1) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+class SeedLinear(nn.Module):
+    """``nn.Linear(in, out)`` of ``seeds`` seeds: ``weight (seeds, out, in)`` and ``bias
+    (seeds, out)``, each seed's block of the input's leading axis (seed-major) through its
+    own. Each seed computes what its ``nn.Linear`` computes alone: one batched op, or one
+    ``nn.Linear`` call per seed where a batched matmul would not round as ``nn.Linear``
+    does (a narrow layer, ``ALIGNMENT_SENSITIVE_WIDTHS``; or under 400 multiply-adds, where
+    a batched matmul takes another kernel). Parameters are set by the caller."""
+
+    def __init__(self, seeds: int, in_features: int, out_features: int):
+        super().__init__()
+        self.seeds, self.in_features, self.out_features = seeds, in_features, out_features
+        self.weight = nn.Parameter(torch.empty(seeds, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(seeds, out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        flat = x.reshape(self.seeds, -1, self.in_features)
+        narrow = {self.in_features, self.out_features} & set(ALIGNMENT_SENSITIVE_WIDTHS)
+        small = flat.shape[1] * self.in_features * self.out_features < 400
+        if x.device.type == "cpu" and (narrow or small):
+            # each seed's operands copied to memory of its own, aligned as alone (MKL's
+            # small kernels round by their operands' alignment too)
+            parts = [nn.functional.linear(xs.clone(), w.clone(), b.clone()) for xs, w, b in zip(
+                x.chunk(self.seeds), self.weight, self.bias, strict=True)]
+            return torch.cat(parts)
+        out = _SeedLinearFn.apply(flat, self.weight, self.bias)
+        return out.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"seeds={self.seeds}, in={self.in_features}, out={self.out_features}"
+
+
 def set_seed_block(module: nn.Module, block: int | None) -> nn.Module:
     """Mark every ``StackedLinear`` of ``module`` as holding seeds of ``block`` leading
     stack entries each (None: one seed); returns ``module``."""
