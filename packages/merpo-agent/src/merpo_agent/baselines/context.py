@@ -133,6 +133,22 @@ def seed_mean(x: torch.Tensor, seeds: int, axis: int = 0) -> torch.Tensor:
     return per_seed.reshape(seeds, -1).mean(1)
 
 
+def seed_rows(task_indices: torch.Tensor, seeds: int, num_tasks: int) -> torch.Tensor:
+    """Rows of a per-task table that stacks every seed's ``num_tasks`` tasks seed-major
+    (seed s's task i at s * num_tasks + i) for task positions ``task_indices`` (each seed's
+    block its own tasks); the positions themselves for one seed."""
+    if seeds == 1:
+        return task_indices
+    seed = torch.arange(seeds, device=task_indices.device)
+    return task_indices + seed.repeat_interleave(task_indices.shape[0] // seeds) * num_tasks
+
+
+def seed_sum(x: torch.Tensor, seeds: int) -> torch.Tensor:
+    """Each seed's sum of ``x`` (seed-major leading axis): a scalar for one seed, else
+    (seeds,)."""
+    return x.sum() if seeds == 1 else x.reshape(seeds, -1).sum(1)
+
+
 def seed_scale(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``value * x`` with one value per seed: a scalar (one seed), or (S,) for the S seed
     blocks of ``x``'s leading axis."""
@@ -771,7 +787,9 @@ __all__ = [
     "save_agent",
     "seed_floats",
     "seed_mean",
+    "seed_rows",
     "seed_scale",
+    "seed_sum",
     "split_context",
     "task_batch",
     "twin_bellman_loss",

@@ -69,6 +69,7 @@ from merpo_agent.baselines.context import (
     polyak_,
     save_agent,
     seed_mean,
+    seed_rows,
     seed_scale,
     split_context,
     twin_bellman_loss,
@@ -281,11 +282,8 @@ class FocalLearner(BaselineLearner):
         batch = sample_tasks(sampler, cfg.batch_size, task_indices, self.generator)
         context = sample_tasks(sampler, 2 * cfg.context_size, task_indices, self.generator)
         context_a, context_b = split_context(context, cfg.context_size)
-        if self.agent.seeds > 1:
-            seed = torch.arange(self.agent.seeds, device=task_indices.device)
-            task_indices = task_indices + seed.repeat_interleave(
-                task_indices.shape[0] // self.agent.seeds) * self.num_tasks
-        return self.update(batch, context_a, context_b, task_indices)
+        rows = seed_rows(task_indices, self.agent.seeds, self.num_tasks)
+        return self.update(batch, context_a, context_b, rows)
 
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.detach().exp().clamp(max=self.config.alpha_max)
