@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tuned settings: DIR/<algo>/best.yaml of `merpo-agent tune` for "
                        "each method that has one (MerPO also keeps its Table 2 row)")
     _executor_arguments(repro)
+    _seed_batch_argument(repro, "method")
 
     tune = sub.add_parser(
         "tune", help="the same tuning budget for every method: an Optuna study per method "
@@ -125,9 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--storage", default=None,
                       help="Optuna RDB URL shared by workers (default: sqlite in --out)")
     tune.add_argument("--jobs", type=int, default=None,
-                      help="runs trained at once (default: seeds, at most the CPU cores)")
+                      help="processes trained at once (default: one per process of a trial, "
+                      "at most the CPU cores)")
     _executor_arguments(tune)
+    _seed_batch_argument(tune, "trial")
     return parser
+
+
+def _seed_batch_argument(parser: argparse.ArgumentParser, setting: str) -> None:
+    """``--seed-batch`` of the commands that train several seeds of a setting."""
+    parser.add_argument(
+        "--seed-batch", type=int, default=None, metavar="N",
+        help=f"seeds of a {setting} trained together in one process, as one more batch axis "
+        "(default: all of them; 1: a process per seed, which two cores may run faster for "
+        "a few seeds); every seed's result is the same either way",
+    )
 
 
 def _executor_arguments(parser: argparse.ArgumentParser) -> None:

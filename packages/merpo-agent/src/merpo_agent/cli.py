@@ -14,6 +14,7 @@
     merpo-agent reproduce fig4|fig5|fig6|fig7 --env ENV [--seeds N] [--quick] [--out DIR]
         [--jobs N] [--quality medium|expert|...]   # the paper's comparisons, with a report
         [--executor local|ray [--ray-address auto|HOST:PORT]]   # runs on a Ray cluster
+        [--seed-batch N]   # seeds of a method trained together (default all; 1: apart)
     merpo-agent --version             # versions of merpo and its dependencies
 
 Bad input (unknown env, algo or preset, bad override, missing dataset, CUDA where there is
@@ -237,6 +238,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         args.experiment, args.env, args.seeds, Path(args.out), quick=args.quick,
         quality=args.quality,
         settings=Path(args.settings) if args.settings else None, executor=executor,
+        seed_batch=args.seed_batch,
     )
     print(report.read_text())
     print(f"report: {report}")
@@ -253,7 +255,7 @@ def _tune(args: argparse.Namespace) -> int:
     paths = tune(parse_algos(args.algo), args.env, Path(args.out), trials=args.trials,
                  seeds=args.seeds, quick=args.quick, quality=args.quality,
                  sampler=args.sampler, storage=args.storage, jobs=args.jobs,
-                 executor=executor)
+                 executor=executor, seed_batch=args.seed_batch)
     for path in paths:
         print(f"chosen settings: {path}")
     return 0
