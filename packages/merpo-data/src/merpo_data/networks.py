@@ -193,14 +193,22 @@ def tanh_gaussian_rsample(
 ALIGNMENT_SENSITIVE_WIDTHS = range(5, 12)
 
 
+def alignment_sensitive(x: torch.Tensor, in_features: int, out_features: int) -> bool:
+    """Whether a CPU matmul of ``x`` into ``out_features`` (or its input's gradient, of
+    ``in_features``, when ``x`` takes one) rounds by where its output lands."""
+    if x.device.type != "cpu":
+        return False
+    input_grad = x.requires_grad and torch.is_grad_enabled()
+    return out_features in ALIGNMENT_SENSITIVE_WIDTHS or (
+        input_grad and in_features in ALIGNMENT_SENSITIVE_WIDTHS)
+
+
 def seed_baddbmm(bias: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
                  seeds: int) -> torch.Tensor:
     """``torch.baddbmm(bias, x, w)`` over ``seeds`` equal seed blocks of the batch: one call,
-    or on the CPU for alignment-sensitive widths (``ALIGNMENT_SENSITIVE_WIDTHS``) one per
-    seed, so that every seed's output is laid out as it is alone."""
-    sensitive = (w.shape[-1] in ALIGNMENT_SENSITIVE_WIDTHS
-                 or w.shape[-2] in ALIGNMENT_SENSITIVE_WIDTHS)
-    if seeds == 1 or x.device.type != "cpu" or not sensitive:
+    or where the matmul is alignment-sensitive (:func:`alignment_sensitive`) one per seed,
+    so that every seed's output is laid out as it is alone."""
+    if seeds == 1 or not alignment_sensitive(x, w.shape[-2], w.shape[-1]):
         return torch.baddbmm(bias, x, w)
     parts = zip(bias.chunk(seeds), x.chunk(seeds), w.chunk(seeds), strict=True)
     return torch.cat([torch.baddbmm(b, xs, ws) for b, xs, ws in parts])
@@ -242,7 +250,7 @@ class SeedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         flat = x.reshape(self.seeds, -1, self.in_features)
-        narrow = {self.in_features, self.out_features} & set(ALIGNMENT_SENSITIVE_WIDTHS)
+        narrow = alignment_sensitive(x, self.in_features, self.out_features)
         small = flat.shape[1] * self.in_features * self.out_features < 400
         if x.device.type == "cpu" and (narrow or small):
             # each seed's operands copied to memory of its own, aligned as alone (MKL's
