@@ -122,7 +122,8 @@ def _train(args: argparse.Namespace) -> int:
         members = [
             MetaTrainer(replace(c, device=str(ctx.device)), run_dir,
                         progress=not args.no_progress, wandb=args.wandb,
-                        command=args.command_line, setup_cache=args.setup_cache)
+                        command=args.command_line, setup_cache=args.setup_cache,
+                        say=None if seeds is None else _seed_say(c.seed))
             for c, run_dir in zip(cfgs, run_dirs, strict=True)
         ]
         results = SeedBatch(members, progress=not args.no_progress).train()
@@ -135,6 +136,13 @@ def _train(args: argparse.Namespace) -> int:
     finally:
         destroy_distributed()
     return 0
+
+
+def _seed_say(seed: int):
+    """A seed's one-line messages, named by its seed (``train --seeds``)."""
+    from tqdm.auto import tqdm
+
+    return lambda line: tqdm.write(f"seed {seed}: {line}")
 
 
 def _set_threads(threads: int) -> None:

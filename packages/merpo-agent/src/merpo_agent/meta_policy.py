@@ -90,17 +90,11 @@ def meta_policy_losses(
     return (weight * kl.mean(-1)).view(seeds, -1).mean(1)
 
 
-def meta_policy_loss(
-    meta_policy: MetaPolicy,
-    task_mean: torch.Tensor,
-    task_log_std: torch.Tensor,
-    states: torch.Tensor,
-    lam: torch.Tensor,
-    alpha: torch.Tensor,
-) -> torch.Tensor:
-    """Eq. 10's pi_c-dependent term (:func:`meta_policy_losses`) as a scalar: the sum of the
-    seeds' terms (one seed: its term), whose gradient in each seed's pi_c is its own."""
-    return meta_policy_losses(meta_policy, task_mean, task_log_std, states, lam, alpha).sum()
+def meta_policy_loss(meta_policy: MetaPolicy, *inputs: torch.Tensor) -> torch.Tensor:
+    """Eq. 10's pi_c-dependent term (:func:`meta_policy_losses`, the same inputs) as a
+    scalar: the sum of the seeds' terms (one seed: its term), whose gradient in each seed's
+    pi_c is its own."""
+    return meta_policy_losses(meta_policy, *inputs).sum()
 
 
 @torch.no_grad()

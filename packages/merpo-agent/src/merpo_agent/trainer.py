@@ -15,7 +15,9 @@ Setup (once per run, then checkpointed):
    learners persist for the whole run: a task sampled again continues from where its
    learner stopped (parameters, targets, Adam moments and step counts, duals).
 
-Meta-iterations k (Alg. 2 lines 9-18), every tensor with a task axis:
+Meta-iterations k (Alg. 2 lines 9-18), every tensor with a task axis (the loop itself is
+``seed_batch.SeedBatch``'s, which trains one run, or several seeds of a setting as one more
+batch axis):
 
 - sample a task batch B (``meta.task_batch_size``) of the training tasks;
 - gather the batch's learners from the table into the working slots;

@@ -48,6 +48,13 @@ LogFn = Callable[[int, dict[str, float]], None]
 # policy(obs (T, N, obs_dim)) -> actions in [-1, 1] (T, N, act_dim)
 PolicyFn = Callable[[torch.Tensor], torch.Tensor]
 
+# Activations (floats) of one batched critic evaluation that a CPU still runs faster with
+# several seeds' rows than seed by seed (benchmarks/bench_seed_batch.py, one thread:
+# contextual BCQ at the smoke sizes, 0.33 M a seed, 5 seeds batched 0.88x their single
+# runs; at the small sizes, 1.3 M a seed, 1.09x): beyond it the batched tensors spill the
+# caches, as ``task_slice.CPU_CHUNK_CRITIC_WEIGHTS`` finds for MerPO's task batches.
+CPU_SEED_ACTIVATIONS = 2_500_000
+
 # What a diverged baseline run should do next: a resume may not change the learning rates
 # or the seed (the run directory's settings check refuses it), a new run may.
 NEW_RUN_ADVICE = ("start a new run (another --run-dir) with lower learning rates (e.g. --set "
@@ -494,6 +501,17 @@ class BaselineLearner(nn.Module):
         """The seeds whose networks this learner trains together (``seeds.py``)."""
         return self.agent.seeds
 
+    def critic_activations(self, sampler: TaskSampler) -> int:
+        """Floats of one seed's largest critic evaluation of an update (twin critics'
+        hidden activations over the task batch's rows): what a CPU's caches bound
+        (:func:`seeds_per_group`). Methods that evaluate several actions per state scale
+        it (``candidates``)."""
+        cfg = self.agent.config
+        tasks = min(cfg.task_batch_size or sampler.num_tasks, sampler.num_tasks)
+        return 2 * tasks * cfg.batch_size * cfg.hidden * self.candidates
+
+    candidates: ClassVar[int] = 1
+
     @classmethod
     def stack(cls, members: list[BaselineLearner]) -> BaselineLearner:
         """One learner training the one-seed learners ``members`` (built, prepared or
@@ -613,6 +631,15 @@ def train_steps(
         if save_now:
             checkpoint_fn(step)
             last_good = step
+
+
+def seeds_per_group(learner: BaselineLearner, sampler: TaskSampler, seeds: int) -> int:
+    """How many seeds a batch trains as one learner: all of them off the CPU; on the CPU as
+    many as keep a critic evaluation within ``CPU_SEED_ACTIVATIONS`` (at least one)."""
+    from merpo_agent.task_slice import device_chunk_size
+
+    return device_chunk_size(learner.agent.device, seeds,
+                             learner.critic_activations(sampler), CPU_SEED_ACTIVATIONS)
 
 
 def seed_floats(metrics: dict[str, torch.Tensor], seeds: int) -> list[dict[str, float]]:
@@ -786,6 +813,7 @@ __all__ = [
     "polyak_",
     "save_agent",
     "seed_floats",
+    "seeds_per_group",
     "seed_mean",
     "seed_rows",
     "seed_scale",

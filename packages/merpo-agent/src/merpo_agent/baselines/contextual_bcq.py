@@ -304,6 +304,11 @@ class ContextualBCQLearner(BaselineLearner):
     agent_class = ContextualBCQAgent
     agent_format = "contextual_bcq"
 
+    @property
+    def candidates(self) -> int:
+        """The target's critics evaluate ``num_samples`` proposals per state."""
+        return self.config.num_samples
+
     @classmethod
     def create(
         cls, agent: ContextualBCQAgent, num_tasks: int, generator: torch.Generator

@@ -28,7 +28,7 @@ import torch
 import yaml
 from merpo_data.progress import progress_bar
 
-from merpo_agent.baselines.context import NEW_RUN_ADVICE, train_steps
+from merpo_agent.baselines.context import NEW_RUN_ADVICE, seeds_per_group, train_steps
 from merpo_agent.baselines.registry import BASELINES, Baseline, baseline  # re-exported
 from merpo_agent.checkpoint import (
     LATEST,
@@ -253,8 +253,9 @@ def train_baseline_runs(
     """:func:`train_baseline_run` of each seed, the seeds trained together in this process
     (seeds as one more batch axis, ``merpo_agent.seeds``): each seed is built, prepared (its
     behavior or relabeling models: once per run, one seed after another) or resumed as
-    alone, then the updates of every seed run as one set of batched ops, each seed writing
-    its own run directory as alone. Returns each seed's table. A seed whose loss turns NaN
+    alone, then the updates of every seed run as one set of batched ops (on a CPU in groups
+    of seeds its caches hold, ``seeds_per_group``, one group after another), each seed
+    writing its own run directory as alone. Returns each seed's table. A seed whose loss turns NaN
     stops as alone (its last good checkpoint kept) while the others train on; the batch
     then ends with ``TrainingDiverged`` naming it."""
     spec = baseline(algo)
@@ -273,7 +274,10 @@ def train_baseline_runs(
         pending = [r for r in runs if r.step < run.run.steps]
         while pending:
             at = min(r.step for r in pending)
-            _train_together([r for r in pending if r.step == at], train, run, progress)
+            together = [r for r in pending if r.step == at]
+            per = seeds_per_group(together[0].learner, train, len(together))
+            for first in range(0, len(together), per):  # the groups one after another
+                _train_together(together[first:first + per], train, run, progress)
             pending = [r for r in pending if r.step < run.run.steps and not r.diverged]
         tables = [r.finish() for r in runs if not r.diverged]
         diverged = [r.diverged for r in runs if r.diverged]
@@ -444,7 +448,7 @@ class _SeedRun:
         self.writer.log_record({"iteration": at, "phase": "meta_test_tasks",
                                 **per_task(algo, _table(algo, test, returns))})
         if self.progress:
-            print(f"{algo} update {at}: mean test return {mean:.2f} "
+            print(f"{algo} seed {self.seed} update {at}: mean test return {mean:.2f} "
                   f"(behavior {float(test.dataset_returns.mean()):.2f})")
 
     def finish(self) -> dict[int, dict[str, float]]:
