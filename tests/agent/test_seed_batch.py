@@ -137,33 +137,50 @@ def test_a_killed_batch_resumes_every_seed_exactly(point_robot_store, tmp_path, 
                         tmp_path / "killed" / f"seed-{seed}")
 
 
+@pytest.mark.parametrize("algo, settings", [("merpo", ()), ("cbcq", BASELINE)])
 def test_a_diverged_seed_stops_as_alone_and_the_others_train_on(point_robot_store, tmp_path,
-                                                                monkeypatch, capsys):
-    """Seed 1's critic turns NaN at update 25: it keeps its checkpoint of update 20, seed 0
-    ends as it does alone, and the batch exits with the one line naming seed 1."""
-    from merpo_agent.baselines.contextual_bcq import ContextualBCQLearner
+                                                                monkeypatch, capsys, algo,
+                                                                settings):
+    """Seed 1's critics turn NaN in the second half of the run: it keeps its checkpoint of
+    the half (writing nothing more), seed 0 ends exactly as alone, and the batch exits with
+    the one line naming seed 1."""
+    if algo == "merpo":  # NaN critics in meta-iteration 3 of 4 (checkpoints at 2 and 4)
+        from merpo_agent import seed_batch
 
-    real = ContextualBCQLearner.step
+        cls, name, at, kept_at = seed_batch._Stack, "meta_iteration", 3, 2
+
+        def poison(stack):
+            n = stack.num_train  # seed 1's learners: the table's rows n..2n-1
+            stack.table.learners.critic.net[0].weight[n:].fill_(float("nan"))
+    else:  # in update 25 of 30 (checkpoints every 20)
+        from merpo_agent.baselines.contextual_bcq import ContextualBCQLearner
+
+        cls, name, at, kept_at = ContextualBCQLearner, "step", 25, 20
+
+        def poison(learner):
+            learner.agent.critic.net.net[0].weight[1].fill_(float("nan"))  # seed 1's
+    real = getattr(cls, name)
     count = {"n": 0}
 
-    def poisoned(self, sampler, task_indices):
-        count["n"] += 1
-        if count["n"] == 25 and self.seeds == 2:
-            with torch.no_grad():
-                self.agent.critic.net.net[0].weight[1].fill_(float("nan"))  # seed 1's
-        return real(self, sampler, task_indices)
+    def poisoned(self, *args):
+        if getattr(self, "count", getattr(self, "seeds", 1)) == 2:
+            count["n"] += 1
+            if count["n"] == at:
+                with torch.no_grad():
+                    poison(self)
+        return real(self, *args)
 
-    _train(tmp_path / "alone-0", "cbcq", "--seed", "0", settings=BASELINE)
-    monkeypatch.setattr(ContextualBCQLearner, "step", poisoned)
+    _train(tmp_path / "alone-0", algo, "--seed", "0", settings=settings)
+    monkeypatch.setattr(cls, name, poisoned)
     capsys.readouterr()
-    _train(tmp_path / "batch", "cbcq", "--seeds", "0-1", settings=BASELINE, expect=1)
+    _train(tmp_path / "batch", algo, "--seeds", "0-1", settings=settings, expect=1)
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "seed 1: non-finite loss" in err[0]
-    assert "last good checkpoint at update 20 kept" in err[0]
+    assert len(err) == 1 and "seed 1: non-finite loss" in err[0], err
+    assert count["n"] > at  # the others trained on after seed 1 stopped
     assert_same_run(tmp_path / "alone-0", tmp_path / "batch" / "seed-0")
     kept = torch.load(tmp_path / "batch" / "seed-1" / "checkpoints" / "latest.pt",
                       weights_only=True)
-    assert kept["step"] == 20
+    assert kept.get("iteration", kept.get("step")) == kept_at
 
 
 @pytest.mark.parametrize("args, message", [

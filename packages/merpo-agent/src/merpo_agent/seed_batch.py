@@ -21,21 +21,21 @@ ending with exactly the checkpoints and meta-test returns it has trained alone:
   ``merpo_data.networks`` for the element-wise ops that run seed by seed).
 - Writing, per seed: metrics, checkpoints and meta-tests at the seed's own cadence (the
   same for every seed), each seed's state cut out of the stack first, with the global
-  random state it has alone (that of the end of its setup: nothing in the loop draws from
-  it), so a seed's checkpoint is the one it writes alone, and a killed batch resumes every
-  seed exactly.
+  random state it has alone (``own_rng``: kept per seed, and only a seed's own steps
+  draw from it), so a seed's checkpoint is the one it writes alone, and a killed batch
+  resumes every seed exactly.
 
 Where a CPU runs smaller batched ops faster (``task_slice.task_chunk_size``), the seeds
 run in groups of whole seeds, or one by one in the task chunks a seed alone uses. A seed
-whose loss turns NaN stops as it stops alone (its last good checkpoint kept); the others
-train on, and the batch ends with :class:`TrainingDiverged` naming it.
+whose loss turns NaN stops as it stops alone (its last good checkpoint kept; it writes
+nothing more); the others train on, and the batch ends with :class:`TrainingDiverged`
+naming it.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from merpo_data.networks import set_seed_block
@@ -83,7 +83,7 @@ class SeedBatch:
 
     def train(self) -> list[MetaTestResult]:
         """Set up or resume every seed, train them together, write each seed's run."""
-        diverged: list[str] = []
+        diverged: dict[int, str] = {}  # id(member) -> its one line
         with contextlib.ExitStack() as stack:
             for m in self.members:
                 stack.enter_context(claim_run_dir(m.run_dir, m.checkpoint_path,
@@ -95,19 +95,17 @@ class SeedBatch:
                 writers[id(m)] = stack.enter_context(_closing(m.open_run()))
                 m.rng = rng_state()
             pending = [m for m in self.members if m.iteration < m.cfg.iterations]
-            while pending:
+            while pending:  # seeds that stand at another iteration: one batch after another
                 at = min(m.iteration for m in pending)
                 group = [m for m in pending if m.iteration == at]
-                stopped = _Stack(group, writers, self.progress, self.say).run()
-                diverged += [line for _, line in stopped]
-                gone = {id(m) for m, _ in stopped}
-                pending = [m for m in pending
-                           if id(m) not in gone and m.iteration < m.cfg.iterations]
-            if diverged:
-                raise TrainingDiverged("; ".join(diverged))
+                diverged.update(_Stack(group, writers, self.progress, self.say).run())
+                pending = [m for m in pending if m.iteration < m.cfg.iterations]
             for m in self.members:
-                with own_rng(m):
-                    m.finish(writers[id(m)])
+                if id(m) not in diverged:
+                    with own_rng(m):
+                        m.finish(writers[id(m)])
+        if diverged:
+            raise TrainingDiverged("; ".join(diverged.values()))
         return [m.last_result for m in self.members]
 
 
@@ -175,6 +173,7 @@ class _Stack:
         self._chunk_state: dict[tuple[int, int], tuple] = {}
         # non-finite loss flags per seed, accumulated on the device, read once per log
         self.bad = torch.zeros(self.count, dtype=torch.bool, device=self.device)
+        self.stopped: dict[int, str] = {}  # the seeds that diverged: id(member) -> line
 
     # ------------------------------------------------------------------ stacking
     def _stack_members(self) -> None:
@@ -370,8 +369,10 @@ class _Stack:
         return out
 
     # ------------------------------------------------------------------ the loop
-    def run(self) -> list[tuple[Any, str]]:
-        """The remaining meta-iterations; returns the seeds that diverged (member, line)."""
+    def run(self) -> dict[int, str]:
+        """The remaining meta-iterations; returns the seeds that diverged (id(member) ->
+        its line). A diverged seed writes nothing more (its last good checkpoint stays, as
+        alone) while it rides along to the end: the others' values never meet its own."""
         cfg, meta_cfg = self.cfg, self.cfg.meta
         members = self.members
         label = "meta-training" if self.count == 1 else f"meta-training {self.count} seeds"
@@ -389,12 +390,12 @@ class _Stack:
                 eval_now = (cfg.eval_every_iterations > 0
                             and k % cfg.eval_every_iterations == 0) or final
                 if log_now or save_now or eval_now:
-                    stopped = self._check()
-                    if stopped:
-                        return stopped
+                    self._check()
                 if eval_now or save_now:
                     self.sync()
                 for s, m in enumerate(members):
+                    if id(m) in self.stopped:
+                        continue
                     writer = self.writers[id(m)]
                     if log_now:
                         writer.log(k, "train", m._gather_metrics(metrics[s]))
@@ -411,54 +412,43 @@ class _Stack:
                             bar.set_postfix(test_return=f"{means['adapted_return']:.2f}",
                                             meta=f"{means['meta_policy_return']:.2f}")
                 if save_now:
-                    stopped = self._save()
-                    if stopped:
-                        return stopped
+                    self._save()
                 bar.update(1)
         finally:
             bar.close()
-        return []
+        return self.stopped
 
-    def _check(self) -> list[tuple[Any, str]]:
+    def _check(self) -> None:
         """The one host read of the non-finite flags (under torchrun all ranks stop
-        together): the seeds that diverged, told and dropped, the others cut out of the
-        stack to train on."""
+        together): a seed that diverged is stopped (one run: its one line is raised)."""
         from merpo_agent.distributed import any_rank
 
         if self.count == 1:
             bad = [bool(any_rank(self.bad[0]))]
         else:
             bad = self.bad.tolist()
-        if not any(bad):
-            return []
-        stopped = []
         for m, is_bad in zip(self.members, bad, strict=True):
             if is_bad:
-                line = str(m._diverged("non-finite loss (NaN or inf)"))
-                stopped.append((m, line))
-        return self._stop(stopped)
+                self._stop(m, str(m._diverged("non-finite loss (NaN or inf)")))
 
-    def _save(self) -> list[tuple[Any, str]]:
-        stopped = []
+    def _save(self) -> None:
         for m in self.members:
+            if id(m) in self.stopped:
+                continue
             with own_rng(m):
                 try:
                     m.save()
-                except TrainingDiverged as err:
-                    stopped.append((m, str(err)))
-        return self._stop(stopped)
+                except TrainingDiverged as err:  # a NaN in the state, not in a loss
+                    self._stop(m, str(err))
 
-    def _stop(self, stopped: list[tuple[Any, str]]) -> list[tuple[Any, str]]:
-        """Drop diverged seeds; a single run raises, a batch hands the survivors' state back
-        to their modules (the caller stacks them again)."""
-        if not stopped:
-            return []
+    def _stop(self, member, line: str) -> None:
+        """A seed diverged: one run raises its line; in a batch the seed writes nothing more
+        and its line is said now and raised when the others are done."""
         if self.count == 1:
-            raise TrainingDiverged(stopped[0][1])
-        for m, line in stopped:
-            self.say(f"seed {m.cfg.seed}: {line}")
-        self.sync()
-        return stopped
+            raise TrainingDiverged(line)
+        if id(member) not in self.stopped:
+            self.stopped[id(member)] = f"seed {member.cfg.seed}: {line}"
+            self.say(self.stopped[id(member)])
 
 
 def _cuda(device: torch.device) -> list:
