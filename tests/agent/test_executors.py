@@ -23,22 +23,25 @@ def test_a_run_claims_one_cpu_and_a_gpu_only_when_it_trains_on_cuda():
     assert gpus_of([*base, "--set", "cuda"]) == 0  # a value elsewhere is not a device
 
 
-def test_local_executor_tries_every_run_then_raises_the_first_failure(monkeypatch, tmp_path):
+def test_local_executor_tries_every_job_then_raises_the_first_failure(monkeypatch, tmp_path):
     tried = []
 
-    def fake_run_one(command, run_dir, algo, log):
-        tried.append(run_dir.name)
-        if run_dir.name in ("b", "c"):
-            raise RunError(f"run {run_dir.name} failed")
-        return {"run": run_dir.name}
+    def fake_run_job(job, log):
+        names = [run_dir.name for _, run_dir, _ in job]
+        tried.append(names)
+        if set(names) & {"b", "c"}:
+            raise RunError(f"run {names[0]} failed")
+        return [{"run": name} for name in names]
 
-    monkeypatch.setattr(reproduce, "run_one", fake_run_one)
-    runs = [(["python"], tmp_path / name, "merpo") for name in "abcd"]
+    monkeypatch.setattr(reproduce, "run_job", fake_run_job)
+    jobs = [[(["python"], tmp_path / name, "merpo")] for name in "abcd"]
     with pytest.raises(RunError, match="run b failed"):
-        LocalExecutor(jobs=1).map(runs, log=lambda _: None)
-    assert tried == ["a", "b", "c", "d"]
-    ok = [(["python"], tmp_path / name, "merpo") for name in "ad"]
-    assert LocalExecutor(jobs=2).map(ok) == [{"run": "a"}, {"run": "d"}]  # in the runs' order
+        LocalExecutor(jobs=1).map(jobs, log=lambda _: None)
+    assert tried == [["a"], ["b"], ["c"], ["d"]]
+    ok = [[(["python"], tmp_path / name, "merpo") for name in "ad"],
+          [(["python"], tmp_path / "e", "merpo")]]
+    # every job's runs' results, in the jobs' and the runs' order
+    assert LocalExecutor(jobs=2).map(ok) == [{"run": "a"}, {"run": "d"}, {"run": "e"}]
 
 
 def test_bad_executor_settings_are_one_line_errors():
@@ -81,21 +84,25 @@ def test_a_tuning_trial_trains_its_seeds_through_the_executor_it_was_given(tmp_p
 
     class Recording:
         def __init__(self):
-            self.runs = []
+            self.jobs = []
 
-        def map(self, runs, log=print):
-            self.runs += runs
+        def map(self, jobs, log=print):
+            self.jobs += jobs
+            runs = [run for job in jobs for run in job]
             return [{"tasks": [3], "adapted": [float(i)], "wall_s": 1.0}
                     for i in range(len(runs))]
 
-    executor = Recording()
-    tuner = Tuner("merpo", "merpo/PointRobotWind-v0", tmp_path, seeds=2, quick=True,
-                  executor=executor)
     labels = default_labels("merpo")
-    scored = tuner.score(labels)
-    assert executor.runs == [(command, run_dir, "merpo")
-                             for run_dir, command in tuner.commands(labels)]
-    assert len(executor.runs) == 2 and scored["per_seed"] == [0.0, 1.0]
+    for seed_batch, jobs in ((None, 1), (1, 2)):  # a trial's seeds in one job, or apart
+        executor = Recording()
+        executor.jobs = []
+        tuner = Tuner("merpo", "merpo/PointRobotWind-v0", tmp_path, seeds=2, quick=True,
+                      executor=executor, seed_batch=seed_batch)
+        scored = tuner.score(labels)
+        assert len(executor.jobs) == jobs
+        assert [run for job in executor.jobs for run in job] == [
+            (command, run_dir, "merpo") for run_dir, command in tuner.commands(labels)]
+        assert scored["per_seed"] == [0.0, 1.0]
 
 
 def test_a_ray_address_with_no_cluster_is_one_line_before_any_dataset(monkeypatch, capsys,

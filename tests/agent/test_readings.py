@@ -113,7 +113,7 @@ def _trainer(tmp_path, *overrides: str, iterations: int = 4):
 
 def _spy_inner_loop_starts(monkeypatch, trainer) -> list[bool]:
     """For each meta-iteration: did the batch's actors start equal to pi_c?"""
-    from merpo_agent import trainer as trainer_module
+    from merpo_agent import seed_batch as trainer_module  # the meta-iteration's home
 
     starts: list[bool] = []
     real = trainer_module.rac_updates

@@ -52,7 +52,9 @@ def test_reproduce_on_ray_gives_the_local_results_and_report(point_robot_store, 
         raise RunError("a run trained in the driver, not in a Ray task")
 
     monkeypatch.setattr(ray, "init", init_elsewhere)
-    # the workers import their own run_one: one called here would be the driver's
+    # the workers import their own run_job and run_one: one called here would be the
+    # driver's
+    monkeypatch.setattr(reproduce, "run_job", not_here)
     monkeypatch.setattr(reproduce, "run_one", not_here)
     start = time.perf_counter()
     try:

@@ -32,9 +32,13 @@ class BehaviorCloning(nn.Module):
         hidden: int = 256,
         hidden_layers: int = 3,
         device: torch.device | str = "cpu",
+        seeds: int = 1,
     ):
+        """``seeds``: the ``num_tasks`` tasks are that many seeds' equal blocks (a baseline
+        trained with seeds as a batch axis, ``merpo_agent.seeds``)."""
         super().__init__()
         self.num_tasks, self.obs_dim, self.act_dim = num_tasks, obs_dim, act_dim
+        self.seeds = seeds
         self.hidden, self.hidden_layers = hidden, hidden_layers
         self.policy = StackedTanhGaussianPolicy(
             (num_tasks,), obs_dim, act_dim, hidden, hidden_layers

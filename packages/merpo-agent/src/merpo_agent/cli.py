@@ -3,8 +3,9 @@
     merpo-agent train --env merpo/PointRobotWind-v0 [--preset table2|table1|small|smoke]
         [--algo merpo|merpo-adp|combo|beha-only|combo3|cql|focal|cbcq|mbml|batch-pearl]
         [--device cpu|cuda]
-        [--seed N] [--run-dir DIR] [--set key=value ...] [--config FILE.yaml|FILE.toml]
-        [--compile] [--cuda-graphs] [--wandb PROJECT[/GROUP]]
+        [--seed N | --seeds 0-4] [--run-dir DIR] [--set key=value ...]
+        [--config FILE.yaml|FILE.toml] [--compile] [--cuda-graphs] [--wandb PROJECT[/GROUP]]
+        # --seeds: the seeds train together in one process, each into DIR/seed-<s>
     torchrun --nproc-per-node N -m merpo_agent train ...   # ranks split the task batch
     merpo-agent evaluate RUN_DIR [--episodes N] [--tasks 40-44] [--seed N]
         # meta-test table of the run's latest checkpoint, also written to
@@ -13,6 +14,7 @@
     merpo-agent reproduce fig4|fig5|fig6|fig7 --env ENV [--seeds N] [--quick] [--out DIR]
         [--jobs N] [--quality medium|expert|...]   # the paper's comparisons, with a report
         [--executor local|ray [--ray-address auto|HOST:PORT]]   # runs on a Ray cluster
+        [--seed-batch N]   # seeds of a method trained together (default all; 1: apart)
     merpo-agent --version             # versions of merpo and its dependencies
 
 Bad input (unknown env, algo or preset, bad override, missing dataset, CUDA where there is
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 # the argument parser and the resolved config of ``train`` live in ``arguments`` (torch-free,
@@ -38,33 +41,40 @@ from merpo_agent.arguments import (
     default_run_dir,
     resolve_settings,
     train_config,
+    train_seeds,
 )
 
 EXIT_DIVERGED = 1
 EXIT_DISK_FULL = 3
 
 
-def _train_baseline(args: argparse.Namespace) -> int:
+def _train_baseline(args: argparse.Namespace, seeds: list[int] | None) -> int:
     """``--algo focal|cbcq|mbml|batch-pearl``: a baseline on the same datasets and test
     tasks, through one run-directory code path (``baselines/run.py``)."""
-    from merpo_agent.baselines.run import format_table, train_baseline_run
+    from merpo_agent.baselines.run import format_table, train_baseline_runs
     from merpo_agent.plots import plot_run
+    from merpo_agent.run_layout import seed_run_dir
 
     algo = args.algo
     preset = args.preset
-    seed = 0 if args.seed is None else args.seed
     device = args.device or "cpu"
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(
-        args.env, preset, algo, seed
-    )
-    table = train_baseline_run(
-        algo, args.env, preset, args.overrides, seed, device, run_dir,
+    if seeds is None:
+        seeds = [0 if args.seed is None else args.seed]
+        run_dirs = [Path(args.run_dir) if args.run_dir else default_run_dir(
+            args.env, preset, algo, seeds[0])]
+    else:
+        base = Path(args.run_dir) if args.run_dir else default_run_dir(
+            args.env, preset, algo, None)
+        run_dirs = [seed_run_dir(base, seed) for seed in seeds]
+    tables = train_baseline_runs(
+        algo, args.env, preset, args.overrides, seeds, device, run_dirs,
         progress=not args.no_progress, config_file=args.config, wandb=args.wandb,
         command=args.command_line,
     )
-    print(format_table(algo, table))
-    print(f"run directory: {run_dir}")
-    print(f"plot: {plot_run(run_dir)[0]}")
+    for table, run_dir in zip(tables, run_dirs, strict=True):
+        print(format_table(algo, table))
+        print(f"run directory: {run_dir}")
+        print(f"plot: {plot_run(run_dir)[0]}")
     return 0
 
 
@@ -81,10 +91,7 @@ def _check_algo(algo: str | None) -> None:
 def _train(args: argparse.Namespace) -> int:
     _check_algo(args.algo)
     resolve_settings(args)
-    if args.seed is not None and args.seed < 0:  # baselines too, before anything is built
-        from merpo_agent.config import ConfigError
-
-        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    seeds = train_seeds(args)  # baselines too, before anything is built
     if args.wandb is not None:  # one line before any training when wandb is missing
         from merpo_agent.metrics import check_wandb
 
@@ -92,33 +99,52 @@ def _train(args: argparse.Namespace) -> int:
     if args.threads is not None:
         _set_threads(args.threads)
     if args.algo in BASELINE_ALGOS:
-        return _train_baseline(args)
-    from dataclasses import replace
-
+        return _train_baseline(args, seeds)
     from merpo_agent.distributed import destroy_distributed, init_distributed
     from merpo_agent.plots import plot_run
+    from merpo_agent.run_layout import seed_run_dir
+    from merpo_agent.seed_batch import SeedBatch
     from merpo_agent.trainer import MetaTrainer
 
-    cfg = train_config(args)
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(
-        cfg.env, cfg.preset, cfg.algo, cfg.seed
-    )
+    # each seed's config resolves as its own ``train --seed S`` would
+    cfgs = [train_config(args)] if seeds is None else [
+        train_config(argparse.Namespace(**{**vars(args), "seed": seed})) for seed in seeds]
+    cfg = cfgs[0]
+    if seeds is None:
+        run_dirs = [Path(args.run_dir) if args.run_dir else default_run_dir(
+            cfg.env, cfg.preset, cfg.algo, cfg.seed)]
+    else:
+        base = Path(args.run_dir) if args.run_dir else default_run_dir(
+            cfg.env, cfg.preset, cfg.algo, None)
+        run_dirs = [seed_run_dir(base, seed) for seed in seeds]
     # under torchrun: join the process group (Gloo on CPU, NCCL with cuda:LOCAL_RANK);
     # a single process is rank 0 of 1 and nothing is initialised
     ctx = init_distributed(cfg.device)
     try:
-        cfg = replace(cfg, device=str(ctx.device))
-        trainer = MetaTrainer(cfg, run_dir, progress=not args.no_progress, wandb=args.wandb,
-                              command=args.command_line, setup_cache=args.setup_cache)
-        result = trainer.train()
+        members = [
+            MetaTrainer(replace(c, device=str(ctx.device)), run_dir,
+                        progress=not args.no_progress, wandb=args.wandb,
+                        command=args.command_line, setup_cache=args.setup_cache,
+                        say=None if seeds is None else _seed_say(c.seed))
+            for c, run_dir in zip(cfgs, run_dirs, strict=True)
+        ]
+        results = SeedBatch(members, progress=not args.no_progress).train()
         if ctx.is_main:  # rank 0 alone prints and writes the plots
-            print(result.table())
-            paths = plot_run(run_dir)
-            print(f"run directory: {run_dir}")
-            print(f"plot: {paths[0]}")
+            for result, run_dir in zip(results, run_dirs, strict=True):
+                print(result.table())
+                paths = plot_run(run_dir)
+                print(f"run directory: {run_dir}")
+                print(f"plot: {paths[0]}")
     finally:
         destroy_distributed()
     return 0
+
+
+def _seed_say(seed: int):
+    """A seed's one-line messages, named by its seed (``train --seeds``)."""
+    from tqdm.auto import tqdm
+
+    return lambda line: tqdm.write(f"seed {seed}: {line}")
 
 
 def _set_threads(threads: int) -> None:
@@ -222,6 +248,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         args.experiment, args.env, args.seeds, Path(args.out), quick=args.quick,
         quality=args.quality,
         settings=args.settings, steps=args.steps, executor=executor,
+        seed_batch=args.seed_batch,
     )
     print(report.read_text())
     print(f"report: {report}")
@@ -238,7 +265,7 @@ def _tune(args: argparse.Namespace) -> int:
     paths = tune(parse_algos(args.algo), args.env, Path(args.out), trials=args.trials,
                  seeds=args.seeds, quick=args.quick, quality=args.quality,
                  sampler=args.sampler, storage=args.storage, jobs=args.jobs,
-                 executor=executor)
+                 executor=executor, seed_batch=args.seed_batch)
     for path in paths:
         print(f"chosen settings: {path}")
     return 0

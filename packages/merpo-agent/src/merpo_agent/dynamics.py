@@ -31,13 +31,13 @@ from __future__ import annotations
 import math
 
 import torch
-from merpo_data.networks import StackedLinear, StackedMLP
+from merpo_data.networks import StackedLinear, StackedMLP, by_seed, seed_baddbmm
 from torch import nn
 from torch.nn import functional as F
 
 from merpo_agent.dynamics_config import CPU_CHUNK_DYNAMICS_WEIGHTS, DynamicsConfig
 from merpo_agent.holdout import HoldoutSplit
-from merpo_agent.task_slice import TaskSlice, device_chunk_size, draw_sliced
+from merpo_agent.task_slice import Generators, TaskSlice, device_chunk_size, draw_slots
 from merpo_agent.transitions import TransitionBatch
 
 
@@ -55,6 +55,10 @@ class DynamicsEnsemble(nn.Module):
       ``logvar_bound_weight * (sum max - sum min)`` so the bounds tighten around the data.
     - buffers ``input_mean`` / ``input_std`` (T, obs_dim + act_dim): the input normalizer;
       ``elite_idx`` (T, elites): the members with the lowest held-out MSE per task.
+
+    ``seeds``: the T tasks are the slots of that many seeds, seed-major (a seed batch,
+    ``merpo_agent.seed_batch``), for the element-wise ops that run seed by seed
+    (``merpo_data.networks.by_seed``).
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class DynamicsEnsemble(nn.Module):
         logvar_bound_weight: float = 0.01,
         device: torch.device | str | None = None,
         seed: int | None = None,
+        seeds: int = 1,
     ):
         super().__init__()
         if not 1 <= elites <= ensemble:
@@ -84,6 +89,7 @@ class DynamicsEnsemble(nn.Module):
         self.logvar_bound_weight = float(logvar_bound_weight)
         self.in_dim = self.obs_dim + self.act_dim
         self.out_dim = self.obs_dim + 1  # (s' - s, r)
+        self.seeds = int(seeds)
 
         self.net = StackedMLP(
             (self.num_tasks, self.ensemble),
@@ -137,8 +143,9 @@ class DynamicsEnsemble(nn.Module):
             seed=seed,
         )
 
-    def empty_like(self, num_tasks: int) -> DynamicsEnsemble:
-        """A model of the same architecture and device with ``num_tasks`` tasks."""
+    def empty_like(self, num_tasks: int, seeds: int = 1) -> DynamicsEnsemble:
+        """A model of the same architecture and device with ``num_tasks`` tasks (the slots
+        of ``seeds`` seeds)."""
         return DynamicsEnsemble(
             num_tasks,
             self.obs_dim,
@@ -149,6 +156,7 @@ class DynamicsEnsemble(nn.Module):
             self.hidden_layers,
             logvar_bound_weight=self.logvar_bound_weight,
             device=self.device,
+            seeds=seeds,
         )
 
     @property
@@ -250,10 +258,16 @@ class DynamicsEnsemble(nn.Module):
                 f"got {tuple(obs.shape)}"
             )
         mean, raw_logvar = self.net(x).chunk(2, dim=-1)
-        # Soft log-variance bounds (MBPO/MOPO): smooth clamp into (min_logvar, max_logvar).
-        logvar = self.max_logvar - F.softplus(self.max_logvar - raw_logvar)
-        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
-        return mean, logvar
+        return mean, self._bounded_logvar(raw_logvar)
+
+    def _bounded_logvar(self, raw_logvar: torch.Tensor) -> torch.Tensor:
+        """Soft log-variance bounds (MBPO/MOPO): a smooth clamp of (T, K, N, D) raw
+        log-variances into (min_logvar, max_logvar)."""
+        def softplus(x: torch.Tensor) -> torch.Tensor:
+            return by_seed(F.softplus, x, self.seeds)
+
+        logvar = self.max_logvar - softplus(self.max_logvar - raw_logvar)
+        return self.min_logvar + softplus(logvar - self.min_logvar)
 
     def predict_elites(
         self, obs: torch.Tensor, act: torch.Tensor
@@ -293,13 +307,11 @@ class DynamicsEnsemble(nn.Module):
                 w, b = layer.weight, layer.bias  # (T, E, in, out), (T, E, 1, out)
                 w = w.gather(1, idx.expand(-1, -1, *w.shape[2:])).reshape(t * k, *w.shape[2:])
                 b = b.gather(1, idx.expand(-1, -1, *b.shape[2:])).reshape(t * k, *b.shape[2:])
-                x = torch.baddbmm(b, x, w)
+                x = seed_baddbmm(b, x, w, self.seeds)
             else:
-                x = layer(x)
+                x = by_seed(layer, x, self.seeds)
         mean, raw_logvar = x.reshape(t, k, m, -1).chunk(2, dim=-1)
-        logvar = self.max_logvar - F.softplus(self.max_logvar - raw_logvar)
-        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
-        return mean, logvar
+        return mean, self._bounded_logvar(raw_logvar)
 
     def nll_loss(self, batch: TransitionBatch) -> torch.Tensor:
         """Per-task Gaussian NLL of (s' - s, r) plus the log-variance bound regularizer, (T,).
@@ -371,7 +383,7 @@ class DynamicsEnsemble(nn.Module):
         self,
         obs: torch.Tensor,
         act: torch.Tensor,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         deterministic: bool = False,
         task_slice: TaskSlice | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -397,7 +409,9 @@ class DynamicsEnsemble(nn.Module):
 
         ``task_slice`` (torchrun, ``merpo_agent.task_slice``): this model holds the slots
         ``[start, stop)`` of a larger task batch; the random draws are made for the whole
-        batch and cut, so the result equals those rows of a single process's step.
+        batch and cut, so the result equals those rows of a single process's step;
+        :class:`SeedGenerators` (a seed batch) draw each seed's block from its own generator
+        (``task_slice.draw_slots``).
         """
         x = torch.cat([obs, act], dim=-1)
         if x.dim() != 3 or x.shape[0] != self.num_tasks:
@@ -408,26 +422,26 @@ class DynamicsEnsemble(nn.Module):
         t, n, k = x.shape[0], x.shape[1], self.num_elites
         per = -(-n // k)  # rows of the deal grid
         x = (x - self.input_mean[:, None]) / self.input_std[:, None]
-        order = draw_sliced(
-            task_slice, lambda s: torch.rand(s, device=x.device, generator=generator), (t, n)
+        order = draw_slots(
+            generator, lambda s, g: torch.rand(s, device=x.device, generator=g), (t, n),
+            task_slice,
         ).argsort(dim=1)
         # Slot j of the (per, K) grid holds sample order[j]; the padding slots j >= N repeat
         # samples (j % N) so that every elite runs the same fixed-size batch.
         slot_sample = order.repeat(1, -(-per * k // n))[:, : per * k] if per * k > n else order
         x = x.gather(1, slot_sample[..., None].expand(-1, -1, self.in_dim))
         x = x.view(t, per, k, self.in_dim).transpose(1, 2)  # (T, K, per, in): column-major
-        shift = draw_sliced(
-            task_slice, lambda s: torch.randint(k, s, device=x.device, generator=generator),
-            (t, 1),
+        shift = draw_slots(
+            generator, lambda s, g: torch.randint(k, s, device=x.device, generator=g), (t, 1),
+            task_slice,
         )
         columns = (torch.arange(k, device=x.device) + shift) % k
         mean, logvar = self._members_forward(x, self.elite_idx.gather(1, columns))
         if not deterministic:
-            noise = draw_sliced(
-                task_slice,
-                lambda s: torch.randn(s, device=mean.device, dtype=mean.dtype,
-                                      generator=generator),
-                mean.shape,
+            noise = draw_slots(
+                generator,
+                lambda s, g: torch.randn(s, device=mean.device, dtype=mean.dtype, generator=g),
+                mean.shape, task_slice,
             )
             mean = mean + torch.exp(0.5 * logvar) * noise
         d = mean.shape[-1]

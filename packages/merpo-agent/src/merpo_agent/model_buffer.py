@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from merpo_agent.task_slice import TaskSlice, draw_sliced
+from merpo_agent.task_slice import Generators, SeedGenerators, TaskSlice, draw_slots
 from merpo_agent.transitions import TransitionBatch
 
 
@@ -88,33 +88,35 @@ class ModelBuffer:
     def sample(
         self,
         batch_size: int,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         task_slice: TaskSlice | None = None,
     ) -> TransitionBatch:
         """``(T, batch_size)`` rows per task, uniformly with replacement among valid rows.
 
-        ``task_slice`` (torchrun): this buffer holds the slots ``[start, stop)`` of a larger
-        task batch; the row indices are drawn for the whole batch and cut, as a single
-        process holding every slot would draw them (unmasked buffers only).
+        ``task_slice`` (torchrun, or a chunk of the batch): this buffer holds the slots
+        ``[start, stop)`` of a larger task batch; the row indices are drawn for the whole
+        batch and cut, as a single process holding every slot would draw them;
+        :class:`SeedGenerators` draw each seed's block from its own generator
+        (``task_slice.draw_slots``; unmasked buffers only, both).
         """
         if self.size == 0:
             raise RuntimeError("ModelBuffer.sample: the buffer is empty; push model rollouts first")
         if self._has_masked_rows:
-            if task_slice is not None and not task_slice.is_whole:
+            if (task_slice is not None and not task_slice.is_whole) or isinstance(
+                    generator, SeedGenerators):
                 raise ValueError(
-                    "ModelBuffer.sample: a task slice needs a buffer without masked rows "
-                    "(push without valid=...)"
+                    "ModelBuffer.sample: a task slice or a seed batch needs a buffer without "
+                    "masked rows (push without valid=...)"
                 )
             index = torch.multinomial(
                 self.valid[:, : self.size], batch_size, replacement=True, generator=generator
             )
         else:
-            index = draw_sliced(
-                task_slice,
-                lambda shape: torch.randint(
-                    0, self.size, shape, device=self.device, generator=generator
-                ),
-                (self.num_tasks, batch_size),
+            index = draw_slots(
+                generator,
+                lambda shape, g: torch.randint(0, self.size, shape, device=self.device,
+                                               generator=g),
+                (self.num_tasks, batch_size), task_slice,
             )
 
         def gather(field: torch.Tensor) -> torch.Tensor:

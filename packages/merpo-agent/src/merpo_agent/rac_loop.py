@@ -19,7 +19,10 @@ Under torchrun (``TaskData.task_slice``) the learners, models and buffer hold on
 rank's slots of the task batch, while every random tensor (dataset rows, start states,
 rollout policy noise, model noise, buffer rows, the update's noise) is drawn for the whole
 batch and cut to those slots (``merpo_agent.task_slice``): each rank computes exactly the
-rows that a single process computes for its slots.
+rows that a single process computes for its slots. The same cut runs a chunk of the batch
+in one process. With the slots of several seeds (``merpo_agent.seed_batch``) the generator
+is a ``task_slice.SeedGenerators``: each seed draws its own slots' randomness from its own
+generator, as it does alone.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from merpo_agent.config import RolloutConfig
 from merpo_agent.dynamics import DynamicsEnsemble
 from merpo_agent.model_buffer import ModelBuffer
 from merpo_agent.rollout import rollout
-from merpo_agent.task_learners import TaskLearners, UpdateNoise
-from merpo_agent.task_slice import TaskSlice
+from merpo_agent.task_learners import TaskLearners
+from merpo_agent.task_slice import Generators, TaskSlice, draw_slots, sample_tasks
 from merpo_agent.transitions import TransitionBatch
 
 
@@ -51,7 +54,8 @@ class TaskData:
 
     ``task_slice`` (torchrun): the learners, ``models`` and the buffer hold only the slots
     ``[start, stop)`` of the batch; ``task_indices`` still lists the WHOLE batch's tasks
-    (randomness is drawn for all of them, see the module docstring).
+    (randomness is drawn for all of them, see the module docstring). In a seed batch
+    ``task_indices`` holds every seed's tasks, seed-major.
     """
 
     sampler: object
@@ -67,9 +71,10 @@ class TaskData:
             self.task_indices
         )
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> TransitionBatch:
-        """``batch_size`` dataset rows per local slot (drawn for the whole batch, then cut)."""
-        batch = self.sampler.sample(batch_size, self.task_indices, generator)
+    def sample(self, batch_size: int, generator: Generators) -> TransitionBatch:
+        """``batch_size`` dataset rows per local slot (drawn for the whole batch, each seed's
+        tasks from its own generator, then cut)."""
+        batch = sample_tasks(self.sampler, batch_size, self.task_indices, generator)
         if self.task_slice is None:
             return batch
         return TransitionBatch(*(self.task_slice.take(field) for field in batch))
@@ -90,25 +95,6 @@ class _SlicedModel:
         return self.model.step(obs, act, generator=generator, task_slice=self.task_slice)
 
 
-def _sliced_update_noise(
-    learners: TaskLearners,
-    task_slice: TaskSlice,
-    real: TransitionBatch,
-    model: TransitionBatch | None,
-) -> UpdateNoise:
-    """The noise ``learners.update`` would draw for the whole batch, cut to the slice (the
-    same sizes as ``TaskLearners.update``'s own draw)."""
-    c = learners.config
-    n_real = real.rewards.shape[1]
-    n_model = 0 if model is None or not c.use_model else model.rewards.shape[1]
-    penalty = n_real if n_model == 0 else n_model
-    noise = UpdateNoise.draw(
-        task_slice.total, n_real + n_model, penalty, learners.act_dim, c.cql_uniform_actions,
-        c.cql_policy_actions, learners.device, learners.generator,
-    )
-    return UpdateNoise(*(task_slice.take(field) for field in noise))
-
-
 def unit_batch(batch: TransitionBatch, low: torch.Tensor, high: torch.Tensor) -> TransitionBatch:
     """The same transitions with actions mapped from the env's box to [-1, 1]."""
     return batch._replace(actions=to_unit_actions(batch.actions, low, high))
@@ -125,7 +111,7 @@ def refresh_model_buffer(
     data: TaskData,
     buffer: ModelBuffer,
     rollout_cfg: RolloutConfig,
-    generator: torch.Generator,
+    generator: Generators,
 ) -> None:
     """Alg. 1 line 3: roll pi_n out in the task models from dataset states; push to D_model."""
     sampler = data.sampler
@@ -134,17 +120,15 @@ def refresh_model_buffer(
     task_slice = data.task_slice
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
-        if task_slice is None:
-            return from_unit_actions(learners.act(obs, generator=generator), low, high)
-        with torch.no_grad():  # learners.act's sample, with the whole batch's noise
+        with torch.no_grad():  # learners.act's sample, its noise drawn for the slots
             mean, log_std = learners.actor(obs)
-            noise = task_slice.draw(
-                lambda shape: torch.randn(
-                    shape, device=mean.device, dtype=mean.dtype, generator=generator
-                ),
-                mean.shape,
+            noise = draw_slots(
+                generator,
+                lambda shape, g: torch.randn(shape, device=mean.device, dtype=mean.dtype,
+                                             generator=g),
+                mean.shape, task_slice,
             )
-            action = tanh_gaussian_rsample(mean, log_std, noise)[0]
+            action = tanh_gaussian_rsample(mean, log_std, noise, learners.seeds)[0]
         return from_unit_actions(action, low, high)
 
     models = data.models if task_slice is None else _SlicedModel(data.models, task_slice)
@@ -158,14 +142,16 @@ def rac_updates(
     buffer: ModelBuffer | None,
     steps: int,
     rollout_cfg: RolloutConfig,
-    meta_policy: nn.Module | None,
+    meta_policy: Callable | None,
     bc_policy: nn.Module | None,
-    generator: torch.Generator,
+    generator: Generators,
     on_update: Callable[[dict[str, torch.Tensor]], None] | None = None,
 ) -> tuple[dict[str, torch.Tensor], TransitionBatch | None]:
     """``steps`` RAC updates of every slot; returns the last metrics and the last mixed batch
     (its states serve as rho_n of Eq. 10). ``on_update(metrics)`` sees every update's metrics
-    (device tensors; the trainer accumulates a non-finite flag there)."""
+    (device tensors; the trainer accumulates a non-finite flag there). ``generator`` draws
+    the data, rollouts and buffer rows; the update's noise comes from ``learners.generator``
+    (each a ``SeedGenerators`` in a seed batch)."""
     config = learners.config
     low, high = data.sampler.action_low, data.sampler.action_high
     metrics: dict[str, torch.Tensor] = {}
@@ -180,9 +166,7 @@ def rac_updates(
                 refresh_model_buffer(learners, data, buffer, rollout_cfg, generator)
             model_batch = buffer.sample(config.model_batch_size, generator, data.task_slice)
         real = unit_batch(data.sample(config.real_batch_size, generator), low, high)
-        noise = None
-        if data.task_slice is not None:
-            noise = _sliced_update_noise(learners, data.task_slice, real, model_batch)
+        noise = learners.draw_noise(real, model_batch, data.task_slice)
         metrics = learners.update(real, model_batch, meta_policy, bc_policy, noise=noise)
         if on_update is not None:
             on_update(metrics)

@@ -209,6 +209,7 @@ def regularized_actor_terms(
     entropy_temperature: torch.Tensor,
     lam: torch.Tensor,
     alpha: torch.Tensor,
+    seeds: int = 1,
 ) -> tuple[torch.Tensor, ...]:
     """Eq. 9 per task from the actor's outputs on the mixed batch (dataset rows first).
 
@@ -217,11 +218,12 @@ def regularized_actor_terms(
     meta_mean, meta_log_std: pi_c at the batch (None: D_meta = 0); bc_log_prob: (T, n_real)
     log pi_hat_beta of the data (None: D_beta' = 0). Returns ``actor_loss`` (T,) with
     gradients, then detached: mean min-Q (T,), D_beta (T,), D_meta (T,), D_beta' (T,).
+    ``seeds``: the slots' seed blocks (``merpo_data.networks.by_seed``).
     """
     n_real = data_actions.shape[1]
     q_min = q_policy.min(dim=1).values
     dataset_log_prob = tanh_gaussian_log_prob(
-        mean[:, :n_real], log_std[:, :n_real], data_actions
+        mean[:, :n_real], log_std[:, :n_real], data_actions, seeds
     )
     d_beta = behavior_divergence(dataset_log_prob)
     if meta_mean is not None:

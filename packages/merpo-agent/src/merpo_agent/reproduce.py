@@ -10,8 +10,12 @@ steps), so that a comparison is fair.
 
 Each (run, seed) is its own run directory ``OUT/<experiment>/<run>/seed-<s>``: a killed
 ``reproduce`` continues where it stopped (MerPO runs resume from their checkpoints;
-a finished run's ``result.json`` is reused, not retrained). Runs go to ``--jobs`` worker
-processes (``merpo-agent train --threads 1``, one per CPU core by default), or with
+a finished run's ``result.json`` is reused, not retrained). The seeds of a run train
+together, as one more batch axis, in one ``merpo-agent train --seeds`` process (one job;
+``--seed-batch N``: at most N seeds a job, 1 for a process per seed, which two cores may
+run faster for few seeds), each seed's result the same as its own ``train --seed`` run's
+(the result records that command). Jobs go to ``--jobs`` worker processes
+(``merpo-agent train --threads 1``, one per CPU core by default), or with
 ``--executor ray`` to Ray tasks on a cluster (``merpo_agent.executors``). Then
 ``merpo_agent.report`` writes the report: tables with rliable's statistics, curves, and one
 verdict line per paper claim.
@@ -36,6 +40,7 @@ from merpo_envs import format_tasks
 
 from merpo_agent.checkpoint import atomic_write_text
 from merpo_agent.config import ConfigError
+from merpo_agent.run_layout import seed_run_dir
 from merpo_agent.trainer import RunError
 from merpo_agent.validated_settings import BEST_FILE, settings_file
 
@@ -389,39 +394,134 @@ def _without_setup_cache(command: list[str]) -> list[str]:
     return command[:at] + command[at + 2:]
 
 
-def run_one(command: list[str], run_dir: Path, algo: str, log) -> dict:
-    """Train (or resume) one run unless its result is there; returns its result.
-
-    A finished run is reused when its command AND the settings that command resolves to now
-    are the ones it was trained with: a preset changed since (same command line, other
-    values) retrains the run instead of reporting a stale result."""
+def _reusable(command: list[str], run_dir: Path, algo: str, log) -> dict | None:
+    """A finished run's result when its command AND the settings that command resolves to
+    now are the ones it was trained with (a preset changed since, the same command line
+    with other values, retrains the run instead of reporting a stale result); else None."""
     result_path = run_dir / RESULT_FILE
+    if not result_path.is_file():
+        return None
     shown = shlex.join(_without_setup_cache(command[2:]))
-    expected = json.loads(json.dumps(resolved_config(command)))  # tuples as JSON lists
-    if result_path.is_file():
-        saved = json.loads(result_path.read_text())
-        trained = _trained_config(saved, run_dir, algo)
-        if saved.get("command") == shown and (trained is None or _same_settings(trained,
-                                                                               expected)):
-            return saved
-        log(f"retraining {run_dir}: its command or settings changed")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    saved = json.loads(result_path.read_text())
+    trained = _trained_config(saved, run_dir, algo)
+    if saved.get("command") == shown and (trained is None or _same_settings(
+            trained, _expected(command))):
+        return saved
+    log(f"retraining {run_dir}: its command or settings changed")
+    return None
+
+
+def _expected(command: list[str]) -> dict:
+    return json.loads(json.dumps(resolved_config(command)))  # tuples as JSON lists
+
+
+def _train_process(command: list[str], log_path: Path) -> None:
+    """Run one ``merpo-agent train`` process (one torch thread), its output to
+    ``log_path``; a one-line error naming the log when it fails."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with open(run_dir / "train.log", "a") as out:
+    with open(log_path, "a") as out:
         code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
     if code != 0:
-        tail = (run_dir / "train.log").read_text().strip().splitlines()[-1:]
+        tail = log_path.read_text().strip().splitlines()[-1:]
         error = RunDiverged if tail and "non-finite" in tail[0] else RunError
         raise error(
-            f"run {run_dir} failed (exit {code}): {tail[0] if tail else ''}; "
-            f"see {run_dir / 'train.log'}; reproduce again to resume"
+            f"run {log_path.parent} failed (exit {code}): {tail[0] if tail else ''}; "
+            f"see {log_path}; reproduce again to resume"
         )
+
+
+def _record(command: list[str], run_dir: Path, algo: str, wall: float) -> dict:
+    """Write a finished run's ``result.json``: its table, curve, command and settings."""
     result = read_result(run_dir, algo)
-    result.update(command=shown, wall_s=time.perf_counter() - start, algo=algo, config=expected)
-    atomic_write_text(result_path, json.dumps(result, indent=1))
+    result.update(command=shlex.join(_without_setup_cache(command[2:])), wall_s=wall,
+                  algo=algo, config=_expected(command))
+    atomic_write_text(run_dir / RESULT_FILE, json.dumps(result, indent=1))
+    return result
+
+
+def run_one(command: list[str], run_dir: Path, algo: str, log) -> dict:
+    """Train (or resume) one run unless its result is there (``_reusable``); returns its
+    result."""
+    saved = _reusable(command, run_dir, algo, log)
+    if saved is not None:
+        return saved
+    start = time.perf_counter()
+    _train_process(command, run_dir / "train.log")
+    result = _record(command, run_dir, algo, time.perf_counter() - start)
     log(f"done {run_dir} in {result['wall_s']:.0f} s")
     return result
+
+
+def seeds_command(commands: list[list[str]], run_dirs: list[Path]) -> tuple[list[str], Path]:
+    """One ``train --seeds`` command for the ``train --seed S --run-dir DIR/seed-<S>``
+    commands of one setting (the same but for seed and run directory), and its ``DIR``."""
+    from merpo_agent.run_layout import seed_run_dir
+
+    def seed_of(command: list[str]) -> int:
+        return int(command[command.index("--seed") + 1])
+
+    def without(command: list[str]) -> list[str]:
+        out = list(command)
+        for flag in ("--seed", "--run-dir"):
+            at = out.index(flag)
+            del out[at:at + 2]
+        return out
+
+    seeds = [seed_of(c) for c in commands]
+    base = run_dirs[0].parent
+    if any(without(c) != without(commands[0]) for c in commands) or any(
+            d != seed_run_dir(base, seed) for d, seed in zip(run_dirs, seeds, strict=True)):
+        raise ValueError("seeds_command: the commands differ in more than seed and run dir")
+    command = without(commands[0])
+    at = command.index("train") + 1
+    command[at:at] = ["--seeds", ",".join(map(str, seeds)), "--run-dir", str(base)]
+    return command, base
+
+
+def run_job(job: list[tuple[list[str], Path, str]], log) -> list[dict]:
+    """The seeds of one setting (``(command, run_dir, algo)`` of each seed's ``train
+    --seed``): the finished ones reused (``_reusable``), the others trained together in one
+    ``train --seeds`` process (one left: its own command); each seed's result records its
+    own command, the one a run of that seed alone has. Returns the results in order."""
+    results: dict[Path, dict] = {}
+    pending = []
+    for command, run_dir, algo in job:
+        saved = _reusable(command, run_dir, algo, log)
+        if saved is not None:
+            results[run_dir] = saved
+        else:
+            pending.append((command, run_dir, algo))
+    if len(pending) == 1:
+        results[pending[0][1]] = run_one(*pending[0], log)
+    elif pending:
+        command, base = seeds_command([c for c, _, _ in pending], [d for _, d, _ in pending])
+        seeds = command[command.index("--seeds") + 1]
+        start = time.perf_counter()
+        _train_process(command, base / f"train-seeds-{seeds.replace(',', '-')}.log")
+        wall = time.perf_counter() - start
+        for seed_command, run_dir, algo in pending:  # the batch's wall time, shared
+            results[run_dir] = _record(seed_command, run_dir, algo, wall / len(pending))
+        log(f"done {base} seeds {seeds} in {wall:.0f} s")
+    return [results[run_dir] for _, run_dir, _ in job]
+
+
+def seed_jobs(runs: list[tuple[list[str], Path, str]], seed_batch: int | None
+              ) -> list[list[tuple[list[str], Path, str]]]:
+    """The runs (each seed's, the seeds of a setting next to each other in one folder) as
+    jobs of at most ``seed_batch`` seeds of one setting (None: all of its seeds)."""
+    if seed_batch is not None and seed_batch < 1:
+        raise ConfigError(f"--seed-batch must be >= 1 (seeds trained together), got "
+                          f"{seed_batch}")
+    jobs: list[list] = []
+    for run in runs:
+        last = jobs[-1] if jobs else None
+        if (last is not None and last[0][1].parent == run[1].parent
+                and (seed_batch is None or len(last) < seed_batch)):
+            last.append(run)
+        else:
+            jobs.append([run])
+    return jobs
 
 
 def reproduce(
@@ -436,6 +536,7 @@ def reproduce(
     steps: int | None = None,
     *,
     executor,
+    seed_batch: int | None = 1,
 ) -> Path:
     """Train every (run, seed) of experiment ``name`` (reusing finished ones), then write
     the report; returns the report's path. ``settings``: tuned settings (``with_settings``:
@@ -443,7 +544,9 @@ def reproduce(
     steps instead of the sizes' (a longer budget, to see where the curves flatten);
     ``executor``: where the runs train (``executors.make_executor("local", jobs)`` or
     ``("ray", ...)``; made by the caller, which also checks ``--jobs`` before any dataset is
-    built: ``executors`` calls this module's ``run_one``, so this module does not import it)."""
+    built: ``executors`` calls this module's ``run_job``, so this module does not import it);
+    ``seed_batch``: at most that many seeds of a run train together (``seed_jobs``; None:
+    all; 1, the default: a process per seed, faster on a CPU at these sizes)."""
     from merpo_agent.report import write_report
 
     table = experiments()
@@ -451,6 +554,7 @@ def reproduce(
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(table)}")
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    seed_jobs([], seed_batch)  # a bad --seed-batch: one line before any dataset is built
     _check_inputs(env_id, quality)
     experiment = table[name]
     if settings is not None:
@@ -461,14 +565,17 @@ def reproduce(
     work = []
     for run in experiment.runs:
         for seed in range(seeds):
-            run_dir = base / run.key / f"seed-{seed}"
+            run_dir = seed_run_dir(base / run.key, seed)
             command = train_command(env_id, experiment, run, seed, quality, sizes, run_dir,
                                     setup_cache=base / SETUP_CACHE)
             work.append((run, seed, run_dir, command))
-    log(f"{name}: {len(work)} runs ({len(experiment.runs)} methods x {seeds} seeds), "
-        f"{executor.describe(len(work))}, budget {sizes.budget} gradient steps each")
+    jobs = seed_jobs([(command, run_dir, run.algo) for run, _, run_dir, command in work],
+                     seed_batch)
+    log(f"{name}: {len(work)} runs ({len(experiment.runs)} methods x {seeds} seeds) in "
+        f"{len(jobs)} jobs, {executor.describe(len(jobs))}, budget {sizes.budget} gradient "
+        "steps each")
     start = time.perf_counter()
-    done = executor.map([(command, run_dir, run.algo) for run, _, run_dir, command in work], log)
+    done = executor.map(jobs, log)
     results: dict[str, list[dict]] = {run.key: [] for run in experiment.runs}
     for (run, _, _, _), result in zip(work, done, strict=True):
         results[run.key].append(result)
@@ -517,4 +624,5 @@ def _ensure_datasets(env_id: str, experiment: Experiment, sizes: Sizes, quality:
                                 progress=False)  # fmt: skip
 
 
-__all__ = ["Experiment", "Row", "RunSpec", "Sizes", "experiments", "reproduce", "sizes_for"]
+__all__ = ["Experiment", "Row", "RunSpec", "Sizes", "experiments", "reproduce", "run_job",
+           "run_one", "seed_jobs", "seeds_command", "sizes_for"]

@@ -2,10 +2,13 @@
 
 ``config.yaml``, ``checkpoints/`` (``latest.pt``, ``adapted.pt``), the settings a resumed run
 may change, the errors a run stops with in one line, the check that its datasets are all
-there, and the task samplers it reads.
+there, and the task samplers it reads; and where the seeds of one setting go (every
+algorithm's: ``train --seeds``, ``reproduce``, ``tune``).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from merpo_agent.config import Config
 from merpo_agent.overrides import flatten
@@ -24,6 +27,13 @@ RESUMABLE_CHANGES = {
 }
 # Losses whose non-finite value stops training.
 WATCHED = ("critic_loss", "actor_loss")
+# The run directory of one seed among the seeds of a setting, under the setting's folder.
+SEED_DIR = "seed-{seed}"
+
+
+def seed_run_dir(base: str | Path, seed: int) -> Path:
+    """The run directory of ``seed`` among the seeds of one setting: ``base/seed-<s>``."""
+    return Path(base) / SEED_DIR.format(seed=seed)
 
 
 class RunError(RuntimeError):
@@ -77,5 +87,5 @@ def _config_differences(a: Config, b: Config) -> list[str]:
 
 
 __all__ = ["ADAPTED", "ADAPTED_FORMAT", "CHECKPOINT_DIR", "CONFIG_FILE", "HPARAM_METRICS",
-           "RESUMABLE_CHANGES", "WATCHED", "RunError", "TrainingDiverged", "ensure_run_datasets",
-           "make_sampler"]
+           "RESUMABLE_CHANGES", "SEED_DIR", "WATCHED", "RunError", "TrainingDiverged",
+           "ensure_run_datasets", "make_sampler", "seed_run_dir"]

@@ -33,6 +33,14 @@ step would multiply lam by e per step, while a projected step moves it by about 
 Actions are in [-1, 1] (``action_scaling``). No ``.item()`` or host copy: metrics are
 detached (T,) tensors.
 
+Seeds (``merpo_agent.seed_batch``): the slots may hold the task batches of ``seeds``
+random seeds side by side, seed-major; the generator is then a ``task_slice.SeedGenerators``
+(each seed's noise from its own stream), pi_c and Q_meta carry a seed axis of the same size
+(one per seed, broadcast into that seed's slots), the one shared beta of
+``beta_sharing="shared"`` is one per seed, and the element-wise ops whose CPU kernels round
+by position run seed by seed (``merpo_data.networks.by_seed``): each seed's slots compute
+what they compute alone.
+
 Speed: the critics run once per step on the mixed batch and the CQL(H) samples together;
 Adam's moments and step counts stay on the device; opt-in
 ``RACConfig.compile`` compiles the pure loss math and ``RACConfig.cuda_graphs`` replays the
@@ -49,6 +57,7 @@ import torch
 from merpo_data.networks import (
     StackedMLP,
     StackedTanhGaussianPolicy,
+    set_seed_block,
     tanh_gaussian_log_prob,
     tanh_gaussian_rsample,
 )
@@ -58,6 +67,7 @@ from merpo_agent import rac_losses as L
 from merpo_agent.alpha_adaptation import adaptive_alpha_step
 from merpo_agent.optimizers import TaskAdam
 from merpo_agent.rac_config import RACConfig
+from merpo_agent.task_slice import Generators, TaskSlice, draw_slots
 from merpo_agent.transitions import TransitionBatch
 from merpo_agent.update_graph import UpdateGraph
 
@@ -82,13 +92,20 @@ class UpdateNoise(NamedTuple):
         uniform_actions: int,
         policy_actions: int,
         device: torch.device | str,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
+        task_slice: TaskSlice | None = None,
     ) -> UpdateNoise:
+        """``num_tasks`` slots' noise; under ``task_slice`` the whole batch's, cut to it
+        (``num_tasks`` is then the slice's size); per seed with ``SeedGenerators``."""
         def normal(*shape: int) -> torch.Tensor:
-            return torch.randn(shape, device=device, generator=generator)
+            return draw_slots(
+                generator, lambda s, g: torch.randn(s, device=device, generator=g), shape,
+                task_slice,
+            )
 
-        uniform = torch.rand(
-            (num_tasks, penalty_size, uniform_actions, act_dim), device=device, generator=generator
+        uniform = draw_slots(
+            generator, lambda s, g: torch.rand(s, device=device, generator=g),
+            (num_tasks, penalty_size, uniform_actions, act_dim), task_slice,
         )
         return UpdateNoise(
             next_action=normal(num_tasks, batch_size, act_dim),
@@ -124,26 +141,32 @@ class TaskLearners(nn.Module):
         act_dim: int,
         num_slots: int,
         device: torch.device | str = "cpu",
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         action_log_scale: float = 0.0,
+        seeds: int = 1,
     ):
         """``num_slots`` T tasks are learned at once. Parameters are initialised from
         torch's global RNG; ``generator`` (on ``device``) drives the update noise (default: a
         new one seeded 0). ``action_log_scale``: sum over action dimensions of
         log((high - low) / 2) of the env's action box (``action_scaling.log_action_scale``),
-        what ``-log pi`` gains from [-1, 1] to env units (``divergence_units="env"``)."""
+        what ``-log pi`` gains from [-1, 1] to env units (``divergence_units="env"``).
+        ``seeds``: the slots are that many seeds' equal blocks (the module docstring)."""
         super().__init__()
-        if num_slots < 1:
-            raise ValueError("TaskLearners: need num_slots >= 1")
+        if num_slots < 1 or seeds < 1 or num_slots % seeds:
+            raise ValueError("TaskLearners: need num_slots >= 1, split into seeds >= 1 "
+                             "equal blocks")
         self.config = config
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.num_slots = num_slots
+        self.num_slots, self.seeds = num_slots, seeds
         self.device = torch.device(device)
         self.action_log_scale = float(action_log_scale)
         t, h, layers = num_slots, config.hidden, config.hidden_layers
 
         self.actor = StackedTanhGaussianPolicy((t,), obs_dim, act_dim, h, layers)
         self.critic = StackedMLP((t, 2), obs_dim + act_dim, 1, h, layers)
+        block = num_slots // seeds if seeds > 1 else None  # each seed's slots
+        set_seed_block(self.actor, block)
+        set_seed_block(self.critic, block)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         initial = self.initial_duals(config)
         self.log_alpha_ent = nn.Parameter(initial[_LOG_ALPHA_ENT].repeat(t))
@@ -237,13 +260,14 @@ class TaskLearners(nn.Module):
         """pi_n <- pi_c and Q_n <- Q_meta in every slot (None leaves that network), targets
         <- Q_n; the duals stay. ``fresh_adam``: zero the actor's and critics' Adam states
         (the "reinit" reading of App. A.2.2: a task learner made anew from the meta-learned
-        networks at every meta-iteration, keeping its own duals)."""
-        if meta_policy is not None:
-            for dst, src in zip(self.actor.parameters(), meta_policy.parameters(), strict=True):
-                dst.copy_(src.expand_as(dst))
-        if meta_q is not None:
-            for dst, src in zip(self.critic.parameters(), meta_q.parameters(), strict=True):
-                dst.copy_(src.expand_as(dst))
+        networks at every meta-iteration, keeping its own duals). pi_c and Q_meta have one
+        network per seed (their leading axis): seed s's goes into seed s's slots."""
+        for mine, meta in ((self.actor, meta_policy), (self.critic, meta_q)):
+            if meta is None:
+                continue
+            for dst, src in zip(mine.parameters(), meta.parameters(), strict=True):
+                blocks = dst.view(self.seeds, -1, *dst.shape[1:])
+                blocks.copy_(src.unsqueeze(1).expand_as(blocks))
         for dst, src in zip(
             self.target_critic.parameters(), self.critic.parameters(), strict=True
         ):
@@ -322,18 +346,30 @@ class TaskLearners(nn.Module):
         if not c.use_model:
             model = None
         if noise is None:
-            t, n_real = real.rewards.shape
-            n_model = 0 if model is None else model.rewards.shape[1]
-            penalty = real.rewards.shape[1] if model is None else n_model
-            noise = UpdateNoise.draw(
-                t, n_real + n_model, penalty, self.act_dim, c.cql_uniform_actions,
-                c.cql_policy_actions, self.device, self.generator,
-            )
+            noise = self.draw_noise(real, model)
         if c.cuda_graphs:
             if self._graph is None:
                 self._graph = UpdateGraph(self, warmup_steps=c.cuda_graph_warmup)
             return self._graph(real, model, meta_policy, bc_policy, noise)
         return self._update(real, model, meta_policy, bc_policy, noise)
+
+    def draw_noise(
+        self,
+        real: TransitionBatch,
+        model: TransitionBatch | None,
+        task_slice: TaskSlice | None = None,
+    ) -> UpdateNoise:
+        """The noise of one ``update`` on these batches, from ``self.generator``; under
+        ``task_slice`` the whole batch's noise cut to the slice (torchrun, or a chunk)."""
+        c = self.config
+        n_real = real.rewards.shape[1]
+        n_model = 0 if model is None or not c.use_model else model.rewards.shape[1]
+        penalty = n_real if n_model == 0 else n_model
+        return UpdateNoise.draw(
+            real.rewards.shape[0], n_real + n_model, penalty, self.act_dim,
+            c.cql_uniform_actions, c.cql_policy_actions, self.device, self.generator,
+            task_slice,
+        )
 
     def _update(
         self,
@@ -362,17 +398,19 @@ class TaskLearners(nn.Module):
             mixed, penalty_obs, real.rewards.shape[1], noise, alpha_ent
         )
         if c.auto_tune_beta:  # App. A.2.2: beta is optimised before the Q-network
-            shared_before = self.log_beta.detach().mean() if c.beta_sharing == "shared" else None
+            shared = c.beta_sharing == "shared"
+            # one dual per seed, stepped by every task's update: seed by seed (rows)
+            per_seed = self.log_beta.detach().view(self.seeds, -1)
+            shared_before = per_seed.mean(1, keepdim=True) if shared else None
             beta_loss = L.beta_dual_loss(self.log_beta, gap, c.q_difference_threshold)
             self.beta_optimizer.zero_grad(set_to_none=True)
             beta_loss.backward()
             self.beta_optimizer.step()
             if shared_before is not None:
-                with torch.no_grad():  # one dual, stepped by every task's update
-                    self.log_beta.copy_(
-                        shared_before + (self.log_beta - shared_before).sum().expand_as(
-                            self.log_beta)
-                    )
+                with torch.no_grad():
+                    step = (self.log_beta.view(self.seeds, -1) - shared_before).sum(
+                        1, keepdim=True)
+                    self.log_beta.copy_((shared_before + step).expand_as(per_seed).flatten())
         beta = self.log_beta.detach().exp().clamp(max=c.beta_max)
         critic_loss = L.critic_loss(bellman, gap, beta)
         self.critic_optimizer.zero_grad(set_to_none=True)
@@ -444,7 +482,7 @@ class TaskLearners(nn.Module):
         with torch.no_grad():
             next_mean, next_log_std = self.actor(mixed.next_observations)
             next_action, next_log_prob = tanh_gaussian_rsample(
-                next_mean, next_log_std, noise.next_action
+                next_mean, next_log_std, noise.next_action, self.seeds
             )
             next_q = twin_q_values(self.target_critic, mixed.next_observations, next_action)
             target = L.soft_bellman_target(
@@ -453,7 +491,7 @@ class TaskLearners(nn.Module):
             # CQL(H) proposals at the penalty states: K_u uniform + K_p policy actions.
             pen_mean, pen_log_std = self.actor(penalty_obs)
             pol_action, pol_log_prob = tanh_gaussian_rsample(
-                pen_mean[:, :, None], pen_log_std[:, :, None], noise.cql_policy
+                pen_mean[:, :, None], pen_log_std[:, :, None], noise.cql_policy, self.seeds
             )
             ood_action = torch.cat([noise.cql_uniform, pol_action], dim=2)  # (T, P, K, act)
             uniform_log_density = torch.full_like(
@@ -479,7 +517,7 @@ class TaskLearners(nn.Module):
         """Eq. 9 per task (T,) with gradients to the actor, and (detached) the policy's
         log-probabilities (T, B), mean min-Q (T,), D_beta, D_meta and D_beta' (T,)."""
         mean, log_std = self.actor(mixed.observations)
-        action, log_prob = tanh_gaussian_rsample(mean, log_std, actor_noise)
+        action, log_prob = tanh_gaussian_rsample(mean, log_std, actor_noise, self.seeds)
         q_policy = twin_q_values(self.critic, mixed.observations, action)
         meta_mean = meta_log_std = bc_log_prob = None
         with torch.no_grad():
@@ -487,10 +525,11 @@ class TaskLearners(nn.Module):
                 meta_mean, meta_log_std = meta_policy(mixed.observations)
             if bc_policy is not None:
                 bc_mean, bc_log_std = bc_policy(real.observations)
-                bc_log_prob = tanh_gaussian_log_prob(bc_mean, bc_log_std, real.actions)
+                bc_log_prob = tanh_gaussian_log_prob(bc_mean, bc_log_std, real.actions,
+                                                     self.seeds)
         actor_loss, q_min, d_beta, d_meta, d_beta_prime = self._math(L.regularized_actor_terms)(
             mean, log_std, log_prob, q_policy, real.actions, meta_mean, meta_log_std,
-            bc_log_prob, alpha_ent, self.lam, self.alpha,
+            bc_log_prob, alpha_ent, self.lam, self.alpha, self.seeds,
         )
         return actor_loss, log_prob.detach(), q_min, d_beta, d_meta, d_beta_prime
 

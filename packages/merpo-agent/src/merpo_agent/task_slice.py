@@ -11,13 +11,19 @@ The same slices cut a task batch into chunks run one after another in one proces
 (:func:`task_chunks`), when the device runs smaller batched ops faster
 (:func:`device_chunk_size`): the RAC inner loop (Alg. 2 lines 10-15) and the training of
 task models (Eq. 3-4).
+
+Seeds as a batch axis (``merpo_agent.seed_batch``): the slots of S random seeds side by
+side, seed-major, each seed with its own generator (:class:`SeedGenerators`). A random
+tensor with a slot axis is then drawn seed by seed, each from its own generator with the
+shape that seed alone draws, and concatenated (:func:`draw_slots`): every seed sees the
+stream it sees alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from merpo_data.distributed import shard_bounds
@@ -74,15 +80,80 @@ class TaskSlice:
         return self.take(sample((self.total, *local_shape[1:])))
 
 
-def draw_sliced(
-    task_slice: TaskSlice | None,
-    sample: Callable[[tuple[int, ...]], torch.Tensor],
+class SeedGenerators:
+    """One generator per seed of a seed batch, in the slots' (seed-major) order: what a
+    function that draws for the slots takes in place of one ``torch.Generator``."""
+
+    def __init__(self, generators: list[torch.Generator]):
+        if not generators:
+            raise ValueError("SeedGenerators: need at least one generator")
+        self.generators = list(generators)
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def get_state(self) -> list[torch.Tensor]:
+        return [g.get_state() for g in self.generators]
+
+    def set_state(self, states: list[torch.Tensor]) -> None:
+        for g, state in zip(self.generators, states, strict=True):
+            g.set_state(state)
+
+
+Generators = torch.Generator | SeedGenerators | None
+# ``sample(shape, generator)``: one random tensor of ``shape`` from one generator
+Sample = Callable[[tuple[int, ...], torch.Generator | None], torch.Tensor]
+
+
+def per_seed(generator: Generators, rows: torch.Tensor) -> list[tuple[Any, torch.Tensor]]:
+    """``(generator, rows)`` of each seed: the seed blocks of ``rows`` (slot axis first) with
+    their seeds' generators, or the one pair ``(generator, rows)`` for one generator."""
+    if not isinstance(generator, SeedGenerators):
+        return [(generator, rows)]
+    return list(zip(generator.generators, rows.chunk(len(generator)), strict=True))
+
+
+def sample_tasks(sampler: Any, batch_size: int, task_indices: torch.Tensor | None,
+                 generator: Generators) -> Any:
+    """``sampler.sample(batch_size, task_indices, generator)`` of a ``merpo_data.TaskSampler``;
+    with :class:`SeedGenerators` the rows ``task_indices`` (None: every task, for each seed)
+    are the seeds' blocks, each drawn from its seed's generator as alone."""
+    if not isinstance(generator, SeedGenerators):
+        return sampler.sample(batch_size, task_indices, generator)
+    if task_indices is None:
+        task_indices = torch.arange(sampler.num_tasks, device=sampler.device).repeat(
+            len(generator))
+    index = [sampler.draw_indices(batch_size, rows, g)
+             for g, rows in per_seed(generator, task_indices)]
+    return sampler.gather(torch.cat(index))
+
+
+def draw_slots(
+    generator: Generators,
+    sample: Sample,
     local_shape: torch.Size | tuple,
+    task_slice: TaskSlice | None = None,
 ) -> torch.Tensor:
-    """``task_slice.draw(sample, local_shape)``, or ``sample(local_shape)`` without a slice."""
+    """A random tensor with a slot axis first, as the slots' seeds draw it alone.
+
+    One generator: ``sample(local_shape, generator)``, or under ``task_slice`` the whole
+    batch's draw cut to the slice (:meth:`TaskSlice.draw`). :class:`SeedGenerators` of S
+    seeds: the (whole) batch's slots are S equal seed blocks; each seed draws its block's
+    shape from its own generator, in seed order, and the blocks are concatenated."""
+    local_shape = tuple(local_shape)
+
+    def whole(shape: tuple[int, ...]) -> torch.Tensor:
+        if not isinstance(generator, SeedGenerators):
+            return sample(shape, generator)
+        seeds = len(generator)
+        if shape[0] % seeds:
+            raise ValueError(f"draw_slots: {shape[0]} slots are not {seeds} equal seed blocks")
+        block = (shape[0] // seeds, *shape[1:])
+        return torch.cat([sample(block, g) for g in generator.generators])
+
     if task_slice is None:
-        return sample(tuple(local_shape))
-    return task_slice.draw(sample, local_shape)
+        return whole(local_shape)
+    return task_slice.draw(whole, local_shape)
 
 
 def task_chunks(total: int, size: int) -> list[TaskSlice]:
@@ -126,5 +197,7 @@ def critic_weights(hidden: int, hidden_layers: int, in_features: int) -> int:
     return 2 * (in_features * hidden + (hidden_layers - 1) * hidden * hidden + hidden)
 
 
-__all__ = ["CPU_CHUNK_CRITIC_WEIGHTS", "TaskSlice", "critic_weights", "device_chunk_size",
-           "draw_sliced", "task_chunk_size", "task_chunks"]
+__all__ = ["CPU_CHUNK_CRITIC_WEIGHTS", "Generators", "SeedGenerators", "TaskSlice",
+           "critic_weights", "device_chunk_size", "draw_slots", "per_seed", "sample_tasks",
+           "task_chunk_size",
+           "task_chunks"]

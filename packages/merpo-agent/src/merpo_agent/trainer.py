@@ -15,7 +15,9 @@ Setup (once per run, then checkpointed):
    learners persist for the whole run: a task sampled again continues from where its
    learner stopped (parameters, targets, Adam moments and step counts, duals).
 
-Meta-iterations k (Alg. 2 lines 9-18), every tensor with a task axis:
+Meta-iterations k (Alg. 2 lines 9-18), every tensor with a task axis (the loop itself is
+``seed_batch.SeedBatch``'s, which trains one run, or several seeds of a setting as one more
+batch axis):
 
 - sample a task batch B (``meta.task_batch_size``) of the training tasks;
 - gather the batch's learners from the table into the working slots;
@@ -55,7 +57,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from merpo_data.progress import progress_bar
 from merpo_envs import get_meta_info
 from tqdm.auto import tqdm
 
@@ -88,8 +89,8 @@ from merpo_agent.meta_setup import MetaSetup
 from merpo_agent.metrics import MetricsWriter, to_host
 from merpo_agent.model_buffer import ModelBuffer
 from merpo_agent.provenance import record_session
-from merpo_agent.rac_loop import TaskData, buffer_capacity, rac_updates
-from merpo_agent.run_dir import check_run_dir, claim_run_dir
+from merpo_agent.rac_loop import buffer_capacity
+from merpo_agent.run_dir import check_run_dir
 from merpo_agent.run_layout import (
     ADAPTED,
     ADAPTED_FORMAT,
@@ -154,6 +155,7 @@ class MetaTrainer(MetaSetup, RunMetaTest):
         self.checkpoint_path = self.run_dir / CHECKPOINT_DIR / LATEST
         self.iteration = 0
         self.last_result: MetaTestResult | None = None
+        self.shared_data: tuple | None = None  # (train, test) samplers, set before build
         self._built = False
         self._last_good: int | None = None  # the iteration of the last checkpoint written
 
@@ -176,9 +178,11 @@ class MetaTrainer(MetaSetup, RunMetaTest):
         """Samplers and every module (fresh weights; ``setup`` or a checkpoint fills them)."""
         cfg, device = self.cfg, self.device
         torch.manual_seed(cfg.seed)
-        ensure_run_datasets(cfg)
-        self.train_data = make_sampler(cfg, "train")
-        self.test_data = make_sampler(cfg, "test")
+        if self.shared_data is None:
+            ensure_run_datasets(cfg)
+            self.shared_data = (make_sampler(cfg, "train"), make_sampler(cfg, "test"))
+        # the task samplers (the seeds of a seed batch share one pair: the same data)
+        self.train_data, self.test_data = self.shared_data
         obs_dim, act_dim = self.train_data.obs_dim, self.train_data.act_dim
         self.num_train = self.train_data.num_tasks
         if cfg.meta.task_batch_size > self.num_train:
@@ -236,8 +240,6 @@ class MetaTrainer(MetaSetup, RunMetaTest):
         self._chunk_state: dict[int, tuple] = {
             self.num_slots: (self.learners, self.buffer, self.slot_models)
         }
-        # non-finite loss flag, accumulated on the device, read once per log interval
-        self._bad = torch.zeros((), dtype=torch.bool, device=device)
         self._built = True
 
     def _task_chunks(self) -> list[TaskSlice | None]:
@@ -283,90 +285,6 @@ class MetaTrainer(MetaSetup, RunMetaTest):
             local = make(self.num_slots)
         make(self.batch_size)
         return local
-
-    # ------------------------------------------------------------------ one meta-iteration
-    def meta_iteration(self) -> dict[str, torch.Tensor]:
-        """Alg. 2 lines 10-17 for one task batch; returns device metrics (no host reads).
-
-        The batch's learners run chunk by chunk (``self.chunks``; one chunk unless a CPU
-        runs smaller batched ops faster): every chunk draws the whole batch's randomness
-        from the same generator states and keeps its own rows, so the chunks together
-        compute what one batched op over the whole batch computes."""
-        cfg, gen = self.cfg, self.generator
-        rac = cfg.rac
-        # the whole task batch, the same on every rank; this rank's slots hold `local`
-        idx = torch.randperm(self.num_train, device=self.device, generator=gen)[: self.batch_size]
-        regularized = rac.use_meta_regularizer
-        learned = not cfg.meta.fixed_meta_policy  # single-task RAC: pi_c stays fixed
-        tuned = regularized and rac.auto_tune_lambda
-        # App. A.2.2's reading: the batch's learners start from pi_c and Q_meta every time
-        reinit = learned and cfg.meta.learner_init in ("reinit", "reptile")
-        reptile = learned and cfg.meta.learner_init == "reptile"
-
-        def watch(metrics: dict[str, torch.Tensor]) -> None:
-            for name in WATCHED:
-                self._bad |= ~torch.isfinite(metrics[name]).all()
-
-        rewind = len(self.chunks) > 1
-        if rewind:
-            start = (gen.get_state(), self.learner_generator.get_state())
-        parts: list[dict[str, torch.Tensor]] = []
-        policy_inputs: list[tuple[torch.Tensor, ...]] = []
-        critic_sums: list[list[torch.Tensor]] = []
-        actor_sums: list[list[torch.Tensor]] = []
-        for chunk in self.chunks:
-            if rewind:
-                gen.set_state(start[0])
-                self.learner_generator.set_state(start[1])
-            rows = idx if chunk is None else chunk.take(idx)
-            learners, buffer, models = self._chunk_modules(rows.shape[0])
-            self.table.gather_into(learners, rows)  # each task continues its own learner
-            if reinit:
-                learners.load_meta_networks(self.meta.policy, self.meta.q, fresh_adam=True)
-            if buffer is not None:
-                buffer.clear()
-                models.copy_from_(self.task_models, rows)
-            data = TaskData(self.train_data, idx, models if rac.use_model else None,
-                            self.info.terminated_torch, task_slice=chunk)
-            metrics, last = rac_updates(
-                learners, data, buffer, cfg.meta.inner_steps, cfg.rollout,
-                self.meta.policy if regularized else None,
-                self.bc_train.select(rows) if tuned else None, gen, on_update=watch,
-            )
-            if regularized and learned:  # Eq. 10's inputs: pi_n at rho_n's states
-                with torch.no_grad():
-                    mean, log_std = learners.actor(last.observations)
-                policy_inputs.append((mean, log_std, last.observations,
-                                      learners.lam.detach().clone(), learners.alpha.clone()))
-            if learned:
-                critic_sums.append(_slot_sums(learners.critic))
-            if reptile:
-                actor_sums.append(_slot_sums(learners.actor))
-            metrics = dict(metrics)
-            metrics["alpha"] = learners.adapt_alpha(metrics["d_beta_dual"], metrics["d_meta"])
-            self.table.scatter_from(learners, rows)
-            parts.append(metrics)
-        if rac.beta_sharing == "shared":  # the one dual of every task, sampled or not
-            with torch.no_grad():
-                self.table.learners.log_beta.copy_(
-                    learners.log_beta[0].expand_as(self.table.learners.log_beta))
-        out = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
-        count = self.num_slots
-        if policy_inputs and cfg.meta.policy_steps > 0:  # Eq. 10: only the KL depends on pi_c
-            mean, log_std, states, lam, alpha = (torch.cat(x) for x in zip(*policy_inputs,
-                                                                         strict=True))
-            losses = [self.meta.update_policy_from(mean, log_std, states, lam, alpha)
-                      for _ in range(cfg.meta.policy_steps)]
-            out["meta_policy_loss"] = losses[0]  # before the first step
-            self._bad |= ~torch.isfinite(losses[-1])
-        if reptile:  # pi_c <- pi_c + epsilon (mean_n pi_n - pi_c)
-            self.meta.reptile_policy_step(_batch_mean(actor_sums, count), count,
-                                          cfg.meta.reptile_step)
-        if learned:
-            self.meta.update_q_towards(_batch_mean(critic_sums, count), count)
-        if self.task_slice is not None:
-            self.table.merge_ranks_(idx, self.task_slice.take(idx))
-        return out
 
     def _gather_metrics(self, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """torchrun: the whole batch's metrics on every rank (per-slot (T,) metrics of the
@@ -453,13 +371,18 @@ class MetaTrainer(MetaSetup, RunMetaTest):
         self.iteration = int(state["iteration"])
         set_rng_state(state["rng"], {"data": self.generator})
 
-    # ------------------------------------------------------------------ the loop
+    # ------------------------------------------------------------------ the run
     def train(self) -> MetaTestResult:
-        """Set up or resume, run the remaining meta-iterations, return the final meta-test."""
-        with claim_run_dir(self.run_dir, self.checkpoint_path, lock=self.is_main):
-            return self._train()
+        """Set up or resume, run the remaining meta-iterations, return the final meta-test
+        (``seed_batch.SeedBatch`` of this one seed: the loop of every run)."""
+        from merpo_agent.seed_batch import SeedBatch
 
-    def _train(self) -> MetaTestResult:
+        return SeedBatch([self], progress=self.progress).train()[0]
+
+    def open_run(self) -> MetricsWriter | _NullWriter:
+        """Build, then resume from the checkpoint or run the setup (Alg. 2 lines 1-8) and
+        save iteration 0; the run's metrics writer (the caller closes it). Call with the
+        run directory claimed (``run_dir.claim_run_dir``)."""
         cfg = self.cfg
         if not self._built:
             self.build()
@@ -484,52 +407,15 @@ class MetaTrainer(MetaSetup, RunMetaTest):
                 writer.truncate_after(-1)
                 self.setup(writer)
                 self.save()  # iteration 0: the setup is never redone
-            return self._loop(writer)
-        finally:
+        except BaseException:
             writer.close()
-
-    def _loop(self, writer: MetricsWriter) -> MetaTestResult:
-        cfg = self.cfg
-        meta_cfg = cfg.meta
-        self._bad.zero_()
+            raise
         self._last_good = self.iteration
-        bar = progress_bar(cfg.iterations, "meta-training", "it", initial=self.iteration,
-                           disable=not self.progress)
-        metrics: dict[str, torch.Tensor] = {}
-        try:
-            while self.iteration < cfg.iterations:
-                metrics = self.meta_iteration()
-                self.iteration += 1
-                k = self.iteration
-                final = k == cfg.iterations
-                log_now = k % cfg.log_every_iterations == 0 or final
-                save_now = k % cfg.checkpoint_every_iterations == 0 or final
-                eval_now = (cfg.eval_every_iterations > 0
-                            and k % cfg.eval_every_iterations == 0) or final
-                if log_now or save_now or eval_now:
-                    # the one host read of the check (all ranks stop together)
-                    if bool(any_rank(self._bad)):
-                        raise self._diverged("non-finite loss (NaN or inf)")
-                if log_now:
-                    writer.log(k, "train", self._gather_metrics(metrics))
-                if eval_now and meta_cfg.fixed_meta_policy and self.is_main:
-                    writer.log_record(self.own_task_record())
-                if eval_now:
-                    result = self.evaluate(final=final)
-                    means = result.means()
-                    writer.log(k, "meta_test", means)
-                    writer.log_record(result.per_task_record())
-                    if final:
-                        self.save_adapted(result)
-                    bar.set_postfix(
-                        test_return=f"{means['adapted_return']:.2f}",
-                        meta=f"{means['meta_policy_return']:.2f}",
-                    )
-                if save_now:
-                    self.save()
-                bar.update(1)
-        finally:
-            bar.close()
+        return writer
+
+    def finish(self, writer: MetricsWriter | _NullWriter) -> MetaTestResult:
+        """After the last meta-iteration: the final meta-test (again, for a finished run
+        resumed) with its adapted policies saved; returns it."""
         if self.last_result is None or self.last_result.iteration != self.iteration:
             result = self.evaluate()  # a finished run resumed: its last meta-test, again
             self.save_adapted(result)
@@ -537,16 +423,6 @@ class MetaTrainer(MetaSetup, RunMetaTest):
                 writer.log(self.iteration, "meta_test", result.means())
                 writer.log_record(result.per_task_record())
         return self.last_result
-
-
-def _slot_sums(module: torch.nn.Module) -> list[torch.Tensor]:
-    """Each parameter of a stacked module summed over its task slots, (1, ...) each."""
-    return [p.detach().sum(0, keepdim=True) for p in module.parameters()]
-
-
-def _batch_mean(chunk_sums: list[list[torch.Tensor]], count: int) -> list[torch.Tensor]:
-    """The task batch's mean parameters from its chunks' ``_slot_sums``."""
-    return [sum(parts) / count for parts in zip(*chunk_sums, strict=True)]
 
 
 def _silent(_: str) -> None:

@@ -14,9 +14,11 @@ tuned on them.
 The study is Optuna's (TPE by default, or a grid sampler), kept in an RDB storage (SQLite
 beside the runs by default; any URL, so that processes on several machines can share one
 study). Every (trial, seed) is a ``merpo-agent train`` run directory named by the trial's
-settings: a killed ``tune`` resumes its unfinished trial with the same settings (the
-trial is marked failed and enqueued again; its runs continue from their checkpoints), and
-finished runs are reused. At the end it writes, per method:
+settings; a trial's seeds train together in one ``train --seeds`` process (seeds as one
+more batch axis, each seed's result its own ``train --seed`` run's; ``--seed-batch 1``:
+a process per seed, ``--jobs`` at a time). A killed ``tune`` resumes its unfinished trial
+with the same settings (the trial is marked failed and enqueued again; its runs continue
+from their checkpoints), and finished runs are reused. At the end it writes, per method:
 
 - ``best.yaml``: the chosen settings as a config file for ``train --config`` (and
   ``reproduce --settings``);
@@ -38,7 +40,8 @@ import yaml
 from merpo_agent.checkpoint import atomic_write_text
 from merpo_agent.config import ConfigError
 from merpo_agent.executors import make_executor
-from merpo_agent.reproduce import RunDiverged
+from merpo_agent.reproduce import RunDiverged, seed_jobs
+from merpo_agent.run_layout import seed_run_dir
 from merpo_agent.search_spaces import search_space
 from merpo_agent.trainer import RunError
 from merpo_agent.validated_settings import BEST_FILE
@@ -111,7 +114,7 @@ class Tuner:
     def __init__(self, algo: str, env_id: str, out_dir: Path, trials: int = 8, seeds: int = 2,
                  quick: bool = False, quality: str = "medium", sampler: str = "tpe",
                  storage: str | None = None, jobs: int | None = None, log=print,
-                 executor=None):
+                 executor=None, seed_batch: int | None = 1):
         from merpo_envs import get_meta_info
 
         from merpo_agent.reproduce import is_baseline
@@ -131,7 +134,10 @@ class Tuner:
         self.out = Path(out_dir) / algo
         self.storage = storage or f"sqlite:///{(self.out / 'study.db').resolve()}"
         # where a trial's seeds train (default: ``jobs`` local processes, at most one a seed)
+        # and how many of them a process trains together (None: all)
         self.executor = executor or make_executor("local", jobs)
+        seed_jobs([], seed_batch)  # a bad --seed-batch: one line before anything runs
+        self.seed_batch = seed_batch
         self.log = log
         self.baseline = is_baseline(algo)
 
@@ -157,7 +163,7 @@ class Tuner:
         spec = RunSpec(self.algo, self.algo, overrides_of(self.algo, labels))
         out = []
         for seed in range(self.seeds):
-            run_dir = self.out / trial_key(labels) / f"seed-{seed}"
+            run_dir = seed_run_dir(self.out / trial_key(labels), seed)
             out.append((run_dir, train_command(self.env_id, experiment, spec, seed,
                                                self.quality, sizes, run_dir,
                                                setup_cache=self.out.parent / SETUP_CACHE)))
@@ -166,8 +172,8 @@ class Tuner:
     def score(self, labels: dict[str, str]) -> dict:
         """Train (or reuse) every seed of a trial; its validation returns."""
         column = self.algo if self.baseline else "adapted"
-        results = self.executor.map([(command, run_dir, self.algo)
-                                     for run_dir, command in self.commands(labels)], self.log)
+        runs = [(command, run_dir, self.algo) for run_dir, command in self.commands(labels)]
+        results = self.executor.map(seed_jobs(runs, self.seed_batch), self.log)
         per_seed = []
         for result in results:
             if sorted(result["tasks"]) != sorted(self.valid_tasks):  # never a test task

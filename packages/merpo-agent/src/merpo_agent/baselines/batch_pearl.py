@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from merpo_data.networks import by_seed
 from merpo_data.sampler import TaskSampler
 from merpo_envs import get_meta_info
 from torch import nn
@@ -62,9 +63,14 @@ from merpo_agent.baselines.context import (
     mlp,
     polyak_,
     save_agent,
+    seed_mean,
+    seed_scale,
+    seed_sum,
+    twin_bellman_loss,
     twin_critics,
 )
 from merpo_agent.baselines.context import agent_from_state as _agent_from_state
+from merpo_agent.task_slice import draw_slots, sample_tasks
 from merpo_agent.transitions import TransitionBatch
 
 # PEARL's env configs: reward_scale 100 on its point robot, 5 on the locomotion envs.
@@ -138,15 +144,16 @@ class ProbabilisticContextEncoder(nn.Module):
     Input features (..., C, 2 * obs_dim + act_dim + 1) already normalized.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: int, layers: int):
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: int, layers: int,
+                 seeds: int = 1):
         super().__init__()
-        self.latent_dim = latent_dim
-        self.net = mlp(2 * obs_dim + act_dim + 1, 2 * latent_dim, hidden, layers)
+        self.latent_dim, self.seeds = latent_dim, seeds
+        self.net = mlp(2 * obs_dim + act_dim + 1, 2 * latent_dim, hidden, layers, seeds)
 
     def posterior(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance (..., latent_dim) of the product of the C factors."""
         mu, raw = self.net(features).split(self.latent_dim, dim=-1)
-        precision = 1.0 / F.softplus(raw).clamp_min(MIN_FACTOR_VARIANCE)
+        precision = 1.0 / by_seed(F.softplus, raw, self.seeds).clamp_min(MIN_FACTOR_VARIANCE)
         variance = 1.0 / precision.sum(dim=-2)
         return variance * (mu * precision).sum(dim=-2), variance
 
@@ -193,7 +200,8 @@ class BatchPearlLearner(BaselineLearner):
         self.agent, self.config, self.generator = agent, cfg, generator
         act_dim = agent.act_dim
         self.critic, self.target_critic = twin_critics(agent)
-        self.log_entropy_coef = nn.Parameter(torch.tensor(math.log(cfg.entropy_coef)))
+        lead = () if agent.seeds == 1 else (agent.seeds,)  # one temperature per seed
+        self.log_entropy_coef = nn.Parameter(torch.full(lead, math.log(cfg.entropy_coef)))
         self.target_entropy = -float(act_dim)
         self.to(agent.device)
         self.encoder_optimizer = torch.optim.Adam(agent.encoder.parameters(), lr=cfg.encoder_lr)
@@ -204,14 +212,15 @@ class BatchPearlLearner(BaselineLearner):
     def step(self, sampler: TaskSampler, task_indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """Draw the RL batch and a context per task, then :meth:`update`."""
         cfg = self.config
-        batch = sampler.sample(cfg.batch_size, task_indices, self.generator)
-        context = sampler.sample(cfg.context_size, task_indices, self.generator)
+        batch = sample_tasks(sampler, cfg.batch_size, task_indices, self.generator)
+        context = sample_tasks(sampler, cfg.context_size, task_indices, self.generator)
         return self.update(batch, context)
 
     def sample_latent(self, context: TransitionBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """z ~ q(z | c) per task, reparameterized (T, latent), and its KL to the prior (T,)."""
         mean, variance = self.agent.posterior(context)
-        noise = torch.randn(mean.shape, device=mean.device, generator=self.generator)
+        noise = draw_slots(self.generator, lambda s, g: torch.randn(
+            s, device=mean.device, generator=g), mean.shape)
         return mean + variance.sqrt() * noise, kl_to_unit_prior(mean, variance)
 
     def critic_loss(
@@ -234,30 +243,32 @@ class BatchPearlLearner(BaselineLearner):
                 norm_next_obs, z_fixed, self.generator
             )
             next_value = self.target_critic(norm_next_obs, next_act, z_fixed).min(0).values
-            next_value = next_value - self.log_entropy_coef.exp() * next_log_prob
+            next_value = next_value - seed_scale(self.log_entropy_coef.exp(), next_log_prob)
             target = cfg.reward_scale * rewards + cfg.discount * (1.0 - terminations) * next_value
         q = self.critic(norm_obs, unit_act, z)
-        return (q - target.unsqueeze(0)).pow(2).mean(dim=(1, 2)).sum(), q.detach().mean()
+        seeds = self.agent.seeds
+        return twin_bellman_loss(q, target, seeds), seed_mean(q.detach(), seeds, axis=1)
 
     def actor_loss(
         self, norm_obs: torch.Tensor, z: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """SAC's policy loss on (s, z) with z detached, plus PEARL's mean / log-std
         regularizers: E[alpha log pi - min_i Q_i] + reg. Returns (loss, log pi (T, B))."""
-        cfg = self.config
+        cfg, seeds = self.config, self.agent.seeds
         action, log_prob, mean, log_std = self.agent.sample_action(norm_obs, z, self.generator)
         q = self.critic(norm_obs, action, z).min(0).values
         alpha = self.log_entropy_coef.detach().exp()
-        regularizer = cfg.policy_mean_reg * mean.pow(2).mean() + (
-            cfg.policy_std_reg * log_std.pow(2).mean()
+        regularizer = cfg.policy_mean_reg * seed_mean(mean.pow(2), seeds) + (
+            cfg.policy_std_reg * seed_mean(log_std.pow(2), seeds)
         )
-        return (alpha * log_prob - q).mean() + regularizer, log_prob.detach()
+        return seed_mean(seed_scale(alpha, log_prob) - q, seeds) + regularizer, log_prob.detach()
 
     def update(self, batch: TransitionBatch, context: TransitionBatch) -> dict[str, torch.Tensor]:
         """One Batch PEARL step: encoder + critics (Bellman + KL), actor, temperature,
         targets. ``batch`` (T', B, ...) and ``context`` (T', C, ...) come straight from
         ``TaskSampler.sample`` for the same tasks. Returns detached scalar metrics."""
         cfg, agent = self.config, self.agent
+        seeds = agent.seeds
         t, b = batch.rewards.shape
         z_tasks, kl = self.sample_latent(context)
         z = z_tasks.unsqueeze(1).expand(t, b, cfg.latent_dim)
@@ -269,10 +280,10 @@ class BatchPearlLearner(BaselineLearner):
         critic_loss, q_mean = self.critic_loss(
             norm_obs, unit_act, batch.rewards, norm_next_obs, batch.terminations, z
         )
-        kl_loss = cfg.kl_lambda * kl.sum()
+        kl_loss = cfg.kl_lambda * seed_sum(kl, seeds)
         self.critic_optimizer.zero_grad(set_to_none=True)
         self.encoder_optimizer.zero_grad(set_to_none=True)
-        (critic_loss + kl_loss).backward()
+        (critic_loss + kl_loss).sum().backward()  # each seed's gradient its own
         self.critic_optimizer.step()
         self.encoder_optimizer.step()
 
@@ -280,15 +291,16 @@ class BatchPearlLearner(BaselineLearner):
         self.critic.requires_grad_(False)
         actor_loss, log_prob = self.actor_loss(norm_obs, z.detach())
         self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        actor_loss.sum().backward()
         self.actor_optimizer.step()
         self.critic.requires_grad_(True)
 
         # 3. Temperature (SAC v2), unless fixed as in PEARL.
         if cfg.tune_entropy:
-            entropy_loss = -(self.log_entropy_coef * (log_prob + self.target_entropy)).mean()
+            entropy_loss = -seed_mean(seed_scale(self.log_entropy_coef,
+                                                 log_prob + self.target_entropy), seeds)
             self.entropy_optimizer.zero_grad(set_to_none=True)
-            entropy_loss.backward()
+            entropy_loss.sum().backward()
             self.entropy_optimizer.step()
 
         # 4. Target critics.
@@ -297,11 +309,11 @@ class BatchPearlLearner(BaselineLearner):
         return {
             "critic_loss": critic_loss.detach(),
             "actor_loss": actor_loss.detach(),
-            "kl": kl.detach().mean(),
+            "kl": seed_mean(kl.detach(), seeds),
             "q_mean": q_mean,
             "entropy_coef": self.log_entropy_coef.detach().exp(),
-            "entropy": -log_prob.mean(),
-            "latent_norm": z_tasks.detach().norm(dim=-1).mean(),
+            "entropy": -seed_mean(log_prob, seeds),
+            "latent_norm": seed_mean(z_tasks.detach().norm(dim=-1), seeds),
         }
 
 

@@ -3,17 +3,32 @@ config base, the task-context encoder, the agent's input normalization and laten
 the twin critics, the learner's training state, the training loop (task batches, logging
 cadence, NaN stop, checkpoints for resume), the meta-test in the real env and the agent file
 format. Each baseline module keeps only its own method: its networks, losses and update.
+
+Seeds as a batch axis (``train --seeds``, ``baselines.run``): an agent and learner of
+``seeds`` S > 1 hold S seeds' networks, each parameter with a seed axis in front of the
+one-seed shape (``nn.Linear`` layers as ``SeedLinear``, stacks of one as stacks of S, twin
+critics (S, 2), scalars (S,)), and every batch has the S seeds' task rows seed-major along
+its task axis (each seed's tasks drawn from its own generator, ``SeedGenerators``). Each
+loss is computed per seed (:func:`seed_mean`, :func:`seed_scale`) and their sum is
+backpropagated, so every seed's gradient is its own; each metric has one value per seed.
+A learner of one seed runs the same code on today's one-seed shapes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from merpo_data.networks import StackedMLP, StackedTanhGaussianPolicy, tanh_gaussian_rsample
+from merpo_data.networks import (
+    SeedLinear,
+    StackedMLP,
+    StackedTanhGaussianPolicy,
+    set_seed_block,
+    tanh_gaussian_rsample,
+)
 from merpo_data.sampler import TaskSampler
 from merpo_envs import get_meta_info
 from torch import nn
@@ -22,6 +37,8 @@ from merpo_agent.action_scaling import from_unit_actions, to_unit_actions
 from merpo_agent.checkpoint import load_checkpoint, save_checkpoint
 from merpo_agent.env_eval import TaskReturns, evaluate_in_env
 from merpo_agent.presets import TABLE2_PER_ENV
+from merpo_agent.seeds import optimizer_state_like, stack_state, unstack_state
+from merpo_agent.task_slice import Generators, SeedGenerators, draw_slots
 from merpo_agent.transitions import TransitionBatch
 
 FORMAT_VERSION = 1
@@ -30,6 +47,13 @@ FORMAT_VERSION = 1
 LogFn = Callable[[int, dict[str, float]], None]
 # policy(obs (T, N, obs_dim)) -> actions in [-1, 1] (T, N, act_dim)
 PolicyFn = Callable[[torch.Tensor], torch.Tensor]
+
+# Activations (floats) of one batched critic evaluation that a CPU still runs faster with
+# several seeds' rows than seed by seed (benchmarks/bench_seed_batch.py, one thread:
+# contextual BCQ at the smoke sizes, 0.33 M a seed, 5 seeds batched 0.88x their single
+# runs; at the small sizes, 1.3 M a seed, 1.09x): beyond it the batched tensors spill the
+# caches, as ``task_slice.CPU_CHUNK_CRITIC_WEIGHTS`` finds for MerPO's task batches.
+CPU_SEED_ACTIVATIONS = 2_500_000
 
 # What a diverged baseline run should do next: a resume may not change the learning rates
 # or the seed (the run directory's settings check refuses it), a new run may.
@@ -91,13 +115,63 @@ class BaselineConfig:
         return cls(**data)
 
 
-def mlp(in_features: int, out_features: int, hidden: int, hidden_layers: int) -> nn.Sequential:
+def mlp(in_features: int, out_features: int, hidden: int, hidden_layers: int,
+        seeds: int = 1) -> nn.Sequential:
+    """``hidden_layers`` ReLU layers of ``hidden``, then a linear output: ``nn.Linear`` s, or
+    with ``seeds`` S > 1 ``SeedLinear`` s of S seeds (each seed's rows its own network)."""
+    def linear(n_in: int, n_out: int) -> nn.Module:
+        return nn.Linear(n_in, n_out) if seeds == 1 else SeedLinear(seeds, n_in, n_out)
+
     sizes = [in_features] + [hidden] * hidden_layers
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
-    layers.append(nn.Linear(sizes[-1], out_features))
+        layers += [linear(n_in, n_out), nn.ReLU()]
+    layers.append(linear(sizes[-1], out_features))
     return nn.Sequential(*layers)
+
+
+def seed_mean(x: torch.Tensor, seeds: int, axis: int = 0) -> torch.Tensor:
+    """Each seed's mean of all of ``x``: a scalar for one seed, else (seeds,), where
+    ``axis`` is the task axis with the seeds' blocks seed-major (a seed's elements reduced
+    in the order they have alone)."""
+    if seeds == 1:
+        return x.mean()
+    per_seed = x.unflatten(axis, (seeds, -1)).movedim(axis, 0)
+    return per_seed.reshape(seeds, -1).mean(1)
+
+
+def seed_rows(task_indices: torch.Tensor, seeds: int, num_tasks: int) -> torch.Tensor:
+    """Rows of a per-task table that stacks every seed's ``num_tasks`` tasks seed-major
+    (seed s's task i at s * num_tasks + i) for task positions ``task_indices`` (each seed's
+    block its own tasks); the positions themselves for one seed."""
+    if seeds == 1:
+        return task_indices
+    seed = torch.arange(seeds, device=task_indices.device)
+    return task_indices + seed.repeat_interleave(task_indices.shape[0] // seeds) * num_tasks
+
+
+def seed_sum(x: torch.Tensor, seeds: int) -> torch.Tensor:
+    """Each seed's sum of ``x`` (seed-major leading axis): a scalar for one seed, else
+    (seeds,)."""
+    return x.sum() if seeds == 1 else x.reshape(seeds, -1).sum(1)
+
+
+def seed_scale(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``value * x`` with one value per seed: a scalar (one seed), or (S,) for the S seed
+    blocks of ``x``'s leading axis."""
+    if value.dim() == 0:
+        return value * x
+    seeds = value.shape[0]
+    return (value.view(seeds, *[1] * x.dim()) * x.unflatten(0, (seeds, -1))).flatten(0, 1)
+
+
+def twin_bellman_loss(q: torch.Tensor, target: torch.Tensor, seeds: int) -> torch.Tensor:
+    """The twin critics' squared Bellman error, each critic's mean over the tasks and rows,
+    summed over the critics: q (2, T, B), target (T, B) -> a scalar, or per seed (seeds,)."""
+    error = (q - target.unsqueeze(0)).pow(2)
+    if seeds == 1:
+        return error.mean(dim=(1, 2)).sum()
+    return error.unflatten(1, (seeds, -1)).mean(dim=(2, 3)).sum(0)
 
 
 class ContextEncoder(nn.Module):
@@ -108,9 +182,10 @@ class ContextEncoder(nn.Module):
     context does not matter).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: int, layers: int):
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: int, layers: int,
+                 seeds: int = 1):
         super().__init__()
-        self.net = mlp(2 * obs_dim + act_dim + 1, latent_dim, hidden, layers)
+        self.net = mlp(2 * obs_dim + act_dim + 1, latent_dim, hidden, layers, seeds)
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)
@@ -120,19 +195,29 @@ class ContextEncoder(nn.Module):
 
 
 class TwinCritic(nn.Module):
-    """Q_1, Q_2 (s, a, z): one StackedMLP with stack (2,), shared across tasks."""
+    """Q_1, Q_2 (s, a, z): one StackedMLP with stack (2,), shared across tasks (``seeds`` S:
+    stack (S, 2), each seed's twins on its own tasks' rows)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: int, layers: int):
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: int, layers: int,
+                 seeds: int = 1):
         super().__init__()
-        self.net = StackedMLP((2,), obs_dim + act_dim + latent_dim, 1, hidden, layers)
+        self.seeds = seeds
+        stack = (2,) if seeds == 1 else (seeds, 2)
+        self.net = set_seed_block(
+            StackedMLP(stack, obs_dim + act_dim + latent_dim, 1, hidden, layers),
+            None if seeds == 1 else 1)
 
     def forward(
         self, norm_obs: torch.Tensor, action: torch.Tensor, z: torch.Tensor
     ) -> torch.Tensor:
         """(T, N, ...) inputs -> Q values (2, T, N)."""
         t, n, _ = norm_obs.shape
-        x = torch.cat([norm_obs, action, z], dim=-1).reshape(1, t * n, -1)
-        return self.net(x.expand(2, -1, -1)).reshape(2, t, n)
+        x = torch.cat([norm_obs, action, z], dim=-1)
+        if self.seeds == 1:
+            return self.net(x.reshape(1, t * n, -1).expand(2, -1, -1)).reshape(2, t, n)
+        x = x.reshape(self.seeds, 1, -1, x.shape[-1]).expand(-1, 2, -1, -1)
+        q = self.net(x).reshape(self.seeds, 2, -1, n)  # each seed's twins
+        return q.transpose(0, 1).reshape(2, t, n)
 
 
 def twin_critics(agent: ContextualAgent) -> tuple[TwinCritic, TwinCritic]:
@@ -141,7 +226,7 @@ def twin_critics(agent: ContextualAgent) -> tuple[TwinCritic, TwinCritic]:
 
     def make() -> TwinCritic:
         return TwinCritic(agent.obs_dim, agent.act_dim, cfg.latent_dim, cfg.hidden,
-                          cfg.hidden_layers)
+                          cfg.hidden_layers, agent.seeds)
 
     critic = make()
     return critic, frozen_copy(critic, make)
@@ -180,15 +265,20 @@ class ContextualAgent(nn.Module):
         act_dim: int,
         action_low: torch.Tensor,
         action_high: torch.Tensor,
+        seeds: int = 1,
     ):
         super().__init__()
         self.config, self.obs_dim, self.act_dim = config, obs_dim, act_dim
-        self.register_buffer("action_low", torch.as_tensor(action_low, dtype=torch.float32))
-        self.register_buffer("action_high", torch.as_tensor(action_high, dtype=torch.float32))
-        self.register_buffer("obs_mean", torch.zeros(obs_dim))
-        self.register_buffer("obs_std", torch.ones(obs_dim))
-        self.register_buffer("reward_mean", torch.zeros(()))
-        self.register_buffer("reward_std", torch.ones(()))
+        self.seeds = seeds
+        lead = () if seeds == 1 else (seeds,)  # one value per seed
+        low = torch.as_tensor(action_low, dtype=torch.float32)
+        high = torch.as_tensor(action_high, dtype=torch.float32)
+        self.register_buffer("action_low", low.expand(*lead, *low.shape[-1:]).clone())
+        self.register_buffer("action_high", high.expand(*lead, *high.shape[-1:]).clone())
+        self.register_buffer("obs_mean", torch.zeros(*lead, obs_dim))
+        self.register_buffer("obs_std", torch.ones(*lead, obs_dim))
+        self.register_buffer("reward_mean", torch.zeros(lead))
+        self.register_buffer("reward_std", torch.ones(lead))
 
     @property
     def device(self) -> torch.device:
@@ -204,18 +294,30 @@ class ContextualAgent(nn.Module):
         self.reward_mean.copy_(rewards.mean())
         self.reward_std.copy_(rewards.std().clamp_min(1e-3))
 
+    def _per_seed(self, fn: Callable[..., torch.Tensor], x: torch.Tensor,
+                  *values: torch.Tensor) -> torch.Tensor:
+        """``fn(x, *values)`` with each seed's ``values`` (its statistics, (S, ...)) on its
+        block of ``x``'s leading axis; one seed's apply to all of ``x``."""
+        if self.seeds == 1:
+            return fn(x, *values)
+        blocks = x.reshape(self.seeds, -1, *values[0].shape[1:])
+        return fn(blocks, *(v.unsqueeze(1) for v in values)).reshape(x.shape)
+
     def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return (obs - self.obs_mean) / self.obs_std
+        return self._per_seed(lambda x, mean, std: (x - mean) / std, obs, self.obs_mean,
+                              self.obs_std)
 
     def unit_actions(self, env_actions: torch.Tensor) -> torch.Tensor:
-        return to_unit_actions(env_actions, self.action_low, self.action_high)
+        return self._per_seed(to_unit_actions, env_actions, self.action_low, self.action_high)
 
     def env_actions(self, unit_actions: torch.Tensor) -> torch.Tensor:
-        return from_unit_actions(unit_actions, self.action_low, self.action_high)
+        return self._per_seed(from_unit_actions, unit_actions, self.action_low,
+                              self.action_high)
 
     def context_features(self, context: TransitionBatch) -> torch.Tensor:
         """(..., C, 2 * obs_dim + act_dim + 1): normalized s, unit a, normalized r, s'."""
-        reward = ((context.rewards - self.reward_mean) / self.reward_std).unsqueeze(-1)
+        reward = self._per_seed(lambda x, mean, std: (x - mean) / std, context.rewards,
+                                self.reward_mean, self.reward_std).unsqueeze(-1)
         return torch.cat(
             [
                 self.normalize_obs(context.observations),
@@ -257,14 +359,16 @@ class GaussianPolicyAgent(ContextualAgent):
         action_low: torch.Tensor,
         action_high: torch.Tensor,
         device: str | torch.device = "cpu",
+        seeds: int = 1,
     ):
-        super().__init__(config, obs_dim, act_dim, action_low, action_high)
+        super().__init__(config, obs_dim, act_dim, action_low, action_high, seeds)
         self.encoder = self.encoder_class(
-            obs_dim, act_dim, config.latent_dim, config.encoder_hidden, config.encoder_layers
+            obs_dim, act_dim, config.latent_dim, config.encoder_hidden, config.encoder_layers,
+            seeds,
         )
-        self.policy = StackedTanhGaussianPolicy(
-            (1,), obs_dim + config.latent_dim, act_dim, config.hidden, config.hidden_layers
-        )
+        self.policy = set_seed_block(StackedTanhGaussianPolicy(
+            (seeds,), obs_dim + config.latent_dim, act_dim, config.hidden, config.hidden_layers
+        ), None if seeds == 1 else 1)
         self.to(device)
 
     def policy_distribution(
@@ -272,17 +376,19 @@ class GaussianPolicyAgent(ContextualAgent):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-tanh mean and log-std (T, N, act_dim) of pi(. | s, z); z broadcast (T, N, L)."""
         t, n, _ = norm_obs.shape
-        x = torch.cat([norm_obs, z], dim=-1).reshape(1, t * n, -1)
+        x = torch.cat([norm_obs, z], dim=-1).reshape(self.seeds, -1, norm_obs.shape[-1]
+                                                     + z.shape[-1])
         mean, log_std = self.policy(x)
         return mean.reshape(t, n, -1), log_std.reshape(t, n, -1)
 
     def sample_action(
-        self, norm_obs: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None
+        self, norm_obs: torch.Tensor, z: torch.Tensor, generator: Generators
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """A reparameterized action of pi(. | s, z): (action, log pi, pre-tanh mean, log-std)."""
         mean, log_std = self.policy_distribution(norm_obs, z)
-        noise = torch.randn(mean.shape, device=mean.device, generator=generator)
-        action, log_prob = tanh_gaussian_rsample(mean, log_std, noise)
+        noise = draw_slots(generator, lambda shape, g: torch.randn(
+            shape, device=mean.device, generator=g), mean.shape)
+        action, log_prob = tanh_gaussian_rsample(mean, log_std, noise, self.seeds)
         return action, log_prob, mean, log_std
 
     @torch.no_grad()
@@ -316,24 +422,20 @@ def check_sampler_device(sampler: TaskSampler, device: str | torch.device) -> to
     return sampler.device
 
 
-def task_batches(
-    sampler: TaskSampler,
-    task_batch_size: int | None,
-    steps: int,
-    generator: torch.Generator,
-    start: int = 0,
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """``(step, task_indices)`` for steps start+1..steps: a batch of ``task_batch_size``
-    distinct tasks drawn on the device each step (all tasks when None or when it covers
-    them)."""
+def task_batch(sampler: TaskSampler, task_batch_size: int | None,
+               generator: Generators) -> torch.Tensor:
+    """One update's task rows: ``task_batch_size`` distinct tasks drawn on the device (all
+    tasks when None or when it covers them); with ``SeedGenerators`` each seed's batch from
+    its own generator, seed-major."""
     num_tasks = sampler.num_tasks
     size = num_tasks if task_batch_size is None else min(task_batch_size, num_tasks)
-    all_tasks = torch.arange(num_tasks, device=sampler.device)
-    for step in range(start + 1, steps + 1):
-        if size < num_tasks:
-            yield step, torch.randperm(num_tasks, device=sampler.device, generator=generator)[:size]
-        else:
-            yield step, all_tasks
+    gens = generator.generators if isinstance(generator, SeedGenerators) else [generator]
+    if size >= num_tasks:
+        rows = torch.arange(num_tasks, device=sampler.device)
+        return rows if len(gens) == 1 else rows.repeat(len(gens))
+    batches = [torch.randperm(num_tasks, device=sampler.device, generator=g)[:size]
+               for g in gens]
+    return batches[0] if len(batches) == 1 else torch.cat(batches)
 
 
 def split_context(context: TransitionBatch, size: int) -> tuple[TransitionBatch, TransitionBatch]:
@@ -379,7 +481,9 @@ class BaselineLearner(nn.Module):
             device,
         )
         agent.set_normalizer(sampler)
-        return cls.create(agent, sampler.num_tasks, generator)
+        learner = cls.create(agent, sampler.num_tasks, generator)
+        learner.num_tasks = sampler.num_tasks
+        return learner
 
     def prepare(self, sampler: TaskSampler) -> dict[str, float]:
         """Once, before the first update; returns metrics logged at step 0."""
@@ -391,6 +495,61 @@ class BaselineLearner(nn.Module):
     def step(self, sampler: TaskSampler, task_indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """One update on the tasks ``task_indices``: draw the batches, update, metrics."""
         raise NotImplementedError
+
+    @property
+    def seeds(self) -> int:
+        """The seeds whose networks this learner trains together (``seeds.py``)."""
+        return self.agent.seeds
+
+    def critic_activations(self, sampler: TaskSampler) -> int:
+        """Floats of one seed's largest critic evaluation of an update (twin critics'
+        hidden activations over the task batch's rows): what a CPU's caches bound
+        (:func:`seeds_per_group`). Methods that evaluate several actions per state scale
+        it (``candidates``)."""
+        cfg = self.agent.config
+        tasks = min(cfg.task_batch_size or sampler.num_tasks, sampler.num_tasks)
+        return 2 * tasks * cfg.batch_size * cfg.hidden * self.candidates
+
+    candidates: ClassVar[int] = 1
+
+    @classmethod
+    def stack(cls, members: list[BaselineLearner]) -> BaselineLearner:
+        """One learner training the one-seed learners ``members`` (built, prepared or
+        resumed, each as alone) together: their networks, optimizer states and generators
+        with a seed axis. One member is itself."""
+        if len(members) == 1:
+            return members[0]
+        first = members[0]
+        agent = first.agent
+        with torch.random.fork_rng(devices=[agent.device] if agent.device.type == "cuda"
+                                   else []):  # the members' random states untouched
+            stacked_agent = cls.agent_class(
+                agent.config, agent.obs_dim, agent.act_dim, agent.action_low,
+                agent.action_high, agent.device, seeds=len(members))
+            learner = cls.create(stacked_agent, first.num_tasks,
+                                 SeedGenerators([m.generator for m in members]))
+        learner.num_tasks = first.num_tasks
+        learner.load_state_dict(stack_state(learner.state_dict(),
+                                            [m.state_dict() for m in members]))
+        for name, optimizer in learner.optimizers().items():
+            states = [m.optimizers()[name].state_dict() for m in members]
+            optimizer.load_state_dict(stack_state(optimizer_state_like(optimizer, states[0]),
+                                                  states))
+        learner.after_prepare()
+        return learner
+
+    def unstack_into(self, members: list[BaselineLearner]) -> None:
+        """Each member's networks and optimizer states cut out of this learner's (what it
+        saves and meta-tests); its generator is its own already."""
+        if len(members) == 1 and members[0] is self:
+            return
+        state = self.state_dict()
+        optimizers = {name: opt.state_dict() for name, opt in self.optimizers().items()}
+        for s, m in enumerate(members):
+            m.load_state_dict(unstack_state(state, self.seeds, s, m.state_dict()))
+            for name, optimizer in m.optimizers().items():
+                like = optimizer_state_like(optimizer, optimizers[name])
+                optimizer.load_state_dict(unstack_state(optimizers[name], self.seeds, s, like))
 
     def agent_state(self) -> dict[str, Any]:
         """The agent alone, as its own file holds it (``agent_state``)."""
@@ -420,47 +579,76 @@ def train_steps(
     sampler: TaskSampler,
     steps: int,
     start: int = 0,
-    log_fn: LogFn | None = None,
-    progress_fn: Callable[[int, Any], None] | None = None,
+    log_fn: Callable[[int, list[dict[str, float]]], None] | None = None,
+    progress_fn: Callable[[int, BaselineLearner], None] | None = None,
     checkpoint_fn: Callable[[int], None] | None = None,
     checkpoint_every: int = 0,
+    on_diverged: Callable[[int, list[int], str], None] | None = None,
 ) -> None:
-    """Updates start+1..steps on task batches of ``config.task_batch_size`` tasks.
+    """Updates start+1..steps on task batches of ``config.task_batch_size`` tasks (each
+    seed's from its own generator).
 
     Every ``config.log_every`` steps and after the last: the one host read of the loop
-    (a non-finite flag of the ``watched`` losses, accumulated on the device, then the
-    metrics), ``log_fn`` and ``progress_fn``. Every ``checkpoint_every`` steps (0: never)
-    and after the last, ``checkpoint_fn(step)``; a NaN or inf loss raises
-    ``TrainingDiverged`` before anything is saved after it.
+    (a non-finite flag per seed of the ``watched`` losses, accumulated on the device, then
+    the metrics), ``log_fn(step, metrics)`` (a dict of floats per seed) and
+    ``progress_fn(step, learner)``. Every ``checkpoint_every`` steps (0: never) and after
+    the last, ``checkpoint_fn(step)``. A NaN or inf loss raises ``TrainingDiverged`` before
+    anything is saved after it; with several seeds ``on_diverged(step, positions, line)``
+    is told which seeds diverged, before that step's log and checkpoint: they write nothing
+    more (the callbacks skip them) and the others train on, as they do alone (a seed's
+    values never reach another's).
     """
     from merpo_agent.trainer import TrainingDiverged
 
-    config, agent = learner.agent.config, learner.agent
-    bad = torch.zeros((), dtype=torch.bool, device=agent.device)
-    last_good = start
-    for step, task_indices in task_batches(
-        sampler, config.task_batch_size, steps, learner.generator, start
-    ):
+    config, device = learner.agent.config, learner.agent.device
+    bad = torch.zeros(learner.seeds, dtype=torch.bool, device=device)
+    stopped = torch.zeros_like(bad)
+    last_good = step = start
+    while step < steps:
+        step += 1
+        task_indices = task_batch(sampler, config.task_batch_size, learner.generator)
         metrics = learner.step(sampler, task_indices)
         for name in learner.watched:
-            bad |= ~torch.isfinite(metrics[name])
+            bad |= ~torch.isfinite(metrics[name]).reshape(-1)
         log_now = step % config.log_every == 0 or step == steps
         save_now = checkpoint_fn is not None and (
             step == steps or (checkpoint_every > 0 and step % checkpoint_every == 0)
         )
-        if (log_now or save_now) and bool(bad):
-            raise TrainingDiverged(
-                f"non-finite loss (NaN or inf) by update {step}: training stopped; last good "
-                f"checkpoint at update {last_good} kept; {NEW_RUN_ADVICE}"
-            )
+        if (log_now or save_now) and bool((bad & ~stopped).any()):
+            line = (f"non-finite loss (NaN or inf) by update {step}: training stopped; last "
+                    f"good checkpoint at update {last_good} kept; {NEW_RUN_ADVICE}")
+            if learner.seeds == 1 or on_diverged is None:
+                raise TrainingDiverged(line)
+            on_diverged(step, (bad & ~stopped).nonzero().flatten().tolist(), line)
+            stopped |= bad
+            if bool(stopped.all()):
+                return
         if log_now:
             if log_fn is not None:
-                log_fn(step, {k: float(v) for k, v in metrics.items()})
+                log_fn(step, seed_floats(metrics, learner.seeds))
             if progress_fn is not None:
-                progress_fn(step, agent)
+                progress_fn(step, learner)
         if save_now:
             checkpoint_fn(step)
             last_good = step
+
+
+def seeds_per_group(learner: BaselineLearner, sampler: TaskSampler, seeds: int) -> int:
+    """How many seeds a batch trains as one learner: all of them off the CPU; on the CPU as
+    many as keep a critic evaluation within ``CPU_SEED_ACTIVATIONS`` (at least one)."""
+    from merpo_agent.task_slice import device_chunk_size
+
+    return device_chunk_size(learner.agent.device, seeds,
+                             learner.critic_activations(sampler), CPU_SEED_ACTIVATIONS)
+
+
+def seed_floats(metrics: dict[str, torch.Tensor], seeds: int) -> list[dict[str, float]]:
+    """Device metrics (a scalar each for one seed, (seeds,) for several) as one dict of
+    floats per seed."""
+    if seeds == 1:
+        return [{k: float(v) for k, v in metrics.items()}]
+    host = {k: v.detach().cpu().tolist() for k, v in metrics.items()}
+    return [{k: float(v[s]) for k, v in host.items()} for s in range(seeds)]
 
 
 @torch.enable_grad()  # callable from inside a no_grad block (e.g. an evaluation hook)
@@ -483,7 +671,11 @@ def train_baseline(
     learner.after_prepare()
     if log_fn is not None and prepared:
         log_fn(0, {k: float(v) for k, v in prepared.items()})
-    train_steps(learner, train_sampler, steps, 0, log_fn, progress_fn)
+    train_steps(
+        learner, train_sampler, steps, 0,
+        None if log_fn is None else lambda step, metrics: log_fn(step, metrics[0]),
+        None if progress_fn is None else lambda step, trained: progress_fn(step, trained.agent),
+    )
     learner.agent.eval()
     return learner.agent
 
@@ -620,8 +812,15 @@ __all__ = [
     "load_agent",
     "polyak_",
     "save_agent",
+    "seed_floats",
+    "seeds_per_group",
+    "seed_mean",
+    "seed_rows",
+    "seed_scale",
+    "seed_sum",
     "split_context",
-    "task_batches",
+    "task_batch",
+    "twin_bellman_loss",
     "train_baseline",
     "train_steps",
     "twin_critics",

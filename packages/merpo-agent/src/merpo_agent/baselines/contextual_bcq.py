@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from merpo_data.networks import StackedMLP
+from merpo_data.networks import StackedMLP, set_seed_block
 from merpo_data.sampler import TaskSampler
 from torch import nn
 
@@ -54,8 +54,11 @@ from merpo_agent.baselines.context import (
     load_agent,
     polyak_,
     save_agent,
+    seed_mean,
+    twin_bellman_loss,
 )
 from merpo_agent.baselines.context import agent_from_state as _agent_from_state
+from merpo_agent.task_slice import Generators, draw_slots, sample_tasks
 from merpo_agent.transitions import TransitionBatch
 
 # BCQ's code: the VAE's log-std is clamped to [-4, 15] and its prior latent to [-0.5, 0.5].
@@ -122,20 +125,28 @@ class ContextualBCQConfig(BaselineConfig):
 
 
 def _shared(net: StackedMLP, x: torch.Tensor) -> torch.Tensor:
-    """Apply a stack-of-one network to (..., N, features): all leading axes flattened."""
+    """Apply a stack-of-one network to (..., N, features): all leading axes flattened (a
+    stack of S seeds' networks: each on its seed's block of the leading axis)."""
     lead = x.shape[:-1]
-    return net(x.reshape(1, -1, x.shape[-1])).reshape(*lead, -1)
+    seeds = net.stack_shape[0]
+    return net(x.reshape(seeds, -1, x.shape[-1])).reshape(*lead, -1)
+
+
+def _seed_stack(seeds: int, *args: int) -> StackedMLP:
+    """A stack-of-one network, or one per seed (stack (seeds,))."""
+    return set_seed_block(StackedMLP((seeds,), *args), None if seeds == 1 else 1)
 
 
 class ActionVAE(nn.Module):
     """BCQ's conditional VAE G(s, z) of dataset actions (in [-1, 1]), conditioned on the
     normalized state with the task latent appended (``cond``)."""
 
-    def __init__(self, cond_dim: int, act_dim: int, latent: int, hidden: int, layers: int):
+    def __init__(self, cond_dim: int, act_dim: int, latent: int, hidden: int, layers: int,
+                 seeds: int = 1):
         super().__init__()
         self.latent = latent
-        self.encoder = StackedMLP((1,), cond_dim + act_dim, 2 * latent, hidden, layers)
-        self.decoder = StackedMLP((1,), cond_dim + latent, act_dim, hidden, layers)
+        self.encoder = _seed_stack(seeds, cond_dim + act_dim, 2 * latent, hidden, layers)
+        self.decoder = _seed_stack(seeds, cond_dim + latent, act_dim, hidden, layers)
 
     def encode(self, cond: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = _shared(self.encoder, torch.cat([cond, action], -1)).chunk(2, -1)
@@ -144,10 +155,11 @@ class ActionVAE(nn.Module):
     def decode(self, cond: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         return torch.tanh(_shared(self.decoder, torch.cat([cond, latent], -1)))
 
-    def sample(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, cond: torch.Tensor, generator: Generators = None) -> torch.Tensor:
         """Decoded actions for the prior latent clipped to [-0.5, 0.5] (BCQ's sampling)."""
         shape = (*cond.shape[:-1], self.latent)
-        noise = torch.randn(shape, device=cond.device, generator=generator)
+        noise = draw_slots(generator, lambda s, g: torch.randn(s, device=cond.device,
+                                                              generator=g), shape)
         return self.decode(cond, noise.clamp(-VAE_PRIOR_CLIP, VAE_PRIOR_CLIP))
 
     def forward(
@@ -161,10 +173,11 @@ class ActionVAE(nn.Module):
 class Perturbation(nn.Module):
     """xi_phi(s, a, z): a + phi * tanh(net(s, a, z)), clipped to [-1, 1] (BCQ §4)."""
 
-    def __init__(self, cond_dim: int, act_dim: int, phi: float, hidden: int, layers: int):
+    def __init__(self, cond_dim: int, act_dim: int, phi: float, hidden: int, layers: int,
+                 seeds: int = 1):
         super().__init__()
         self.phi = phi
-        self.net = StackedMLP((1,), cond_dim + act_dim, act_dim, hidden, layers)
+        self.net = _seed_stack(seeds, cond_dim + act_dim, act_dim, hidden, layers)
 
     def forward(self, cond: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         shift = self.phi * torch.tanh(_shared(self.net, torch.cat([cond, action], -1)))
@@ -202,17 +215,21 @@ class ContextualBCQAgent(ContextualAgent):
         action_low: torch.Tensor,
         action_high: torch.Tensor,
         device: str | torch.device = "cpu",
+        seeds: int = 1,
     ):
-        super().__init__(config, obs_dim, act_dim, action_low, action_high)
+        super().__init__(config, obs_dim, act_dim, action_low, action_high, seeds)
         cond = obs_dim + config.latent_dim
         vae_latent = config.vae_latent_dim or 2 * act_dim
         self.encoder = ContextEncoder(
-            obs_dim, act_dim, config.latent_dim, config.encoder_hidden, config.encoder_layers
+            obs_dim, act_dim, config.latent_dim, config.encoder_hidden, config.encoder_layers,
+            seeds,
         )
-        self.vae = ActionVAE(cond, act_dim, vae_latent, config.vae_hidden, config.vae_layers)
-        self.actor = Perturbation(cond, act_dim, config.phi, config.hidden, config.hidden_layers)
+        self.vae = ActionVAE(cond, act_dim, vae_latent, config.vae_hidden, config.vae_layers,
+                             seeds)
+        self.actor = Perturbation(cond, act_dim, config.phi, config.hidden, config.hidden_layers,
+                                  seeds)
         self.critic = TwinCritic(
-            obs_dim, act_dim, config.latent_dim, config.hidden, config.hidden_layers
+            obs_dim, act_dim, config.latent_dim, config.hidden, config.hidden_layers, seeds
         )
         self.to(device)
 
@@ -269,10 +286,12 @@ def vae_loss(
     mean: torch.Tensor,
     log_std: torch.Tensor,
     kl_weight: float,
+    seeds: int = 1,
 ) -> torch.Tensor:
-    """BCQ's VAE objective: MSE reconstruction + kl_weight * KL(N(mean, std) || N(0, 1))."""
-    recon_loss = (recon - action).pow(2).mean()
-    kl = -0.5 * (1.0 + 2.0 * log_std - mean.pow(2) - (2.0 * log_std).exp()).mean()
+    """BCQ's VAE objective: MSE reconstruction + kl_weight * KL(N(mean, std) || N(0, 1));
+    each seed's over its own task rows (``seeds``, seed-major)."""
+    recon_loss = seed_mean((recon - action).pow(2), seeds)
+    kl = -0.5 * seed_mean(1.0 + 2.0 * log_std - mean.pow(2) - (2.0 * log_std).exp(), seeds)
     return recon_loss + kl_weight * kl
 
 
@@ -284,6 +303,11 @@ class ContextualBCQLearner(BaselineLearner):
 
     agent_class = ContextualBCQAgent
     agent_format = "contextual_bcq"
+
+    @property
+    def candidates(self) -> int:
+        """The target's critics evaluate ``num_samples`` proposals per state."""
+        return self.config.num_samples
 
     @classmethod
     def create(
@@ -297,10 +321,11 @@ class ContextualBCQLearner(BaselineLearner):
         self.agent, self.config, self.generator = agent, cfg, generator
         cond = agent.obs_dim + cfg.latent_dim
         self.target_actor = frozen_copy(agent.actor, lambda: Perturbation(
-            cond, agent.act_dim, cfg.phi, cfg.hidden, cfg.hidden_layers
+            cond, agent.act_dim, cfg.phi, cfg.hidden, cfg.hidden_layers, agent.seeds
         ))
         self.target_critic = frozen_copy(agent.critic, lambda: TwinCritic(
-            agent.obs_dim, agent.act_dim, cfg.latent_dim, cfg.hidden, cfg.hidden_layers
+            agent.obs_dim, agent.act_dim, cfg.latent_dim, cfg.hidden, cfg.hidden_layers,
+            agent.seeds
         ))
         self.to(agent.device)
         self.vae_optimizer = torch.optim.Adam(agent.vae.parameters(), lr=cfg.vae_lr)
@@ -330,8 +355,8 @@ class ContextualBCQLearner(BaselineLearner):
     def step(self, sampler: TaskSampler, task_indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """Draw the RL batch and a context per task, then :meth:`update`."""
         cfg = self.config
-        batch = sampler.sample(cfg.batch_size, task_indices, self.generator)
-        context = sampler.sample(cfg.context_size, task_indices, self.generator)
+        batch = sample_tasks(sampler, cfg.batch_size, task_indices, self.generator)
+        context = sample_tasks(sampler, cfg.context_size, task_indices, self.generator)
         return self.update(batch, context)
 
     def update(
@@ -346,9 +371,10 @@ class ContextualBCQLearner(BaselineLearner):
         ``TaskSampler.sample`` for the same tasks. ``encoder_loss(z)``, with z (T', latent)
         the context's latents, is added to the critic loss before its backward (a second
         objective of the encoder, e.g. MBML's triplet loss; it adds to ``critic_loss``'s
-        gradient only through the encoder). Returns detached scalar metrics.
+        gradient only through the encoder). Returns detached scalar metrics (one per seed).
         """
         cfg, agent = self.config, self.agent
+        seeds = agent.seeds
         t, b = batch.rewards.shape
         z_tasks = agent.infer_latent(context)
         z = z_tasks.unsqueeze(1).expand(t, b, cfg.latent_dim)
@@ -359,23 +385,22 @@ class ContextualBCQLearner(BaselineLearner):
         cond = torch.cat([norm_obs, z_fixed], -1)
 
         # 1. Generative model of the dataset's actions (z detached).
-        noise = torch.randn(
-            (t, b, agent.vae.latent), device=norm_obs.device, generator=self.generator
-        )
+        noise = draw_slots(self.generator, lambda s, g: torch.randn(
+            s, device=norm_obs.device, generator=g), (t, b, agent.vae.latent))
         recon, mean, log_std = agent.vae(cond, unit_act, noise)
-        generative_loss = vae_loss(recon, unit_act, mean, log_std, cfg.kl_weight)
+        generative_loss = vae_loss(recon, unit_act, mean, log_std, cfg.kl_weight, seeds)
         self.vae_optimizer.zero_grad(set_to_none=True)
-        generative_loss.backward()
+        generative_loss.sum().backward()  # with several seeds each seed's gradient its own
         self.vae_optimizer.step()
 
         # 2. Critics and, through z, the context encoder (the Bellman loss trains both).
         target = self.bellman_target(batch.rewards, norm_next_obs, batch.terminations, z_fixed)
         q = agent.critic(norm_obs, unit_act, z)
-        critic_loss = (q - target.unsqueeze(0)).pow(2).mean(dim=(1, 2)).sum()
+        critic_loss = twin_bellman_loss(q, target, seeds)
         extra = encoder_loss(z_tasks) if encoder_loss is not None else None
         self.critic_optimizer.zero_grad(set_to_none=True)
         self.encoder_optimizer.zero_grad(set_to_none=True)
-        (critic_loss if extra is None else critic_loss + extra).backward()
+        (critic_loss if extra is None else critic_loss + extra).sum().backward()
         self.critic_optimizer.step()
         self.encoder_optimizer.step()
 
@@ -384,9 +409,9 @@ class ContextualBCQLearner(BaselineLearner):
         with torch.no_grad():
             proposals = agent.vae.sample(cond, self.generator)
         perturbed = agent.actor(cond, proposals)
-        actor_loss = -agent.critic(norm_obs, perturbed, z_fixed)[0].mean()
+        actor_loss = -seed_mean(agent.critic(norm_obs, perturbed, z_fixed)[0], seeds)
         self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        actor_loss.sum().backward()
         self.actor_optimizer.step()
         agent.critic.requires_grad_(True)
 
@@ -398,9 +423,9 @@ class ContextualBCQLearner(BaselineLearner):
             "vae_loss": generative_loss.detach(),
             "critic_loss": critic_loss.detach(),
             "actor_loss": actor_loss.detach(),
-            "q_mean": q.detach().mean(),
-            "perturbation": (perturbed.detach() - proposals).abs().mean(),
-            "latent_norm": z_fixed[:, 0].norm(dim=-1).mean(),
+            "q_mean": seed_mean(q.detach(), seeds, axis=1),
+            "perturbation": seed_mean((perturbed.detach() - proposals).abs(), seeds),
+            "latent_norm": seed_mean(z_fixed[:, 0].norm(dim=-1), seeds),
         }
 
 

@@ -51,6 +51,7 @@ from merpo_data.networks import (
     LOG_STD_MAX,
     LOG_STD_MIN,
     StackedLinear,
+    seed_baddbmm,
 )
 from merpo_data.sampler import TaskSampler
 from torch import nn
@@ -67,11 +68,16 @@ from merpo_agent.baselines.context import (
     load_agent,
     polyak_,
     save_agent,
+    seed_mean,
+    seed_rows,
+    seed_scale,
     split_context,
+    twin_bellman_loss,
     twin_critics,
 )
 from merpo_agent.baselines.context import agent_from_state as _agent_from_state
 from merpo_agent.behavior_cloning import BehaviorCloning
+from merpo_agent.task_slice import sample_tasks
 from merpo_agent.transitions import TransitionBatch
 
 # ---- config -----------------------------------------------------------------------------
@@ -162,27 +168,37 @@ def distance_metric_loss(
     beta: float = 1.0,
     power: float = 2.0,
     eps: float = 0.1,
+    seeds: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """FOCAL's distance metric loss (FOCAL Eq. 9) over two context draws per task.
 
     ``z_a``, ``z_b`` (T, L): latents of task t from two independent contexts. Pairs of the
     same task (z_a[t], z_b[t]) are pulled together by their squared distance; pairs of
     different tasks (any draw) are pushed apart by ``beta / (||dz||^power + eps)``.
-    Returns (loss, mean squared same-task distance, mean squared cross-task distance).
+    Returns (loss, mean squared same-task distance, mean squared cross-task distance):
+    scalars, or with ``seeds`` S > 1 (T seed-major) each seed's over its own tasks (S,).
     """
-    t = z_a.shape[0]
-    z = torch.cat([z_a, z_b], dim=0)  # (2T, L)
+    t = z_a.shape[0] // seeds
+    # (S, 2T, L): each seed's two draws
+    z = torch.cat([z_a.view(seeds, t, -1), z_b.view(seeds, t, -1)], dim=1)
     labels = torch.arange(t, device=z.device).repeat(2)
-    sq_dist = (z.unsqueeze(0) - z.unsqueeze(1)).pow(2).sum(-1)  # (2T, 2T)
+    sq_dist = (z.unsqueeze(1) - z.unsqueeze(2)).pow(2).sum(-1)  # (S, 2T, 2T)
     same = labels.unsqueeze(0) == labels.unsqueeze(1)
     same = same & ~torch.eye(2 * t, dtype=torch.bool, device=z.device)
     different = labels.unsqueeze(0) != labels.unsqueeze(1)
     same_f, different_f = same.float(), different.float()
     # ||dz||^power through the squared distance (no sqrt: its gradient is infinite at 0).
     inverse = beta / (sq_dist.pow(power / 2.0) + eps)
-    positive = (sq_dist * same_f).sum() / same_f.sum().clamp_min(1.0)
-    negative = (inverse * different_f).sum() / different_f.sum().clamp_min(1.0)
-    cross = (sq_dist * different_f).sum() / different_f.sum().clamp_min(1.0)
+
+    def pair_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        total = (values * mask).sum() if seeds == 1 else (values * mask).sum(dim=(1, 2))
+        return total / mask.sum().clamp_min(1.0)
+
+    if seeds == 1:
+        sq_dist, inverse = sq_dist[0], inverse[0]
+    positive = pair_mean(sq_dist, same_f)
+    negative = pair_mean(inverse, different_f)
+    cross = pair_mean(sq_dist, different_f)
     return positive + negative, positive.detach(), cross.detach()
 
 
@@ -190,13 +206,15 @@ def behavior_distribution(
     behavior: BehaviorCloning, task_indices: torch.Tensor, norm_obs: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """pi_b's pre-tanh mean, log-std (T', N, act_dim) for the tasks ``task_indices`` of its
-    stack (one batched matmul per layer with the gathered weights, no loop over tasks)."""
+    stack (one batched matmul per layer with the gathered weights, no loop over tasks; a
+    seed-stacked pi_b's rows are every seed's tasks, seed-major)."""
     x = norm_obs
+    seeds = behavior.seeds
     for layer in behavior.policy.trunk.net:
         if isinstance(layer, StackedLinear):
-            x = torch.baddbmm(
+            x = seed_baddbmm(
                 layer.bias.index_select(0, task_indices), x,
-                layer.weight.index_select(0, task_indices),
+                layer.weight.index_select(0, task_indices), seeds,
             )
         else:
             x = layer(x)
@@ -220,11 +238,13 @@ class FocalLearner(BaselineLearner):
         obs_dim, act_dim = agent.obs_dim, agent.act_dim
         device = agent.device
         self.critic, self.target_critic = twin_critics(agent)
-        self.behavior = BehaviorCloning(
-            num_tasks, obs_dim, act_dim, cfg.behavior_hidden, cfg.behavior_layers, device
+        self.behavior = BehaviorCloning(  # every seed's tasks, seed-major
+            agent.seeds * num_tasks, obs_dim, act_dim, cfg.behavior_hidden,
+            cfg.behavior_layers, device, agent.seeds
         )
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.alpha_init)))
-        self.log_entropy_coef = nn.Parameter(torch.zeros(()))
+        lead = () if agent.seeds == 1 else (agent.seeds,)  # one dual per seed
+        self.log_alpha = nn.Parameter(torch.full(lead, math.log(cfg.alpha_init)))
+        self.log_entropy_coef = nn.Parameter(torch.zeros(lead))
         self.target_entropy = -float(act_dim)
         self.to(device)
         self.encoder_optimizer = torch.optim.Adam(agent.encoder.parameters(), lr=cfg.encoder_lr)
@@ -256,12 +276,14 @@ class FocalLearner(BaselineLearner):
         self.behavior.requires_grad_(False)  # fit once, then fixed
 
     def step(self, sampler: TaskSampler, task_indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Draw the RL batch and two contexts per task, then :meth:`update`."""
+        """Draw the RL batch and two contexts per task, then :meth:`update` (the behavior
+        model's rows: each seed's tasks in its own block)."""
         cfg = self.config
-        batch = sampler.sample(cfg.batch_size, task_indices, self.generator)
-        context = sampler.sample(2 * cfg.context_size, task_indices, self.generator)
+        batch = sample_tasks(sampler, cfg.batch_size, task_indices, self.generator)
+        context = sample_tasks(sampler, 2 * cfg.context_size, task_indices, self.generator)
         context_a, context_b = split_context(context, cfg.context_size)
-        return self.update(batch, context_a, context_b, task_indices)
+        rows = seed_rows(task_indices, self.agent.seeds, self.num_tasks)
+        return self.update(batch, context_a, context_b, rows)
 
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.detach().exp().clamp(max=self.config.alpha_max)
@@ -288,16 +310,17 @@ class FocalLearner(BaselineLearner):
                 norm_next_obs, z, self.generator
             )
             next_value = self.target_critic(norm_next_obs, next_act, z).min(0).values
-            next_value = next_value - self.log_entropy_coef.exp() * next_log_prob
+            next_value = next_value - seed_scale(self.log_entropy_coef.exp(), next_log_prob)
             if cfg.value_penalty:
                 b_mean, b_log_std = behavior_distribution(
                     self.behavior, task_indices, norm_next_obs
                 )
                 kl = gaussian_kl(mean, log_std, b_mean, b_log_std)
-                next_value = next_value - self.alpha() * kl
+                next_value = next_value - seed_scale(self.alpha(), kl)
             target = cfg.reward_scale * rewards + cfg.discount * (1.0 - terminations) * next_value
         q = self.critic(norm_obs, unit_act, z)
-        return (q - target.unsqueeze(0)).pow(2).mean(dim=(1, 2)).sum(), q.detach().mean()
+        seeds = self.agent.seeds
+        return twin_bellman_loss(q, target, seeds), seed_mean(q.detach(), seeds, axis=1)
 
     def actor_loss(
         self, norm_obs: torch.Tensor, z: torch.Tensor, task_indices: torch.Tensor
@@ -311,8 +334,8 @@ class FocalLearner(BaselineLearner):
         b_mean, b_log_std = behavior_distribution(self.behavior, task_indices, norm_obs)
         divergence = gaussian_kl(mean, log_std, b_mean, b_log_std)
         entropy_coef = self.log_entropy_coef.detach().exp()
-        loss = (entropy_coef * log_prob - q + self.alpha() * divergence).mean()
-        return loss, log_prob.detach(), divergence.detach()
+        per_state = seed_scale(entropy_coef, log_prob) - q + seed_scale(self.alpha(), divergence)
+        return seed_mean(per_state, self.agent.seeds), log_prob.detach(), divergence.detach()
 
     def update(
         self,
@@ -328,13 +351,14 @@ class FocalLearner(BaselineLearner):
         also the rows of the behavior model). Returns detached scalar metrics.
         """
         cfg, agent = self.config, self.agent
+        seeds = agent.seeds
         # 1. Encoder: distance metric learning only (no Bellman gradient reaches it).
         z_a, z_b = agent.infer_latent(context_a), agent.infer_latent(context_b)
         metric_loss, same_dist, cross_dist = distance_metric_loss(
-            z_a, z_b, cfg.metric_beta, cfg.metric_power, cfg.metric_eps
+            z_a, z_b, cfg.metric_beta, cfg.metric_power, cfg.metric_eps, seeds
         )
         self.encoder_optimizer.zero_grad(set_to_none=True)
-        metric_loss.backward()
+        metric_loss.sum().backward()  # with several seeds each seed's gradient is its own
         self.encoder_optimizer.step()
 
         t, b = batch.rewards.shape
@@ -348,27 +372,28 @@ class FocalLearner(BaselineLearner):
             norm_obs, unit_act, batch.rewards, norm_next_obs, batch.terminations, z, task_indices
         )
         self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        critic_loss.sum().backward()
         self.critic_optimizer.step()
 
         # 3. Actor (the critic is held fixed: its grads from this loss are discarded).
         self.critic.requires_grad_(False)
         actor_loss, log_prob, divergence = self.actor_loss(norm_obs, z, task_indices)
         self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        actor_loss.sum().backward()
         self.actor_optimizer.step()
         self.critic.requires_grad_(True)
 
         # 4. Duals: entropy temperature (SAC) and divergence weight alpha (BRAC / FOCAL).
-        entropy_loss = -(self.log_entropy_coef * (log_prob + self.target_entropy)).mean()
+        entropy_loss = -seed_mean(seed_scale(self.log_entropy_coef,
+                                             log_prob + self.target_entropy), seeds)
         self.entropy_optimizer.zero_grad(set_to_none=True)
-        entropy_loss.backward()
+        entropy_loss.sum().backward()
         self.entropy_optimizer.step()
-        mean_divergence = divergence.mean()
+        mean_divergence = seed_mean(divergence, seeds)
         if cfg.tune_alpha:
             alpha_loss = -self.log_alpha * (mean_divergence - cfg.target_divergence)
             self.alpha_optimizer.zero_grad(set_to_none=True)
-            alpha_loss.backward()
+            alpha_loss.sum().backward()
             self.alpha_optimizer.step()
             with torch.no_grad():  # projection onto alpha <= alpha_max (no wind-up above it)
                 self.log_alpha.clamp_(max=math.log(cfg.alpha_max))
@@ -386,7 +411,7 @@ class FocalLearner(BaselineLearner):
             "divergence": mean_divergence,
             "alpha": self.alpha(),
             "entropy_coef": self.log_entropy_coef.detach().exp(),
-            "entropy": -log_prob.mean(),
+            "entropy": -seed_mean(log_prob, seeds),
         }
 
 

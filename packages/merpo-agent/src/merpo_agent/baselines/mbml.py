@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from merpo_data.networks import StackedLinear
+from merpo_data.networks import StackedLinear, by_seed, seed_baddbmm
 from merpo_data.sampler import TaskSampler
 
 from merpo_agent.baselines.context import agent_from_state as _agent_from_state
@@ -58,6 +58,8 @@ from merpo_agent.baselines.context import (
     evaluate_agent,
     load_agent,
     save_agent,
+    seed_mean,
+    seed_rows,
 )
 from merpo_agent.baselines.contextual_bcq import (
     ContextualBCQAgent,
@@ -67,6 +69,7 @@ from merpo_agent.baselines.contextual_bcq import (
 from merpo_agent.dynamics import DynamicsEnsemble
 from merpo_agent.holdout import HoldoutSplit
 from merpo_agent.model_training import train_models
+from merpo_agent.task_slice import Generators, per_seed, sample_tasks
 from merpo_agent.transitions import TransitionBatch
 
 # ---- config -----------------------------------------------------------------------------
@@ -129,7 +132,8 @@ def relabel(
     """``context`` (T', C, ...) with reward and next state predicted by the models of
     ``rows`` (T',) (the mean of each task's elites): row t's (s, a) under task rows[t].
 
-    The rows' elite weights are gathered and run as one batched MLP (no loop over tasks).
+    The rows' elite weights are gathered and run as one batched MLP (no loop over tasks;
+    in a seed batch the rows are every seed's, seed-major, and ``models`` every seed's).
     """
     obs, act = context.observations, context.actions
     t, n, _ = obs.shape
@@ -144,9 +148,9 @@ def relabel(
             w, b = layer.weight.index_select(0, rows), layer.bias.index_select(0, rows)
             w = w.gather(1, index.expand(-1, -1, *w.shape[2:])).reshape(t * k, *w.shape[2:])
             b = b.gather(1, index.expand(-1, -1, *b.shape[2:])).reshape(t * k, *b.shape[2:])
-            x = torch.baddbmm(b, x, w)
+            x = seed_baddbmm(b, x, w, models.seeds)
         else:
-            x = layer(x)
+            x = by_seed(layer, x, models.seeds)
     mean = x.reshape(t, k, n, -1)[..., : models.out_dim].mean(dim=1)  # (T', C, obs + 1)
     return context._replace(
         next_observations=obs + mean[..., : models.obs_dim], rewards=mean[..., models.obs_dim]
@@ -154,23 +158,29 @@ def relabel(
 
 
 def triplet_loss(
-    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float,
+    seeds: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MBML Eq. 3 over task latents (T, L): mean_t [d(a, p) - d(a, n) + margin]_+ with d
     the squared Euclidean distance. Returns (loss, fraction of triplets with d(a, p) <
-    d(a, n), i.e. anchors closer to their own task)."""
+    d(a, n), i.e. anchors closer to their own task); with ``seeds`` S > 1 (T seed-major)
+    each seed's over its own tasks, (S,) each."""
     to_positive = (anchor - positive).pow(2).sum(-1)
     to_negative = (anchor - negative).pow(2).sum(-1)
-    loss = torch.relu(to_positive - to_negative + margin).mean()
-    return loss, (to_positive < to_negative).float().mean()
+    loss = seed_mean(torch.relu(to_positive - to_negative + margin), seeds)
+    return loss, seed_mean((to_positive < to_negative).float(), seeds)
 
 
-def partners(task_indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def partners(task_indices: torch.Tensor, generator: Generators) -> torch.Tensor:
     """For each task of the batch another task of the batch: position (i + k) mod T with
-    one random k in 1..T-1 (drawn on the device, no host read)."""
-    t = task_indices.shape[0]
-    k = torch.randint(1, t, (1,), device=task_indices.device, generator=generator)
-    return task_indices[(torch.arange(t, device=task_indices.device) + k) % t]
+    one random k in 1..T-1 (drawn on the device, no host read); in a seed batch each
+    seed's within its own tasks, from its own generator."""
+    out = []
+    for g, rows in per_seed(generator, task_indices):
+        t = rows.shape[0]
+        k = torch.randint(1, t, (1,), device=rows.device, generator=g)
+        out.append(rows[(torch.arange(t, device=rows.device) + k) % t])
+    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 # ---- the learner ------------------------------------------------------------------------
@@ -195,9 +205,11 @@ class MBMLLearner(ContextualBCQLearner):
                 f"got {num_tasks}"
             )
         super().__init__(agent, generator)
-        self.models = DynamicsEnsemble(
-            num_tasks, agent.obs_dim, agent.act_dim, cfg.model_ensemble, cfg.model_elites,
-            cfg.model_hidden, cfg.model_layers, device=agent.device,
+        self.num_tasks = num_tasks
+        self.models = DynamicsEnsemble(  # every seed's tasks, seed-major
+            agent.seeds * num_tasks, agent.obs_dim, agent.act_dim, cfg.model_ensemble,
+            cfg.model_elites, cfg.model_hidden, cfg.model_layers, device=agent.device,
+            seeds=agent.seeds,
         )
 
     def prepare(self, sampler: TaskSampler) -> dict[str, float]:
@@ -218,11 +230,12 @@ class MBMLLearner(ContextualBCQLearner):
         """Draw the RL batch, each task's context (the positive) and its partner's context
         (the negative), relabel the latter with the task's models (the anchor), update."""
         cfg = self.config
-        batch = sampler.sample(cfg.batch_size, task_indices, self.generator)
-        context = sampler.sample(cfg.context_size, task_indices, self.generator)
-        negative = sampler.sample(cfg.context_size, partners(task_indices, self.generator),
-                                  self.generator)
-        anchor = relabel(self.models, task_indices, negative)
+        batch = sample_tasks(sampler, cfg.batch_size, task_indices, self.generator)
+        context = sample_tasks(sampler, cfg.context_size, task_indices, self.generator)
+        negative = sample_tasks(sampler, cfg.context_size,
+                                partners(task_indices, self.generator), self.generator)
+        rows = seed_rows(task_indices, self.agent.seeds, self.num_tasks)
+        anchor = relabel(self.models, rows, negative)
         return self.update_mbml(batch, context, anchor, negative)
 
     def update_mbml(
@@ -240,7 +253,7 @@ class MBMLLearner(ContextualBCQLearner):
         def encoder_loss(z_positive: torch.Tensor) -> torch.Tensor:
             loss, accuracy = triplet_loss(
                 agent.infer_latent(anchor), z_positive, agent.infer_latent(negative),
-                cfg.triplet_margin,
+                cfg.triplet_margin, agent.seeds,
             )
             found.update(triplet_loss=loss.detach(), triplet_accuracy=accuracy)
             return cfg.triplet_weight * loss

@@ -17,6 +17,7 @@ alone, ``critic_lr=1e-3``, is the method's), parsed to the fields' types by MerP
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import typing
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 import yaml
 from merpo_data.progress import progress_bar
 
-from merpo_agent.baselines.context import NEW_RUN_ADVICE, train_steps
+from merpo_agent.baselines.context import NEW_RUN_ADVICE, seeds_per_group, train_steps
 from merpo_agent.baselines.registry import BASELINES, Baseline, baseline  # re-exported
 from merpo_agent.checkpoint import (
     LATEST,
@@ -62,6 +63,7 @@ from merpo_agent.schema import (
     preset_data,
 )
 from merpo_agent.scores import normalized_score, sampler_reference_scores, summarize
+from merpo_agent.seed_batch import own_rng
 from merpo_agent.trainer import RunError, TrainingDiverged
 
 RUN_FORMAT = "baseline-run"
@@ -231,114 +233,237 @@ def train_baseline_run(
     their normalized scores and the agent's std over episodes: ``_table``). ``wandb``:
     ``PROJECT[/GROUP]`` of a Weights & Biases run beside TensorBoard; ``command``: the command
     line ``run.json`` records (default ``sys.argv``)."""
+    return train_baseline_runs(algo, env_id, preset, overrides, [seed], device, [run_dir],
+                               progress, config_file, wandb, command)[0]
 
+
+def train_baseline_runs(
+    algo: str,
+    env_id: str,
+    preset: str,
+    overrides: list[str],
+    seeds: list[int],
+    device: str,
+    run_dirs: list[Path],
+    progress: bool = True,
+    config_file: str | Path | None = None,
+    wandb: str | None = None,
+    command: list[str] | None = None,
+) -> list[dict[int, dict[str, float]]]:
+    """:func:`train_baseline_run` of each seed, the seeds trained together in this process
+    (seeds as one more batch axis, ``merpo_agent.seeds``): each seed is built, prepared (its
+    behavior or relabeling models: once per run, one seed after another) or resumed as
+    alone, then the updates of every seed run as one set of batched ops (on a CPU in groups
+    of seeds its caches hold, ``seeds_per_group``, one group after another), each seed
+    writing its own run directory as alone. Returns each seed's table. A seed whose loss turns NaN
+    stops as alone (its last good checkpoint kept) while the others train on; the batch
+    then ends with ``TrainingDiverged`` naming it."""
     spec = baseline(algo)
     run, config = build_baseline(algo, env_id, preset, overrides, config_file)
     check_device(device)
-    run_dir = Path(run_dir)
-    record = _run_record(algo, env_id, preset, seed, device, run, config)
-    checkpoint = run_dir / CHECKPOINT_DIR / LATEST
-    with claim_run_dir(run_dir, checkpoint):
-        return _train_claimed(spec, algo, env_id, seed, device, run, config, run_dir, record,
-                              checkpoint, progress, wandb, command)
+    with contextlib.ExitStack() as stack:
+        runs = []
+        for seed, run_dir in zip(seeds, run_dirs, strict=True):
+            seed_run = _SeedRun(spec, algo, env_id, preset, seed, device, run, config,
+                                Path(run_dir), progress)
+            stack.enter_context(claim_run_dir(seed_run.run_dir, seed_run.checkpoint))
+            runs.append(seed_run)
+        train, test = _samplers(env_id, run, device)
+        for seed_run in runs:  # one after another, each with its own random state
+            stack.enter_context(seed_run.open(train, test, wandb, command))
+        pending = [r for r in runs if r.step < run.run.steps]
+        while pending:
+            at = min(r.step for r in pending)
+            together = [r for r in pending if r.step == at]
+            per = seeds_per_group(together[0].learner, train, len(together))
+            for first in range(0, len(together), per):  # the groups one after another
+                _train_together(together[first:first + per], train, run, progress)
+            pending = [r for r in pending if r.step < run.run.steps and not r.diverged]
+        tables = [r.finish() for r in runs if not r.diverged]
+        diverged = [r.diverged for r in runs if r.diverged]
+        if diverged:
+            raise TrainingDiverged("; ".join(diverged))
+        return tables
 
 
-def _train_claimed(spec, algo, env_id, seed, device, run, config, run_dir, record, checkpoint,
-                   progress, wandb, command) -> dict[int, dict[str, float]]:
-    from merpo_agent.metrics import MetricsWriter
+def _train_together(runs: list[_SeedRun], train: Any, run: BaselineRun, progress: bool) -> None:
+    """The remaining updates of seeds that stand at the same update, as one learner."""
+    learner = runs[0].spec.learner.stack([r.learner for r in runs])
+    label = runs[0].algo if len(runs) == 1 else f"{runs[0].algo} x {len(runs)} seeds"
+    bar = progress_bar(run.run.steps, label, "step", initial=runs[0].step,
+                       disable=not progress)
+    synced = {"at": None}
 
-    resumed = checkpoint.is_file() and (run_dir / CONFIG_FILE).is_file()
-    if resumed:
-        _check_resumable(run_dir, record)
-    train, test = _samplers(env_id, run, device)
+    def sync(at: int) -> None:  # each seed's networks into its own learner, once a step
+        if synced["at"] != at:
+            learner.unstack_into([r.learner for r in runs])
+            synced["at"] = at
 
-    try:
-        learner = spec.learner.build(config, train, device, seed)
-    except ValueError as err:
-        raise ConfigError(f"bad {spec.label} setting: {_first_line(err)}") from None
-    step = 0
-    if resumed:
-        state = load_checkpoint(checkpoint, map_location=device)
-        try:
-            if state.get("format") != RUN_FORMAT or state.get("algo") != algo:
-                raise ValueError(f"not a {spec.label} run checkpoint")
-            learner.load_training_state(state["learner"])
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise CheckpointError(
-                f"checkpoint {checkpoint} does not match this config ({_first_line(err)}); "
-                "use a new --run-dir"
-            ) from None
-        set_rng_state(state["rng"], {"data": learner.generator})
-        step = int(state["step"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(record, sort_keys=False))
-    record_session(run_dir, device, fresh=not resumed, command=command)
-    writer = MetricsWriter(run_dir, purge_step=step + 1 if resumed else 0, hparams=record,
-                           hparam_metrics=HPARAM_METRICS, wandb=wandb)
-
-    def save(at: int) -> None:
-        try:
-            save_checkpoint(checkpoint, {
-                "format": RUN_FORMAT, "algo": algo, "step": at,
-                "agent": learner.agent_state(),
-                "learner": learner.training_state(),
-                "rng": rng_state({"data": learner.generator}),
-            })
-        except NonFiniteState as err:  # never a checkpoint with a NaN: the last good stays
-            kept = f"last good checkpoint {checkpoint} kept" if checkpoint.is_file() else (
-                "no checkpoint was written")
-            raise TrainingDiverged(
-                f"{err.where} of the state is NaN or inf by update {at}: training stopped; "
-                f"{kept}; {NEW_RUN_ADVICE}"
-            ) from None
-
-    bar = progress_bar(run.run.steps, algo, "step", initial=step, disable=not progress)
-
-    def log(at: int, metrics: dict[str, float]) -> None:
-        writer.log(at, "train", metrics)
+    def log(at: int, metrics: list[dict[str, float]]) -> None:
+        for r, seed_metrics in zip(runs, metrics, strict=True):
+            r.log(at, seed_metrics)
         bar.update(at - bar.n)
 
-    def meta_test(at: int, agent: Any) -> None:
+    def meta_test(at: int, _: Any) -> None:
         every = run.eval.every  # 0: only at the end
         if (every == 0 or at % every) and at != run.run.steps:
             return
-        returns = spec.evaluate(agent, test, env_id, run.eval.episodes, seed)
-        mean = sum(returns.values()) / len(returns)
-        writer.log(at, "meta_test", summary(test, returns))
-        writer.log_record({"iteration": at, "phase": "meta_test_tasks",
-                           **per_task(algo, _table(algo, test, returns))})
-        if progress:
-            print(f"{algo} update {at}: mean test return {mean:.2f} "
-                  f"(behavior {float(test.dataset_returns.mean()):.2f})")
+        sync(at)
+        for r in runs:
+            r.meta_test(at)
+
+    def save(at: int) -> None:
+        sync(at)
+        for r in runs:
+            try:
+                r.save(at)
+            except TrainingDiverged as err:  # a NaN reached the state (not the losses)
+                if len(runs) == 1:
+                    raise
+                r.stop(str(err))
+
+    def diverged(at: int, positions: list[int], line: str) -> None:
+        for position in positions:
+            runs[position].stop(line)
 
     try:
-        if resumed:
-            writer.truncate_after(step)
-            if step < run.run.steps:  # trained further: the shorter run's table is stale
-                writer.drop_phase("final")
-            if progress:
-                print(f"resuming {run_dir} at update {step}")
-        else:
-            writer.truncate_after(-1)
-            prepared = learner.prepare(train)
-            learner.after_prepare()
-            if prepared:
-                writer.log(0, "train", prepared)
-            save(0)
-        if step < run.run.steps:
-            with torch.enable_grad():
-                train_steps(learner, train, run.run.steps, step, log, meta_test, save,
-                            run.run.checkpoint_every)
-        agent = spec.agent_from_state(load_checkpoint(checkpoint)["agent"], device)
-        returns = spec.evaluate(agent, test, env_id, run.eval.episodes, seed)
-        table = _table(algo, test, returns)
-        if not writer.has(run.run.steps, "final"):
-            writer.log_record({"phase": "final", "iteration": run.run.steps,
-                               "tasks": {str(k): v for k, v in table.items()}})
+        with torch.enable_grad():
+            train_steps(learner, train, run.run.steps, runs[0].step, log, meta_test, save,
+                        run.run.checkpoint_every, diverged)
     finally:
         bar.close()
-        writer.close()
-    return table
+
+
+class _SeedRun:
+    """One seed's run directory: its learner (the seed's own, built as alone), metrics
+    writer, checkpoints and meta-tests, each written with the seed's own global random
+    state (``seed_batch.own_rng``). A seed that diverged is ``stopped``: it writes nothing
+    more (its last good checkpoint stays) while the batch trains on."""
+
+    def __init__(self, spec, algo, env_id, preset, seed, device, run, config, run_dir,
+                 progress):
+        self.spec, self.algo, self.env_id, self.seed = spec, algo, env_id, seed
+        self.device, self.run, self.config, self.progress = device, run, config, progress
+        self.run_dir = run_dir
+        self.record = _run_record(algo, env_id, preset, seed, device, run, config)
+        self.checkpoint = run_dir / CHECKPOINT_DIR / LATEST
+        self.step = 0
+        self.diverged: str | None = None
+
+    @contextlib.contextmanager
+    def open(self, train: Any, test: Any, wandb: str | None, command: list[str] | None):
+        """Build, then resume or prepare (and save update 0); the run's writer stays open
+        for the ``with`` block."""
+        from merpo_agent.metrics import MetricsWriter
+
+        spec, run_dir, checkpoint, device = self.spec, self.run_dir, self.checkpoint, self.device
+        self.train, self.test = train, test
+        resumed = checkpoint.is_file() and (run_dir / CONFIG_FILE).is_file()
+        if resumed:
+            _check_resumable(run_dir, self.record)
+        try:
+            learner = spec.learner.build(self.config, train, device, self.seed)
+        except ValueError as err:
+            raise ConfigError(f"bad {spec.label} setting: {_first_line(err)}") from None
+        self.learner = learner
+        if resumed:
+            state = load_checkpoint(checkpoint, map_location=device)
+            try:
+                if state.get("format") != RUN_FORMAT or state.get("algo") != self.algo:
+                    raise ValueError(f"not a {spec.label} run checkpoint")
+                learner.load_training_state(state["learner"])
+            except (KeyError, RuntimeError, ValueError) as err:
+                raise CheckpointError(
+                    f"checkpoint {checkpoint} does not match this config "
+                    f"({_first_line(err)}); use a new --run-dir"
+                ) from None
+            set_rng_state(state["rng"], {"data": learner.generator})
+            self.step = int(state["step"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(self.record, sort_keys=False))
+        record_session(run_dir, device, fresh=not resumed, command=command)
+        self.writer = MetricsWriter(run_dir, purge_step=self.step + 1 if resumed else 0,
+                                    hparams=self.record, hparam_metrics=HPARAM_METRICS,
+                                    wandb=wandb)
+        try:
+            if resumed:
+                self.writer.truncate_after(self.step)
+                if self.step < self.run.run.steps:  # trained further: the table is stale
+                    self.writer.drop_phase("final")
+                if self.progress:
+                    print(f"resuming {run_dir} at update {self.step}")
+            else:
+                self.writer.truncate_after(-1)
+                prepared = learner.prepare(train)
+                learner.after_prepare()
+                if prepared:
+                    self.writer.log(0, "train", prepared)
+                self.rng = rng_state()
+                self.save(0)
+            self.rng = rng_state()
+            yield self
+        finally:
+            self.writer.close()
+
+    def stop(self, line: str) -> None:
+        """The seed diverged (in a batch): it writes nothing more."""
+        if self.diverged is None:
+            self.diverged = f"seed {self.seed}: {line}"
+            print(f"{self.algo} {self.diverged}")
+
+    def log(self, at: int, metrics: dict[str, float]) -> None:
+        if self.diverged is None:
+            self.step = at
+            self.writer.log(at, "train", metrics)
+
+    def save(self, at: int) -> None:
+        if self.diverged is not None:
+            return
+        self.step = at
+        with own_rng(self):
+            try:
+                save_checkpoint(self.checkpoint, {
+                    "format": RUN_FORMAT, "algo": self.algo, "step": at,
+                    "agent": self.learner.agent_state(),
+                    "learner": self.learner.training_state(),
+                    "rng": rng_state({"data": self.learner.generator}),
+                })
+            except NonFiniteState as err:  # never a checkpoint with a NaN: the last good stays
+                kept = (f"last good checkpoint {self.checkpoint} kept"
+                        if self.checkpoint.is_file() else "no checkpoint was written")
+                raise TrainingDiverged(
+                    f"{err.where} of the state is NaN or inf by update {at}: training "
+                    f"stopped; {kept}; {NEW_RUN_ADVICE}"
+                ) from None
+
+    def meta_test(self, at: int) -> None:
+        if self.diverged is not None:
+            return
+        test, algo = self.test, self.algo
+        with own_rng(self):
+            returns = self.spec.evaluate(self.learner.agent, test, self.env_id,
+                                         self.run.eval.episodes, self.seed)
+        mean = sum(returns.values()) / len(returns)
+        self.writer.log(at, "meta_test", summary(test, returns))
+        self.writer.log_record({"iteration": at, "phase": "meta_test_tasks",
+                                **per_task(algo, _table(algo, test, returns))})
+        if self.progress:
+            print(f"{algo} seed {self.seed} update {at}: mean test return {mean:.2f} "
+                  f"(behavior {float(test.dataset_returns.mean()):.2f})")
+
+    def finish(self) -> dict[int, dict[str, float]]:
+        """The saved agent's final meta-test: its table, recorded once."""
+        steps = self.run.run.steps
+        with own_rng(self):
+            agent = self.spec.agent_from_state(load_checkpoint(self.checkpoint)["agent"],
+                                               self.device)
+            returns = self.spec.evaluate(agent, self.test, self.env_id,
+                                         self.run.eval.episodes, self.seed)
+        table = _table(self.algo, self.test, returns)
+        if not self.writer.has(steps, "final"):
+            self.writer.log_record({"phase": "final", "iteration": steps,
+                                    "tasks": {str(k): v for k, v in table.items()}})
+        return table
 
 
 def _table(algo: str, test: Any, returns: dict[int, float]) -> dict[int, dict[str, float]]:
@@ -482,4 +607,5 @@ __all__ = [
     "run_algo",
     "settings_record",
     "train_baseline_run",
+    "train_baseline_runs",
 ]
