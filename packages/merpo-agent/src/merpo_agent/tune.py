@@ -345,9 +345,8 @@ class Tuner:
         from merpo_agent.report import PLATEAU_POINTS, plateau
         from merpo_agent.scores import reference_scores
 
-        curves = {t.number: t.user_attrs.get("curves") or [] for t in trials}
-        curves = {n: [c for c in cs if c] for n, cs in curves.items()}
-        curves = {n: cs for n, cs in curves.items() if cs}
+        curves = {t.number: [c for c in t.user_attrs.get("curves") or [] if c] for t in trials}
+        curves = {number: runs for number, runs in curves.items() if runs}
         if not curves:
             return []
         low, high = reference_scores(self.env_id, self.valid_tasks, self.quality, data_preset)

@@ -24,15 +24,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from merpo_agent.config import ConfigError
+from merpo_agent.config import ALGOS, ConfigError
 
 VALIDATED = "validated"
 SHIPPED_DIR = Path(__file__).resolve().parent / "validated"
 BEST_FILE = "best.yaml"  # what ``tune`` writes per method; what ``--settings`` reads
-TUNED_ON = "merpo/PointRobotWind-v0"  # where the shipped readings were chosen
 
-# MerPO's ablations and single-task RAC read MerPO's settings.
-MERPO_FAMILY = ("merpo", "combo", "beha-only", "combo3", "cql")
+# MerPO's ablations and single-task RAC read MerPO's settings; MerPO-Adp has its own study.
+MERPO_FAMILY = tuple(algo for algo in ALGOS if algo != "merpo-adp")
 
 
 def _reading_keys() -> frozenset[str]:
@@ -108,6 +107,6 @@ def readings_of(settings: dict) -> dict:
 
 
 __all__ = [
-    "BEST_FILE", "MERPO_FAMILY", "READING_KEYS", "SHIPPED_DIR", "TUNED_ON", "VALIDATED",
+    "BEST_FILE", "MERPO_FAMILY", "READING_KEYS", "SHIPPED_DIR", "VALIDATED",
     "readings_of", "required_settings_file", "settings_dir", "settings_file", "settings_source",
 ]
