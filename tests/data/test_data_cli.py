@@ -96,6 +96,7 @@ def test_generate_existing_is_quick_and_reports_ids(point_robot_store, capsys):
         (["generate", ENV, "--qualities", "medium,great"], "unknown quality 'great'"),
         (["generate", ENV, "--preset", "huge"], "unknown preset"),
         (["generate", ENV, "--seed", "-1"], "seed must be an integer >= 0, got -1"),
+        (["generate", ENV, "--threads", "0"], "--threads must be >= 1, got 0"),
         (["info", "merpo/point-robot-wind/task-3-medium-v0"], "did you mean"),
         (["info", "cartpole"], "bad dataset id"),
         (["plot", "merpo/Nope-v0"], "unknown env id"),
@@ -148,3 +149,31 @@ def test_the_returns_plot_has_integer_task_ticks_and_its_whole_title(env_id):
     figure = fig.bbox
     assert title.x0 >= figure.x0 and title.x1 <= figure.x1 and title.y1 <= figure.y1
     plt.close(fig)
+
+
+def test_threads_reach_the_sac_training_only(tmp_path, monkeypatch, capsys):
+    """``--threads 2`` trains on two threads; every rollout that writes a dataset runs on
+    one, so the datasets of given policies never depend on --threads."""
+    import merpo_data.datasets as datasets
+    import torch
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    seen = {"train": [], "rollout": []}
+    train, rollout = datasets.ensure_behavior_policies, datasets.collect_quality_episodes
+
+    def spy_train(*args, **kwargs):
+        seen["train"].append(torch.get_num_threads())
+        return train(*args, **kwargs)
+
+    def spy_rollout(*args, **kwargs):
+        seen["rollout"].append(torch.get_num_threads())
+        return rollout(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "ensure_behavior_policies", spy_train)
+    monkeypatch.setattr(datasets, "collect_quality_episodes", spy_rollout)
+    before = torch.get_num_threads()
+    argv = ["generate", "merpo/HalfCheetahFwdBack-v0", "--preset", "test", "--qualities",
+            "medium", "--threads", "2", "--quiet"]
+    assert main(argv) == 0
+    assert seen["train"] == [2] and seen["rollout"] and set(seen["rollout"]) == {1}
+    assert torch.get_num_threads() == before  # restored

@@ -127,6 +127,7 @@ def generate(
     retrain: bool = False,
     rank: int = 0,
     world_size: int = 1,
+    threads: int = 1,
 ) -> list[str]:
     """Build the datasets of ``tasks`` x ``qualities`` of an env; return their ids.
 
@@ -149,6 +150,11 @@ def generate(
     shares' datasets exist once every rank has returned (the CLI waits at a barrier). No
     collective is called here, and the datasets are the ones one process would build.
 
+    ``threads``: intra-op CPU threads of the behavior policies' SAC training
+    (:func:`merpo_data.store.small_op_threads`); the rollouts always run on one, so the
+    datasets of given (shipped or cached) policies are the same whatever ``threads`` is.
+    (SAC trained on another number of threads sums in another order: other policies.)
+
     One ``generate`` writes a store at a time (:func:`merpo_data.store.store_lock`: a
     second one is a one-line :class:`merpo_data.lock.LockHeld`), and it first removes the
     temporary stores that killed runs left behind.
@@ -169,13 +175,13 @@ def generate(
         remove_stale_temporaries()
         return _generate_locked(
             env_id, task_list, quality_list, data_preset, force, progress, seed, device,
-            retrain, rank, world_size,
+            retrain, rank, world_size, threads,
         )  # fmt: skip
 
 
 def _generate_locked(
     env_id, task_list, quality_list, data_preset, force, progress, seed, device, retrain,
-    rank, world_size,
+    rank, world_size, threads,
 ) -> list[str]:  # fmt: skip
     info = get_meta_info(env_id)
     ensure_namespaces(env_id)
@@ -206,10 +212,13 @@ def _generate_locked(
     start, stop = shard_bounds(len(groups), rank, world_size)
     with small_op_threads(device):
         for group in groups[start:stop]:
-            records = ensure_behavior_policies(
-                env_id, group, data_preset, seed, device, progress,
-                state_file=state_name(rank), retrain=retrain,
-            )  # fmt: skip
+            # Only the SAC runs on ``threads`` threads: the rollouts that write datasets
+            # stay on one, so a dataset's bits never depend on --threads.
+            with small_op_threads(device, threads):
+                records = ensure_behavior_policies(
+                    env_id, group, data_preset, seed, device, progress,
+                    state_file=state_name(rank), retrain=retrain,
+                )  # fmt: skip
             refs = reference_scores(env_id, group, records, data_preset, seed, device)
             for q in quality_list:
                 write = [t for t in group if t in todo[q]]
