@@ -80,7 +80,7 @@ def test_presets():
 
     big, small = (
         presets._generic_mujoco("merpo/Walker2dParams-v0", "default"),
-        get_preset("merpo/Walker2dParams-v0", "test"),
+        presets._generic_mujoco("merpo/Walker2dParams-v0", "test"),
     )
     assert big.sac.hidden == 256 and big.sac.iterations * big.sac.envs_per_task >= 1_000_000
     assert small.sac.iterations * small.sac.envs_per_task <= 1000
@@ -89,11 +89,14 @@ def test_presets():
     walker = get_preset("merpo/Walker2dParams-v0")
     assert walker.sac.hidden == 64 and walker.tasks_per_group == 25
     assert walker.sac.iterations * walker.sac.envs_per_task == 200_000
-    # Half-Cheetah and Ant: a CPU-sized default; their test preset rolls out its policies.
+    # Half-Cheetah and Ant: a CPU-sized default of 128x2 networks, two tasks per group.
     for env_id in ("merpo/HalfCheetahFwdBack-v0", "merpo/AntFwdBack-v0"):
-        cpu, small = get_preset(env_id), get_preset(env_id, "test")
+        cpu = get_preset(env_id)
         assert cpu.sac.hidden == 128 and cpu.tasks_per_group == 2
         assert 200_000 <= cpu.sac.iterations * cpu.sac.envs_per_task <= 300_000
+    # Every MuJoCo env's test preset rolls out its default's shipped policies.
+    for env_id in ("merpo/HalfCheetahFwdBack-v0", "merpo/AntFwdBack-v0", "merpo/Walker2dParams-v0"):
+        cpu, small = get_preset(env_id), get_preset(env_id, "test")
         assert small.policy_preset == "default" and small.sac == cpu.sac
         assert small.episodes < cpu.episodes and small.name == "test"
     with pytest.raises(ValueError, match="unknown preset 'huge'; valid presets: default, test"):

@@ -206,3 +206,18 @@ def test_cached_policies_of_another_grouping_are_not_used(point_robot_store, tmp
     with pytest.raises(KeyboardInterrupt):
         ensure_behavior_policies(ENV, [3], preset, progress=False)
     assert calls == [(2, 3)]
+
+
+def test_an_export_records_every_preset_that_rolls_out_its_policies():
+    from merpo_data.ids import QUALITIES
+    from merpo_data.shipped import rollout_presets, shipped_metadata, shipped_path
+
+    assert rollout_presets("merpo/Walker2dParams-v0", "default") == ["default", "test"]
+    assert rollout_presets(ENV, "default") == ["default"]  # its test preset trains its own
+    assert rollout_presets(ENV, "test") == ["test"]
+    recorded = shipped_metadata(shipped_path("walker-2d-params", "default", 0))["datasets"]
+    walker = "merpo/Walker2dParams-v0"
+    for preset in ("default", "test"):
+        assert {dataset_id(walker, t, q, preset) for t in range(25) for q in QUALITIES} <= set(
+            recorded
+        )

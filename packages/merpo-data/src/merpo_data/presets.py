@@ -2,11 +2,11 @@
 
 A preset is looked up by (env id, name). Point-Robot-Wind has hand-set presets
 ("default": all 50 tasks in a few minutes on a 2-core CPU; "test": a handful of tasks in
-seconds, still with expert > medium > random). Half-Cheetah-Fwd-Back and Ant-Fwd-Back have
-a "default" that a 2-core CPU trains in about an hour (and whose policies are shipped) and
-a "test" of a few episodes rolled out from those policies. Every other env (Walker-2D,
-new env ids) gets a GPU-scale "default" built from its MetaEnvInfo, so new env ids work
-without edits here, and a tiny "test" preset for tests that only check the plumbing.
+seconds, still with expert > medium > random). Half-Cheetah-Fwd-Back, Ant-Fwd-Back and
+Walker-2D-Params have a "default" that a 2-core CPU trains in one to two hours (and whose
+policies are shipped) and a "test" of a few episodes rolled out from those policies. A new
+env id gets a GPU-scale "default" built from its MetaEnvInfo, so it works without edits
+here, and a tiny "test" preset for tests that only check the plumbing.
 
 A preset also fixes the env's *task groups* (:meth:`DataPreset.task_groups`): consecutive
 task indices, ``tasks_per_group`` at a time, trained as one batched SAC and rolled out
@@ -119,7 +119,7 @@ _SPECIFIC: dict[tuple[str, str], DataPreset] = {
 }
 
 
-# The GPU-scale SAC of the MuJoCo envs (Walker-2D, new env ids): 256x2, 1M env steps per task.
+# The GPU-scale SAC of new MuJoCo env ids: 256x2, 1M env steps per task.
 _MUJOCO_GPU_SAC = SACConfig(
     hidden=256,
     hidden_layers=2,
@@ -179,11 +179,21 @@ for _env_id, _iterations in (
 # networks (measured under load, one core: 2.1 ms per task and iteration at T = 25 and 64x2,
 # against 6.6 ms at 128x2 and 27 ms for a lone 256x2 SAC), 200k env steps per task, a
 # checkpoint every 10k; one env step and one gradient step per iteration.
-_SPECIFIC[("merpo/Walker2dParams-v0", "default")] = DataPreset(
+_WALKER_DEFAULT = DataPreset(
     "default",
     replace(_MUJOCO_CPU_SAC, hidden=64, iterations=200_000, buffer_size=200_000),
     rollout_envs_per_task=10,
     tasks_per_group=25,
+)
+_SPECIFIC[("merpo/Walker2dParams-v0", "default")] = _WALKER_DEFAULT
+# Seconds-sized datasets of the real qualities, as for Half-Cheetah and Ant.
+_SPECIFIC[("merpo/Walker2dParams-v0", "test")] = replace(
+    _WALKER_DEFAULT,
+    name="test",
+    episodes=4,
+    rollout_envs_per_task=2,
+    reference_episodes=4,
+    policies_of="default",
 )
 
 

@@ -24,7 +24,8 @@ recipe up to float rounding (MuJoCo amplifies a last-bit difference of an action
 another trajectory), so only its statistics can be compared.
 
 Shipped today, default preset, seed 0: Point-Robot-Wind (all 50 tasks), Half-Cheetah-Fwd-Back
-and Ant-Fwd-Back (both tasks each). Walker-2D-Params is GPU-scale (see merpo-data's README).
+and Ant-Fwd-Back (both tasks each) and Walker-2D-Params (all 25 tasks; its file also records
+the ``test`` preset's datasets, which roll out the same policies).
 """
 
 from __future__ import annotations
@@ -197,6 +198,15 @@ def arithmetic_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+def rollout_presets(env_id: str, preset: str) -> list[str]:
+    """The presets of ``env_id`` that roll out ``preset``'s behavior policies (itself first)."""
+    from merpo_data.ids import PRESET_NAMES
+    from merpo_data.presets import get_preset
+
+    others = [n for n in PRESET_NAMES if n != preset]
+    return [preset] + [n for n in others if get_preset(env_id, n).policy_preset == preset]
+
+
 def _built_datasets(env_id: str, preset: str, seed: int, tasks: Sequence[int]) -> dict:
     """``dataset id -> {content_hash, mean_return}`` of the local datasets of ``tasks``
     built with (preset, seed); every quality must be there (export after ``generate``)."""
@@ -231,7 +241,8 @@ def export_shipped(
     """Write the cached behavior policies of (env, preset, seed) to :func:`shipped_path`:
     every task's, or those of ``tasks`` (a maintainer's step, after ``merpo-data generate
     ENV --retrain``), with the content hashes of the datasets that build gave (every
-    quality of those tasks must be in the local store) and this machine's
+    quality of those tasks must be in the local store, for ``preset`` and for every preset
+    that rolls out its policies, :func:`rollout_presets`) and this machine's
     :func:`arithmetic_fingerprint`, the installed versions and numpy's BLAS kernel."""
     from merpo_envs import get_meta_info
 
@@ -258,13 +269,18 @@ def export_shipped(
         )
     else:
         records = [load_record(directory, t) for t in tasks]
+    # Every preset that rolls out these policies (the default and, where it has one, the
+    # test preset of a few episodes) records its build: a cheap rebuild can be checked too.
+    built: dict = {}
+    for name in rollout_presets(env_id, data_preset.name):
+        built.update(_built_datasets(env_id, name, seed, tasks))
     metadata = {
         "env_id": env_id,
         "preset": data_preset.name,
         "seed": seed,
         "hidden": data_preset.sac.hidden,
         "hidden_layers": data_preset.sac.hidden_layers,
-        "datasets": json.dumps(_built_datasets(env_id, data_preset.name, seed, tasks)),
+        "datasets": json.dumps(built),
         "arithmetic": arithmetic_fingerprint(),
         "versions": json.dumps(installed_versions()),
         "blas": blas_kernel(),
