@@ -151,7 +151,7 @@ def test_the_returns_plot_has_integer_task_ticks_and_its_whole_title(env_id):
     plt.close(fig)
 
 
-def test_threads_reach_the_sac_training_only(tmp_path, monkeypatch, capsys):
+def test_threads_reach_the_sac_training_only(tmp_path, monkeypatch):
     """``--threads 2`` trains on two threads; every rollout that writes a dataset runs on
     one, so the datasets of given policies never depend on --threads."""
     import merpo_data.datasets as datasets

@@ -203,8 +203,9 @@ def rollout_presets(env_id: str, preset: str) -> list[str]:
     from merpo_data.ids import PRESET_NAMES
     from merpo_data.presets import get_preset
 
-    others = [n for n in PRESET_NAMES if n != preset]
-    return [preset] + [n for n in others if get_preset(env_id, n).policy_preset == preset]
+    return [preset] + [
+        n for n in PRESET_NAMES if n != preset and get_preset(env_id, n).policy_preset == preset
+    ]
 
 
 def _built_datasets(env_id: str, preset: str, seed: int, tasks: Sequence[int]) -> dict:
