@@ -6,9 +6,15 @@ import json
 
 import pytest
 from merpo_agent import cli
-from merpo_agent.config import ConfigError
+from merpo_agent.config import ConfigError, check_task_split
 from merpo_agent.report import combine, compare, plateau
-from merpo_agent.reproduce import experiments, sizes_for, train_command, with_budget
+from merpo_agent.reproduce import (
+    experiments,
+    resolved_config,
+    sizes_for,
+    train_command,
+    with_budget,
+)
 
 PRW = "merpo/PointRobotWind-v0"
 
@@ -55,6 +61,25 @@ def test_steps_sets_every_methods_budget_alike(tmp_path):
     for bad in (15, 0, -10):
         with pytest.raises(ConfigError, match="--steps must be a positive multiple of"):
             with_budget(sizes_for(PRW, quick=False), bad)
+
+
+@pytest.mark.parametrize("env_id", ["merpo/HalfCheetahFwdBack-v0", "merpo/AntFwdBack-v0",
+                                    "merpo/Walker2dParams-v0", PRW])
+def test_every_fig6_command_of_every_env_is_one_that_train_accepts(env_id, tmp_path):
+    # Half-Cheetah and Ant have no unseen task (train = test = 0-1, the paper's Fig. 6):
+    # their runs meta-test on their training tasks, which a split check must not refuse
+    fig6 = experiments()["fig6"]
+    for run in fig6.runs:
+        command = train_command(env_id, fig6, run, 0, "medium", sizes_for(env_id, False),
+                                tmp_path / run.key)
+        assert resolved_config(command), run.algo
+
+
+def test_an_overlap_outside_the_envs_own_split_is_still_refused():
+    check_task_split("merpo/HalfCheetahFwdBack-v0", None, None)  # the env's split: accepted
+    check_task_split("merpo/AntFwdBack-v0", (0, 1), (1,))
+    with pytest.raises(ConfigError, match="task.s. 20 are both training and test tasks"):
+        check_task_split("merpo/Walker2dParams-v0", (0, 1, 20), (20, 21))
 
 
 @pytest.mark.slow

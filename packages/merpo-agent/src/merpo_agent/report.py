@@ -30,6 +30,7 @@ import platform
 from pathlib import Path
 
 import numpy as np
+from merpo_envs import get_meta_info
 
 from merpo_agent.checkpoint import atomic_write_text
 from merpo_agent.provenance import cpu_model, git_commit
@@ -108,6 +109,8 @@ def write_report(experiment, env_id, quality, sizes, results, out_dir: Path, com
     commit = commit[:12] if commit else "unknown (not a git checkout)"
     norm_stats = interval_estimates(normalized)
     seeds = len(next(iter(results.values())))
+    evaluated = matrices[experiment.rows[0].label]
+    unseen = not set(evaluated) & set(get_meta_info(env_id).train_tasks)
     lines = [
         f"# {experiment.title}",
         "",
@@ -123,9 +126,10 @@ def write_report(experiment, env_id, quality, sizes, results, out_dir: Path, com
         (f"- settings: tuned on validation tasks by `merpo-agent tune` ({experiment.settings}"
          "/<algo>/best.yaml; MerPO's ablations use MerPO's), never on these tasks"
          if experiment.settings else "- settings: the presets as written (nothing tuned)"),
-        f"- evaluation tasks: {matrices[experiment.rows[0].label]}"
+        f"- evaluation tasks: {evaluated}"
         + (" (each learner's own training task: single-task RAC)" if experiment.single_task
-           else " (unseen test tasks)")
+           else " (unseen test tasks)" if unseen
+           else " (also training tasks: this env has no unseen task, as in the paper's Fig. 6)")
         + f"; {sizes.episodes} real-env episodes per task and seed, deterministic actions",
         "- statistics: rliable, 95% stratified-bootstrap CIs over (seeds x tasks), "
         f"{BOOTSTRAP_REPS} resamples; normalized = 100 (R - ref_min) / (ref_max - ref_min) "
