@@ -49,14 +49,28 @@ def test_every_fig6_method_has_a_search_space_whose_settings_its_train_accepts()
                 build_baseline(algo, PRW, "small", overrides)
 
 
-def test_merpos_default_trial_is_the_first_reading_at_reproduces_sizes():
+def test_every_methods_default_trial_is_its_papers_setting_on_the_env():
+    # a study's first trial is the method as its paper sets it on THIS env (MerPO: the first
+    # reading; a baseline: its paper's values, Batch PEARL's reward scale 100 on the point
+    # robot, not the locomotion 5)
+    from merpo_agent.baselines.run import build_baseline, settings_record
     from merpo_agent.search_spaces import default_labels
 
-    for algo in ("merpo", "merpo-adp"):
-        untuned = build_config(PRW, "repro", algo)
-        defaults = build_config(PRW, "repro", algo,
-                                overrides=list(overrides_of(algo, default_labels(algo))))
-        assert defaults == untuned, algo
+    for algo in FIG6_ALGOS:
+        overrides = list(overrides_of(algo, default_labels(algo, PRW), PRW))
+        if algo.startswith("merpo"):
+            assert build_config(PRW, "repro", algo, overrides=overrides) == build_config(
+                PRW, "repro", algo), algo
+        else:  # the paper's values (its full-size preset) of every key the space tunes
+            paper = settings_record(*build_baseline(algo, PRW, "table2", []))["method"]
+            for item in overrides:
+                key, value = item.split("=", 1)
+                assert float(value) == pytest.approx(paper[key]), (algo, key)
+    assert "reward_scale=100" in overrides_of(
+        "batch-pearl", default_labels("batch-pearl", PRW), PRW)
+    assert "reward_scale=5" in overrides_of(  # a locomotion env: PEARL's 5
+        "batch-pearl", default_labels("batch-pearl", "merpo/Walker2dParams-v0"),
+        "merpo/Walker2dParams-v0")
 
 
 def test_docs_print_every_search_space_as_the_code_has_it():

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from merpo_agent.pearl_reward_scale import LOCOMOTION_SCALE, POINT_ROBOT_SCALE, pearl_reward_scale
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -56,6 +58,13 @@ def _label(value) -> str:
 def _around(value: float) -> tuple[float, float, float]:
     """A paper's learning rate x/÷ 3 (three significant digits)."""
     return (float(f"{value / 3:.3g}"), value, float(f"{value * 3:.3g}"))
+
+
+def _reward_scale(scale: float) -> Choice:
+    """PEARL's reward scale x/÷ 3 around the env's value (``search_space``)."""
+    return Choice.values("reward_scale", _around(scale),
+                         f"PEARL's reward scale for the env (its point robot: "
+                         f"{POINT_ROBOT_SCALE:g}, locomotion: {LOCOMOTION_SCALE:g})")
 
 
 # MerPO's open readings (each a documented config option) and learning rates.
@@ -118,33 +127,40 @@ SEARCH_SPACES: dict[str, tuple[Choice, ...]] = {
         Choice.values("actor_lr", _around(3e-4), "PEARL's code: 3e-4"),
         Choice.values("encoder_lr", _around(3e-4), "PEARL's context_lr: 3e-4"),
         Choice.values("kl_lambda", _around(0.1), "PEARL Eq. 3's KL weight (0.1)"),
-        Choice.values("reward_scale", _around(5.0), "PEARL's reward scale (5)"),
+        _reward_scale(LOCOMOTION_SCALE),
     ),
 }
 
 
-def search_space(algo: str) -> tuple[Choice, ...]:
+def search_space(algo: str, env_id: str | None = None) -> tuple[Choice, ...]:
+    """The space of ``algo``; on ``env_id`` a setting whose paper value depends on the env
+    centres on that env's value (Batch PEARL's reward scale: 100 on Point-Robot-Wind), so
+    that a study always contains the method's own default."""
     if algo not in SEARCH_SPACES:
         raise ValueError(f"no search space for {algo!r}; one of {', '.join(SEARCH_SPACES)}")
-    return SEARCH_SPACES[algo]
+    if algo != "batch-pearl" or env_id is None:
+        return SEARCH_SPACES[algo]
+    env_scale = _reward_scale(pearl_reward_scale(env_id))
+    return tuple(env_scale if c.name == "reward_scale" else c for c in SEARCH_SPACES[algo])
 
 
-def default_labels(algo: str) -> dict[str, str]:
+def default_labels(algo: str, env_id: str | None = None) -> dict[str, str]:
     """The method's own defaults as labels of its space (the trial every study runs first)."""
-    return {choice.name: choice.default_label for choice in search_space(algo)}
+    return {choice.name: choice.default_label for choice in search_space(algo, env_id)}
 
 
-def overrides_of(algo: str, labels: dict[str, str]) -> tuple[str, ...]:
+def overrides_of(algo: str, labels: dict[str, str], env_id: str | None = None
+                 ) -> tuple[str, ...]:
     """The ``--set`` overrides of a trial's chosen labels (``{choice name: label}``)."""
     out: list[str] = []
-    for choice in search_space(algo):
+    for choice in search_space(algo, env_id):
         out += choice.options[labels[choice.name]]
     return tuple(out)
 
 
-def grid_size(algo: str) -> int:
+def grid_size(algo: str, env_id: str | None = None) -> int:
     size = 1
-    for choice in search_space(algo):
+    for choice in search_space(algo, env_id):
         size *= len(choice.options)
     return size
 

@@ -124,8 +124,8 @@ class Tuner:
         if sampler not in ("tpe", "grid"):
             raise ConfigError(f"--sampler must be tpe or grid, got {sampler!r}")
         try:
-            self.space = search_space(algo)
             self.env_id = get_meta_info(env_id).env_id
+            self.space = search_space(algo, self.env_id)
         except ValueError as err:
             raise ConfigError(str(err)) from None
         self.algo, self.quick, self.quality = algo, quick, quality
@@ -160,7 +160,7 @@ class Tuner:
         from merpo_agent.search_spaces import overrides_of
 
         sizes, experiment = self._plan()
-        spec = RunSpec(self.algo, self.algo, overrides_of(self.algo, labels))
+        spec = RunSpec(self.algo, self.algo, overrides_of(self.algo, labels, self.env_id))
         out = []
         for seed in range(self.seeds):
             run_dir = seed_run_dir(self.out / trial_key(labels), seed)
@@ -239,7 +239,7 @@ class Tuner:
         the validation tasks."""
         from merpo_agent.search_spaces import default_labels
 
-        defaults = default_labels(self.algo)
+        defaults = default_labels(self.algo, self.env_id)
         if not any(t.params == defaults for t in study.get_trials(deepcopy=False)):
             study.enqueue_trial(defaults)
 
@@ -297,7 +297,7 @@ class Tuner:
         if not complete:
             raise RunError(f"{self.algo}: no finished trial in {self.storage}")
         best = max(complete, key=lambda t: (t.value, -t.number))
-        data = config_file_data(self.algo, overrides_of(self.algo, best.params))
+        data = config_file_data(self.algo, overrides_of(self.algo, best.params, self.env_id))
         best_path = self.out / BEST_FILE
         header = (f"# {self.algo} on {self.env_id}: chosen by `merpo-agent tune` (trial "
                   f"{best.number}, mean validation return {best.value:.3f} on tasks "

@@ -70,11 +70,10 @@ from merpo_agent.baselines.context import (
     twin_critics,
 )
 from merpo_agent.baselines.context import agent_from_state as _agent_from_state
+from merpo_agent.pearl_reward_scale import pearl_reward_scale
 from merpo_agent.task_slice import draw_slots, sample_tasks
 from merpo_agent.transitions import TransitionBatch
 
-# PEARL's env configs: reward_scale 100 on its point robot, 5 on the locomotion envs.
-PEARL_REWARD_SCALE = {"merpo/PointRobotWind-v0": 100.0}
 # PEARL's code clamps the factors' variances from below (softplus, then >= 1e-7).
 MIN_FACTOR_VARIANCE = 1e-7
 
@@ -123,7 +122,7 @@ class BatchPearlConfig(BaselineConfig):
     @classmethod
     def for_env(cls, env_id: str, **overrides: Any) -> BatchPearlConfig:
         """Defaults with the env's Table 2 discount and PEARL's reward scale for it."""
-        scale = PEARL_REWARD_SCALE.get(get_meta_info(env_id).env_id, 5.0)
+        scale = pearl_reward_scale(get_meta_info(env_id).env_id)
         return super().for_env(env_id, **{"reward_scale": scale, **overrides})
 
     def __post_init__(self) -> None:
