@@ -326,7 +326,7 @@ def _c7(stats, returns):
     verdict = combine(verdicts)
     return (f"**{verdict}**. the adapted policy beats both the behavior policy and the "
             f"meta-policy (non-overlapping CIs over seeds) on {wins} of {len(verdicts)} "
-            f"unseen tasks; per task: {', '.join(verdicts)}")
+            f"evaluation tasks; per task: {', '.join(verdicts)}")
 
 
 CLAIMS = {"C1": _c1, "C2": _c2, "C3": _c3, "C4": _c4, "C5": _c5, "C6": _c6, "C7": _c7}
