@@ -129,3 +129,13 @@ def test_reproduce_validated_keeps_the_first_reading_beside_merpo():
     assert configs["focal"] is None  # no baseline settings there: its own defaults
     labels = [row.label for row in fig6.rows]
     assert labels[labels.index("MerPO") + 1] == "MerPO (Table 2 as first read)"
+
+
+def test_a_report_names_the_methods_that_ran_on_their_presets():
+    from merpo_agent.report import untuned_rows
+
+    fig6 = experiments()["fig6"]
+    # Half-Cheetah ships MerPO's readings only: the baselines run as written, and say so
+    on_half_cheetah = with_settings(fig6, "validated", "merpo/HalfCheetahFwdBack-v0")
+    assert untuned_rows(on_half_cheetah) == ["FOCAL", "Contextual BCQ", "MBML", "Batch PEARL"]
+    assert untuned_rows(with_settings(fig6, "validated", "merpo/PointRobotWind-v0")) == []

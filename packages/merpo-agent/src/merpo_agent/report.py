@@ -111,6 +111,7 @@ def write_report(experiment, env_id, quality, sizes, results, out_dir: Path, com
     seeds = len(next(iter(results.values())))
     evaluated = matrices[experiment.rows[0].label]
     unseen = not set(evaluated) & set(get_meta_info(env_id).train_tasks)
+    untuned = untuned_rows(experiment)
     lines = [
         f"# {experiment.title}",
         "",
@@ -125,6 +126,8 @@ def write_report(experiment, env_id, quality, sizes, results, out_dir: Path, com
         f"baselines: {sizes.budget} steps); preset `{sizes.preset}` for every method",
         (f"- settings: tuned on validation tasks by `merpo-agent tune` ({experiment.settings}"
          "/<algo>/best.yaml; MerPO's ablations use MerPO's), never on these tasks"
+         + (f"; the presets as written for {', '.join(untuned)} (no settings file for this "
+            "env)" if untuned else "")
          if experiment.settings else "- settings: the presets as written (nothing tuned)"),
         f"- evaluation tasks: {evaluated}"
         + (" (each learner's own training task: single-task RAC)" if experiment.single_task
@@ -182,6 +185,14 @@ def write_report(experiment, env_id, quality, sizes, results, out_dir: Path, com
         {"returns": stats, "normalized": norm_stats}, indent=1))
     atomic_write_text(report, "\n".join(lines))
     return report
+
+
+def untuned_rows(experiment) -> list[str]:
+    """The rows of an experiment on ``--settings`` whose method had no settings file (its
+    presets as written), not MerPO's first-read row, which is untuned on purpose."""
+    tuned_algos = {run.algo for run in experiment.runs if run.config is not None}
+    untuned_runs = {run.key for run in experiment.runs if run.algo not in tuned_algos}
+    return [row.label for row in experiment.rows if row.run in untuned_runs]
 
 
 def _machine() -> str:
@@ -331,4 +342,4 @@ def _c7(stats, returns):
 
 CLAIMS = {"C1": _c1, "C2": _c2, "C3": _c3, "C4": _c4, "C5": _c5, "C6": _c6, "C7": _c7}
 
-__all__ = ["CLAIMS", "compare", "interval_estimates", "write_report"]
+__all__ = ["CLAIMS", "compare", "interval_estimates", "untuned_rows", "write_report"]
