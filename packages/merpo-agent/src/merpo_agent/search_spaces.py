@@ -132,16 +132,20 @@ SEARCH_SPACES: dict[str, tuple[Choice, ...]] = {
 }
 
 
+# The settings whose paper value depends on the env: their choice on a given env.
+_ON_ENV = {"reward_scale": lambda env_id: _reward_scale(pearl_reward_scale(env_id))}
+
+
 def search_space(algo: str, env_id: str | None = None) -> tuple[Choice, ...]:
     """The space of ``algo``; on ``env_id`` a setting whose paper value depends on the env
     centres on that env's value (Batch PEARL's reward scale: 100 on Point-Robot-Wind), so
     that a study always contains the method's own default."""
     if algo not in SEARCH_SPACES:
         raise ValueError(f"no search space for {algo!r}; one of {', '.join(SEARCH_SPACES)}")
-    if algo != "batch-pearl" or env_id is None:
-        return SEARCH_SPACES[algo]
-    env_scale = _reward_scale(pearl_reward_scale(env_id))
-    return tuple(env_scale if c.name == "reward_scale" else c for c in SEARCH_SPACES[algo])
+    space = SEARCH_SPACES[algo]
+    if env_id is None:
+        return space
+    return tuple(_ON_ENV[c.name](env_id) if c.name in _ON_ENV else c for c in space)
 
 
 def default_labels(algo: str, env_id: str | None = None) -> dict[str, str]:
