@@ -7,7 +7,7 @@ import json
 import pytest
 from merpo_agent import cli
 from merpo_agent.config import ConfigError, check_task_split
-from merpo_agent.report import combine, compare, plateau
+from merpo_agent.report import combine, compare, curve_label, plateau
 from merpo_agent.reproduce import (
     experiments,
     resolved_config,
@@ -38,6 +38,16 @@ def test_plateau_rule_tells_a_flat_curve_from_a_rising_one():
     rising = [[[1000, -20.0], [2000, -16.0], [3000, -14.0], [4000, -12.0]]]
     assert plateau(rising, 20.0)[3] is False  # +10 normalized points in the last quarter
     assert plateau([[[4000, -12.0]]], 20.0) is None
+
+
+def test_a_curve_that_lost_the_plateau_margin_is_reported_falling_not_flat():
+    # a run that peaked at 3000 steps and lost 13 normalized points by its end
+    peaked = [[[1000, 100.0], [2000, 140.0], [3000, 144.0], [4000, 90.0]]]
+    gain = plateau(peaked, 400.0)[2]
+    assert gain == pytest.approx(-13.5)
+    assert curve_label(gain) == "**falling**"
+    assert curve_label(1.9) == curve_label(-1.9) == "flat"
+    assert curve_label(2.0) == "**still rising**"
 
 
 def test_every_experiment_compares_its_methods_on_shared_runs():

@@ -157,10 +157,11 @@ def write_report(experiment, env_id, quality, sizes, results, out_dir: Path, com
     for claim in experiment.claims:
         lines.append(f"- {claim}: " + CLAIMS[claim](stats, returns))
     lines += ["", "## Budget: flat or still rising", "",
-              f"A run's curve is flat when its last quarter gained less than {PLATEAU_POINTS:g} "
-              "normalized points (100 x the mean return gained from 75% to 100% of the "
-              "budget / the tasks' mean reference range); a method still rising at this "
-              "budget is reported as such.", "",
+              f"A run's curve is flat when its last quarter gained or lost less than "
+              f"{PLATEAU_POINTS:g} normalized points (100 x the mean return gained from 75% to "
+              "100% of the budget / the tasks' mean reference range); a method still rising "
+              "at this budget is reported as such, and so is one falling (its final table "
+              "is below its own earlier evaluations).", "",
               "| run | return at 75% | return at 100% | gain (normalized points) | curve |",
               "| --- | --- | --- | --- | --- |"]
     labels = {row.run: row.label for row in reversed(experiment.rows)}
@@ -173,9 +174,9 @@ def write_report(experiment, env_id, quality, sizes, results, out_dir: Path, com
         verdict = plateau([run["curve"] for run in results[spec.key]],
                           float(np.mean(high - low)))
         if verdict is not None:
-            at75, at100, gain, flat = verdict
+            at75, at100, gain, _ = verdict
             lines.append(f"| {labels[spec.key]} | {at75:.2f} | {at100:.2f} | {gain:+.1f} | "
-                         f"{'flat' if flat else '**still rising**'} |")
+                         f"{curve_label(gain)} |")
     curve_path = _plot_curves(experiment, results, out_dir / "curves.png")
     lines += ["", "## Learning curves", "",
               f"![mean meta-test return with 95% CI]({curve_path.name})", ""]
@@ -221,6 +222,17 @@ def plateau(curves: list[list[list[float]]], reference_range: float,
     at = min(at, length - 2)  # at least one evaluation before the last
     gain = 100.0 * (mean[-1] - mean[at]) / reference_range
     return float(mean[at]), float(mean[-1]), float(gain), bool(gain < points)
+
+
+def curve_label(gain: float, points: float = PLATEAU_POINTS) -> str:
+    """A curve's last-quarter verdict in a report: still rising (gained ``points`` or
+    more: the budget stopped it early), falling (lost as much: the run peaked earlier and
+    its final table is below its best) or flat."""
+    if gain >= points:
+        return "**still rising**"
+    if gain <= -points:
+        return "**falling**"
+    return "flat"
 
 
 def _plot_curves(experiment, results, path: Path) -> Path:

@@ -342,7 +342,7 @@ class Tuner:
     def curves_markdown(self, trials: list, data_preset: str) -> list[str]:
         """Each trial's validation curve (mean of its seeds at every evaluation) and whether
         it has flattened by the budget's end (``report.plateau``'s rule)."""
-        from merpo_agent.report import PLATEAU_POINTS, plateau
+        from merpo_agent.report import PLATEAU_POINTS, curve_label, plateau
         from merpo_agent.scores import reference_scores
 
         curves = {t.number: [c for c in t.user_attrs.get("curves") or [] if c] for t in trials}
@@ -356,7 +356,8 @@ class Tuner:
                  "Mean validation return of the trial's seeds at each evaluation; flat when "
                  f"the last quarter of the budget gained less than {PLATEAU_POINTS:g} "
                  "normalized points (100 x the return gained / the validation tasks' mean "
-                 f"reference range, {reference_range:.2f} here).", "",
+                 f"reference range, {reference_range:.2f} here), falling when it lost as "
+                 "much.", "",
                  "| trial | " + " | ".join(f"{s} steps" for s in steps)
                  + " | last quarter (normalized points) | curve |",
                  "| --- | " + " | ".join("---" for _ in steps) + " | --- | --- |"]
@@ -364,10 +365,10 @@ class Tuner:
             length = min(len(c) for c in runs)
             means = [sum(c[i][1] for c in runs) / len(runs) for i in range(length)]
             verdict = plateau(runs, reference_range)
-            gain, flat = (verdict[2], verdict[3]) if verdict is not None else (0.0, True)
+            gain = verdict[2] if verdict is not None else 0.0
             cells = [f"{m:.2f}" for m in means] + ["" for _ in steps[length:]]
             lines.append(f"| {number} | " + " | ".join(cells)
-                         + f" | {gain:+.1f} | {'flat' if flat else '**still rising**'} |")
+                         + f" | {gain:+.1f} | {curve_label(gain)} |")
         return lines
 
 
