@@ -354,7 +354,7 @@ class Tuner:
         steps = [int(p[0]) for p in min(next(iter(curves.values())), key=len)]
         lines = ["", "## Validation curves", "",
                  "Mean validation return of the trial's seeds at each evaluation; flat when "
-                 f"the last quarter of the budget gained less than {PLATEAU_POINTS:g} "
+                 f"the last quarter of the budget gained or lost less than {PLATEAU_POINTS:g} "
                  "normalized points (100 x the return gained / the validation tasks' mean "
                  f"reference range, {reference_range:.2f} here), falling when it lost as "
                  "much.", "",
