@@ -10,6 +10,7 @@ from merpo_agent.config import ConfigError, check_task_split
 from merpo_agent.report import combine, compare, curve_label, plateau
 from merpo_agent.reproduce import (
     experiments,
+    only_methods,
     resolved_config,
     sizes_for,
     train_command,
@@ -73,6 +74,30 @@ def test_steps_sets_every_methods_budget_alike(tmp_path):
             with_budget(sizes_for(PRW, quick=False), bad)
 
 
+def test_methods_keeps_only_the_named_runs_and_their_rows():
+    from merpo_agent.reproduce import with_settings
+
+    fig6 = with_settings(experiments()["fig6"], "validated", PRW)
+    subset = only_methods(fig6, "merpo-adp, merpo-first-read")
+    assert [run.key for run in subset.runs] == ["merpo-adp", "merpo-first-read"]
+    labels = {row.label: row.run for row in subset.rows}
+    assert set(labels) == {"MerPO-Adp", "MerPO (Table 2 as first read)", "behavior"}
+    # the behavior policy is read from a run that trains (MerPO's own run does not)
+    assert labels["behavior"] == "merpo-adp"
+    assert only_methods(fig6, ",".join(run.key for run in fig6.runs)) == fig6
+    for bad in ("nope", "merpo-adp,nope", " , "):
+        with pytest.raises(ConfigError, match="--methods .*name one or more of them"):
+            only_methods(fig6, bad)
+
+
+def test_a_bad_methods_list_is_one_line_before_anything_trains(tmp_path, capsys):
+    code = cli.main(["reproduce", "fig6", "--env", PRW, "--methods", "merpo-adpp",
+                     "--out", str(tmp_path / "repro")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "merpo-adp" in err[0]
+    assert not (tmp_path / "repro").exists()
+
+
 @pytest.mark.parametrize("env_id", ["merpo/HalfCheetahFwdBack-v0", "merpo/AntFwdBack-v0",
                                     "merpo/Walker2dParams-v0", PRW])
 def test_every_fig6_command_of_every_env_is_one_that_train_accepts(env_id, tmp_path):
@@ -123,6 +148,21 @@ def test_reproduce_quick_writes_a_report_with_every_section(point_robot_store, t
     assert cli.main(["reproduce", "fig6", "--env", PRW, "--seeds", "2", "--quick",
                      "--out", str(out)]) == 0
     assert all(p.stat().st_mtime == t for p, t in mtimes.items())
+
+
+@pytest.mark.slow
+def test_reproduce_methods_trains_and_reports_only_those_runs(point_robot_store, tmp_path):
+    out = tmp_path / "repro"
+    assert cli.main(["reproduce", "fig6", "--env", PRW, "--seeds", "1", "--quick",
+                     "--out", str(out), "--methods", "merpo-adp,focal"]) == 0
+    trained = sorted(p.parent.parent.name for p in (out / "fig6").glob("*/seed-*/result.json"))
+    assert trained == ["focal", "merpo-adp"]
+    report = (out / "fig6" / "report.md").read_text()
+    assert "--methods merpo-adp,focal" in report
+    assert "| MerPO-Adp |" in report and "| FOCAL |" in report and "| behavior |" in report
+    assert "| MerPO |" not in report and "| MBML |" not in report
+    c3 = next(x for x in report.splitlines() if x.startswith("- C3:"))
+    assert c3.startswith("- C3: **not run**")  # MerPO, the claim's pivot, did not run
 
 
 def test_single_task_runs_plot_their_own_task_returns(tmp_path):

@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--steps", type=int, default=None,
                        help="every method's budget of gradient steps (default: the sizes' "
                        "4000; longer budgets show where the curves flatten)")
+    repro.add_argument("--methods", default=None, metavar="RUN[,RUN...]",
+                       help="train and report only these runs of the experiment (their folder "
+                       "names, e.g. merpo-adp,focal; default: every run), e.g. to give the "
+                       "methods still rising at one budget a longer one")
     _executor_arguments(repro)
     _seed_batch_argument(repro, "method")
 

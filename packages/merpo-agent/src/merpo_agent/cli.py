@@ -15,6 +15,7 @@
         [--jobs N] [--quality medium|expert|...]   # the paper's comparisons, with a report
         [--executor local|ray [--ray-address auto|HOST:PORT]]   # runs on a Ray cluster
         [--seed-batch N]   # seeds of a method trained together (default all; 1: apart)
+        [--steps N] [--methods merpo-adp,focal]   # a longer budget for some of the runs
     merpo-agent --version             # versions of merpo and its dependencies
 
 Bad input (unknown env, algo or preset, bad override, missing dataset, CUDA where there is
@@ -248,7 +249,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         args.experiment, args.env, args.seeds, Path(args.out), quick=args.quick,
         quality=args.quality,
         settings=args.settings, steps=args.steps, executor=executor,
-        seed_batch=args.seed_batch,
+        seed_batch=args.seed_batch, methods=args.methods,
     )
     print(report.read_text())
     print(f"report: {report}")

@@ -524,6 +524,26 @@ def seed_jobs(runs: list[tuple[list[str], Path, str]], seed_batch: int | None
     return jobs
 
 
+def only_methods(experiment: Experiment, methods: str) -> Experiment:
+    """The experiment restricted to the runs named in ``methods`` (a comma list of run keys,
+    the runs' folder names): its rows of those runs only, the behavior row read from the
+    first kept run (every run evaluates the behavior policy on the same tasks)."""
+    wanted = [key.strip() for key in methods.split(",") if key.strip()]
+    keys = [run.key for run in experiment.runs]
+    unknown = [key for key in wanted if key not in keys]
+    if not wanted or unknown:
+        raise ConfigError(f"--methods {methods!r}: {experiment.name} runs "
+                          f"{', '.join(keys)}; name one or more of them, comma-separated")
+    runs = tuple(run for run in experiment.runs if run.key in wanted)
+    rows = []
+    for row in experiment.rows:
+        if row.run in wanted:
+            rows.append(row)
+        elif row.column == "behavior":
+            rows.append(replace(row, run=runs[0].key))
+    return replace(experiment, runs=runs, rows=tuple(rows))
+
+
 def reproduce(
     name: str,
     env_id: str,
@@ -537,6 +557,7 @@ def reproduce(
     *,
     executor,
     seed_batch: int | None = 1,
+    methods: str | None = None,
 ) -> Path:
     """Train every (run, seed) of experiment ``name`` (reusing finished ones), then write
     the report; returns the report's path. ``settings``: tuned settings (``with_settings``:
@@ -546,7 +567,8 @@ def reproduce(
     ``("ray", ...)``; made by the caller, which also checks ``--jobs`` before any dataset is
     built: ``executors`` calls this module's ``run_job``, so this module does not import it);
     ``seed_batch``: at most that many seeds of a run train together (``seed_jobs``; None:
-    all; 1, the default: a process per seed, faster on a CPU at these sizes)."""
+    all; 1, the default: a process per seed, faster on a CPU at these sizes); ``methods``:
+    only these runs (``only_methods``; None: every run of the experiment)."""
     from merpo_agent.report import write_report
 
     table = experiments()
@@ -559,6 +581,8 @@ def reproduce(
     experiment = table[name]
     if settings is not None:
         experiment = with_settings(experiment, settings, env_id)
+    if methods is not None:
+        experiment = only_methods(experiment, methods)
     sizes = with_budget(sizes_for(env_id, quick), steps)
     _ensure_datasets(env_id, experiment, sizes, quality)
     base = out_dir / name
@@ -584,7 +608,8 @@ def reproduce(
                + (" --quick" if quick else "") + (f" --quality {quality}" if quality != "medium"
                                                   else "")
                + (f" --settings {settings}" if settings is not None else "")
-               + (f" --steps {steps}" if steps is not None else ""))
+               + (f" --steps {steps}" if steps is not None else "")
+               + (f" --methods {methods}" if methods is not None else ""))
     return write_report(experiment, env_id, quality, sizes, results, base, command, wall)
 
 
@@ -624,5 +649,5 @@ def _ensure_datasets(env_id: str, experiment: Experiment, sizes: Sizes, quality:
                                 progress=False)  # fmt: skip
 
 
-__all__ = ["Experiment", "Row", "RunSpec", "Sizes", "experiments", "reproduce", "run_job",
-           "run_one", "seed_jobs", "seeds_command", "sizes_for"]
+__all__ = ["Experiment", "Row", "RunSpec", "Sizes", "experiments", "only_methods", "reproduce",
+           "run_job", "run_one", "seed_jobs", "seeds_command", "sizes_for"]
