@@ -160,6 +160,7 @@ def test_a_mismatch_names_the_arrays_and_the_versions_that_differ(monkeypatch):
         "datasets": {ds_id: {"content_hash": "e" * 64, "fields": fields}},
         "versions": {"gymnasium": "1.4.0", "numpy": "2.3.5", "torch": "2.13.0+cpu"},
         "blas": "SkylakeX",
+        "numpy_simd": "X86_V3 X86_V4",
     }
     installed = {"gymnasium": "1.4.0", "numpy": "2.4.6", "torch": "2.13.0+cpu"}
     monkeypatch.setattr(shipped, "installed_versions", lambda: dict(installed))
@@ -169,14 +170,16 @@ def test_a_mismatch_names_the_arrays_and_the_versions_that_differ(monkeypatch):
         f"{ds_id}: content hash 111111111111 != recorded eeeeeeeeeeee; arrays that differ: "
         "infos/sparse_reward, rewards; versions that differ: numpy 2.3.5 recorded, 2.4.6 installed"
     )
-    # Every recorded version installed: the line names numpy's BLAS kernel, here and then.
+    # Every recorded version installed: the line names numpy's BLAS kernel and SIMD
+    # targets, here and then.
     installed["numpy"] = "2.3.5"
     monkeypatch.setattr(shipped, "blas_kernel", lambda: "Haswell")
+    monkeypatch.setattr(shipped, "numpy_simd", lambda: "X86_V3")
     line = describe_mismatch(ds_id, "1" * 64, rebuilt, header)
     assert line.endswith(
         "every recorded version is installed, so the code or the arithmetic outside torch "
         "that computes those arrays differs (numpy's BLAS kernel here: Haswell, at export: "
-        "SkylakeX)"
+        "SkylakeX; its SIMD targets here: X86_V3, at export: X86_V3 X86_V4)"
     )
     assert "\n" not in line
 

@@ -1,12 +1,14 @@
-"""Every merpo env steps to the same bits whatever BLAS kernel numpy picks for the CPU.
+"""Every merpo env steps to the same bits whatever kernels numpy picks for the CPU.
 
-numpy's BLAS (OpenBLAS) picks its kernels by CPU at import (``OPENBLAS_CORETYPE``
-overrides it): an AVX-512 machine and an AVX2 one sum a dot product in another order, so
-``np.linalg.norm`` of the same vector can differ in its last bit. A dataset stores the
-envs' rewards and infos bit for bit (its content hash), so nothing an env returns may go
-through BLAS. Each env runs the same seeded uniform actions in two processes, one on the
-CPU's own kernels and one on OpenBLAS's plain SSE kernels, and every returned array must
-hash the same; a BLAS dot of a long vector, run beside them, shows that the two
+numpy picks kernels by CPU at import, twice: its BLAS (OpenBLAS; ``OPENBLAS_CORETYPE``
+overrides it), where an AVX-512 machine and an AVX2 one sum a product in another order,
+and its own SIMD loops (``NPY_DISABLE_CPU_FEATURES`` turns them off), where e.g.
+``np.power`` on AVX-512 rounds some results to the neighbouring float. A dataset stores
+the envs' rewards and infos bit for bit (its content hash), so nothing an env returns may
+depend on either. Each env runs the same seeded uniform actions in three processes: on
+the CPU's own kernels, on OpenBLAS's plain SSE kernels, and with numpy's SIMD dispatch
+off; every returned array must hash the same. Probes run beside them (a BLAS matrix
+product; float32 exp and sin, which numpy vectorizes on AVX2 and AVX-512) show that the
 processes did use different kernels.
 """
 
@@ -43,16 +45,26 @@ for env_id in merpo_envs.env_ids():
         if term or trunc:
             obs, _ = env.reset()
     out[env_id] = {k: h.hexdigest()[:16] for k, h in sorted(fields.items())}
-x = np.random.default_rng(0).standard_normal(100_003)
-out["blas probe"] = float(x @ x).hex()
+rng = np.random.default_rng(0)
+a, b = rng.standard_normal((257, 1031)), rng.standard_normal((1031, 263))
+out["blas probe"] = hashlib.sha256((a @ b).tobytes()).hexdigest()[:16]
+x = np.linspace(-10, 10, 100_001, dtype=np.float32)
+out["simd probe"] = hashlib.sha256(np.exp(x).tobytes() + np.sin(x).tobytes()).hexdigest()[:16]
 print(json.dumps(out))
 """
 
 
-def _run(coretype: str | None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
-    if coretype is not None:
-        env["OPENBLAS_CORETYPE"] = coretype
+def _numpy_dispatch_targets() -> str:
+    """Every SIMD target this numpy build dispatches to (those this CPU lacks included)."""
+    from numpy._core._multiarray_umath import __cpu_dispatch__
+
+    return " ".join(__cpu_dispatch__)
+
+
+def _run(**variables: str) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES")}
+    env.update(variables)
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
     )
@@ -60,17 +72,33 @@ def _run(coretype: str | None) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_env_steps_do_not_depend_on_the_blas_kernel():
-    native, sse = _run(None), _run("Prescott")
-    assert native["blas probe"] != sse["blas probe"], (
-        "OPENBLAS_CORETYPE=Prescott gave the same BLAS sums as this CPU's kernels: "
-        "this numpy's BLAS is not a dynamic-arch OpenBLAS, so the check below proves nothing"
-    )
-    assert set(native) == {*merpo_envs.env_ids(), "blas probe"}
-    differ = [
+def _differ(native: dict, other: dict) -> list[str]:
+    return [
         f"{env_id} {key}"
         for env_id in merpo_envs.env_ids()
         for key in native[env_id]
-        if native[env_id][key] != sse[env_id].get(key)
+        if native[env_id][key] != other[env_id].get(key)
     ]
+
+
+def test_env_steps_do_not_depend_on_the_blas_kernel():
+    native, sse = _run(), _run(OPENBLAS_CORETYPE="Prescott")
+    assert native["blas probe"] != sse["blas probe"], (
+        "OPENBLAS_CORETYPE=Prescott gave the same BLAS matrix product as this CPU's "
+        "kernels: this numpy's BLAS is not a dynamic-arch OpenBLAS, so the check below "
+        "proves nothing"
+    )
+    assert set(native) == {*merpo_envs.env_ids(), "blas probe", "simd probe"}
+    differ = _differ(native, sse)
     assert not differ, f"these depend on numpy's BLAS kernel: {', '.join(differ)}"
+
+
+def test_env_steps_do_not_depend_on_numpys_simd_loops():
+    native = _run()
+    baseline = _run(NPY_DISABLE_CPU_FEATURES=_numpy_dispatch_targets())
+    assert native["simd probe"] != baseline["simd probe"], (
+        "numpy's float32 exp and sin gave the same bits with its SIMD dispatch off: this "
+        "CPU has no SIMD target numpy dispatches to, so the check below proves nothing"
+    )
+    differ = _differ(native, baseline)
+    assert not differ, f"these depend on numpy's SIMD kernels: {', '.join(differ)}"

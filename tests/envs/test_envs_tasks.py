@@ -57,11 +57,44 @@ def test_walker_task_list_follows_the_seeded_recipe():
         params = info.task_params(task)
         assert list(params) == list(WALKER_PARAMS)
         for name in WALKER_PARAMS:
-            np.testing.assert_array_equal(np.asarray(params[name]), expected[task][name])
+            # the recipe's numpy power may round the last bit by CPU; merpo's does not
+            np.testing.assert_array_max_ulp(np.asarray(params[name]), expected[task][name], 1)
     # Exponents in [-3, 3]: multipliers within the bases' ranges, and tasks differ.
     masses = np.array([info.task_params(t)["body_mass"] for t in range(25)])
     assert masses.min() >= 1.5**-3 and masses.max() <= 1.5**3
     assert len({m.tobytes() for m in masses}) == 25
+
+
+# sha256 of the 25 tasks' multiplier arrays (float64, little-endian, task by task in
+# PARAM_BASES order): the task definitions, pinned to the bit on every machine
+WALKER_MULTIPLIERS_SHA256 = "585d94530fe309d0f21d2ac56d76b51134591c2d3d6235b9f1a0a0b115e35ea0"
+
+
+def test_walker_multipliers_are_the_same_bits_on_every_machine():
+    import hashlib
+
+    from merpo_envs.walker2d_params import PARAM_BASES, task_multipliers
+
+    digest = hashlib.sha256()
+    for multipliers in task_multipliers():
+        for name in PARAM_BASES:
+            digest.update(np.ascontiguousarray(multipliers[name], dtype="<f8").tobytes())
+    assert digest.hexdigest() == WALKER_MULTIPLIERS_SHA256
+
+
+def test_walker_powers_are_the_floats_nearest_the_exact_values():
+    from fractions import Fraction
+
+    from merpo_envs.walker2d_params import power_on_every_cpu
+
+    exponents = np.array([[2.0, -3.0], [0.5, 1.0]])
+    got = power_on_every_cpu(1.5, exponents)
+    assert got.shape == (2, 2)
+    assert got[0, 0] == 2.25 and got[0, 1] == float(Fraction(8, 27)) and got[1, 1] == 1.5
+    root = got[1, 0]  # sqrt(1.5): the nearest float squares closer to 1.5 than its neighbours
+    errors = [abs(Fraction(x) ** 2 - Fraction(3, 2))
+              for x in (np.nextafter(root, 0), root, np.nextafter(root, 2))]
+    assert errors[1] == min(errors)
 
 
 @pytest.mark.parametrize("env_id", ALL_IDS)
@@ -82,7 +115,8 @@ def test_walker_applies_multipliers_to_the_model_defaults():
         )
     # Switching restores the defaults first: task 8's arrays, not task 3's times task 8's.
     env.unwrapped.set_task(8)
-    np.testing.assert_array_equal(model.body_mass, default.body_mass * expected[3]["body_mass"])
+    task_3 = np.asarray(merpo_envs.get_meta_info(WALKER).task_params(3)["body_mass"])
+    np.testing.assert_array_equal(model.body_mass, default.body_mass * task_3)
     env.reset(seed=0)
     for name in WALKER_PARAMS:
         np.testing.assert_allclose(

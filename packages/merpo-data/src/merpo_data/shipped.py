@@ -140,6 +140,16 @@ def blas_kernel() -> str:
     return "unknown"
 
 
+def numpy_simd() -> str:
+    """The SIMD targets numpy dispatches its own loops to on this CPU (e.g. ``X86_V3``,
+    ``X86_V4``): another thing a dataset must not depend on, named in reports."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # a numpy that keeps them elsewhere
+        return "unknown"
+    return " ".join(t for t in __cpu_dispatch__ if __cpu_features__.get(t)) or "none"
+
+
 def describe_mismatch(ds_id: str, content_hash: str, fields: dict[str, str], header: dict) -> str:
     """One line on a rebuilt dataset whose content hash differs from the recorded one: the
     arrays that differ and the recorded package versions that differ from the installed."""
@@ -164,7 +174,8 @@ def describe_mismatch(ds_id: str, content_hash: str, fields: dict[str, str], hea
         why = (
             "every recorded version is installed, so the code or the arithmetic outside "
             f"torch that computes those arrays differs (numpy's BLAS kernel here: "
-            f"{blas_kernel()}, at export: {header.get('blas', 'not recorded')})"
+            f"{blas_kernel()}, at export: {header.get('blas', 'not recorded')}; its SIMD "
+            f"targets here: {numpy_simd()}, at export: {header.get('numpy_simd', 'not recorded')})"
         )
     else:
         why = "no versions recorded"
@@ -244,7 +255,8 @@ def export_shipped(
     ENV --retrain``), with the content hashes of the datasets that build gave (every
     quality of those tasks must be in the local store, for ``preset`` and for every preset
     that rolls out its policies, :func:`rollout_presets`) and this machine's
-    :func:`arithmetic_fingerprint`, the installed versions and numpy's BLAS kernel."""
+    :func:`arithmetic_fingerprint`, the installed versions, numpy's BLAS kernel and SIMD
+    targets."""
     from merpo_envs import get_meta_info
 
     from merpo_data.presets import get_preset
@@ -285,5 +297,6 @@ def export_shipped(
         "arithmetic": arithmetic_fingerprint(),
         "versions": json.dumps(installed_versions()),
         "blas": blas_kernel(),
+        "numpy_simd": numpy_simd(),
     }
     return save_shipped(records, shipped, metadata)

@@ -4,12 +4,18 @@ rand_param_envs' walker2d-rand-params on Gymnasium's Walker2d-v5 (the paper, App
 each task multiplies the model's default ``body_mass``, ``body_inertia`` and
 ``geom_friction`` by ``1.5**U(-3, 3)`` and ``dof_damping`` by ``1.3**U(-3, 3)``, element
 by element, from one seeded random stream so task j is the same everywhere.
+
+"The same everywhere" includes the last bit: the powers are computed in software
+(:func:`power_on_every_cpu`), because numpy's ``np.power`` rounds by CPU (its AVX-512
+kernels round some results to the neighbouring float), and MuJoCo turns a last-bit change
+of a mass into another trajectory, so another dataset.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from decimal import Context, Decimal, localcontext
 from typing import Any
 
 import gymnasium.envs.mujoco.mujoco_env as gym_mujoco_env
@@ -51,12 +57,26 @@ def _param_shapes() -> dict[str, tuple[int, ...]]:
     return {name: getattr(model, name).shape for name in PARAM_BASES}
 
 
+def power_on_every_cpu(base: float, exponents: np.ndarray) -> np.ndarray:
+    """``base ** exponents`` element by element, the same bits on every machine.
+
+    Each power is the float nearest to the exact value, computed by Python's ``decimal``
+    (integer arithmetic, 40 significant digits, then one rounding to float64), not by a
+    libm or SIMD kernel, whose last bit depends on the CPU and the library version.
+    """
+    with localcontext(Context(prec=40)):
+        exact_base = Decimal(base)
+        values = [float(exact_base ** Decimal(e)) for e in np.ravel(exponents).tolist()]
+    return np.array(values, dtype=np.float64).reshape(np.shape(exponents))
+
+
 @functools.cache
 def task_multipliers() -> tuple[dict[str, np.ndarray], ...]:
     """The 25 tasks' multiplier arrays (read-only), drawn from one ``RandomState(1337)``.
 
     Task by task, in ``PARAM_BASES`` order: exponents ``uniform(-3, 3, size=shape)`` with
-    the shape of the model's array, multiplier ``base ** exponent``.
+    the shape of the model's array, multiplier ``base ** exponent``
+    (:func:`power_on_every_cpu`).
     """
     rng = np.random.RandomState(TASK_SEED)
     shapes = _param_shapes()
@@ -65,7 +85,7 @@ def task_multipliers() -> tuple[dict[str, np.ndarray], ...]:
         multipliers = {}
         for name, base in PARAM_BASES.items():
             exponents = rng.uniform(-LOG_SCALE_LIMIT, LOG_SCALE_LIMIT, size=shapes[name])
-            multiplier = np.power(base, exponents)
+            multiplier = power_on_every_cpu(base, exponents)
             multiplier.setflags(write=False)
             multipliers[name] = multiplier
         tasks.append(multipliers)
